@@ -1,0 +1,11 @@
+//! The runtime every chatstream component shares: the three backend seams
+//! (event log, projection store, fan-out) with their embedded implementations,
+//! the processor runner, the conversation projection, config and tenants.
+//!
+//! `conformance` holds the test suites every implementation of a seam must
+//! pass; the Kafka, ScyllaDB and Redis implementations run the same suites.
+
+pub mod conformance;
+pub mod fanout;
+pub mod log;
+pub mod store;

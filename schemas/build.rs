@@ -1,0 +1,28 @@
+//! Compiles `proto/` with protox (pure Rust, no `protoc` needed) and generates
+//! prost messages plus tonic service code. The descriptor set is kept for gRPC reflection.
+use std::path::PathBuf;
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../proto");
+    let files = [
+        proto_root.join("chatstream/events/v1/events.proto"),
+        proto_root.join("chatstream/gateway/v1/chat.proto"),
+    ];
+    println!("cargo:rerun-if-changed={}", proto_root.display());
+
+    let descriptors = protox::compile(&files, [&proto_root])?;
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("chatstream_descriptor.bin"),
+        descriptors.encode_to_vec(),
+    )?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        // The gateway API refers to events; point it at their module.
+        .extern_path(".chatstream.events.v1", "crate::pb::events")
+        .compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,47 @@
+//! Event types and constructors: one place that fills the envelope, so every
+//! producer sets type, version, time and causation the same way.
+use std::time::SystemTime;
+
+use crate::pb::events::{event::Payload, Event};
+
+/// Version of the envelope and payload meanings in this build.
+pub const SCHEMA_VERSION: u32 = 1;
+
+pub const CONVERSATION_OPENED: &str = "chatstream.conversation.opened.v1";
+pub const USER_MESSAGE_SENT: &str = "chatstream.user_message.sent.v1";
+pub const ASSISTANT_MESSAGE: &str = "chatstream.assistant_message.v1";
+pub const ERROR_OCCURRED: &str = "chatstream.error.v1";
+
+/// The `type` string of a payload (also the CloudEvents `ce_type`).
+pub fn type_of(payload: &Payload) -> &'static str {
+    match payload {
+        Payload::ConversationOpened(_) => CONVERSATION_OPENED,
+        Payload::UserMessageSent(_) => USER_MESSAGE_SENT,
+        Payload::AssistantMessage(_) => ASSISTANT_MESSAGE,
+        Payload::ErrorOccurred(_) => ERROR_OCCURRED,
+    }
+}
+
+/// Where an event sits in its conversation and what caused it.
+#[derive(Debug, Clone)]
+pub struct EventContext<'a> {
+    pub tenant_id: &'a str,
+    pub conversation_id: &'a str,
+    pub causation_id: &'a str,
+    pub correlation_id: &'a str,
+}
+
+/// Builds a complete envelope around `payload`, stamped with the current time.
+pub fn new_event(id: String, context: EventContext<'_>, payload: Payload) -> Event {
+    Event {
+        id,
+        tenant_id: context.tenant_id.to_owned(),
+        conversation_id: context.conversation_id.to_owned(),
+        r#type: type_of(&payload).to_owned(),
+        occurred_at: Some(prost_types::Timestamp::from(SystemTime::now())),
+        causation_id: context.causation_id.to_owned(),
+        correlation_id: context.correlation_id.to_owned(),
+        schema_version: SCHEMA_VERSION,
+        payload: Some(payload),
+    }
+}

@@ -1,0 +1,23 @@
+//! chatstream's shared vocabulary: the protobuf events and gateway API
+//! (generated from `proto/`), the log codec, event ids, and the JSON mapping
+//! spoken on the WebSocket.
+
+pub mod codec;
+pub mod event;
+pub mod ids;
+pub mod ws;
+
+/// Generated protobuf types.
+pub mod pb {
+    pub mod events {
+        tonic::include_proto!("chatstream.events.v1");
+    }
+    pub mod gateway {
+        tonic::include_proto!("chatstream.gateway.v1");
+    }
+    /// Encoded `FileDescriptorSet` of every chatstream proto, for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("chatstream_descriptor");
+}
+
+pub use pb::events::Event;
