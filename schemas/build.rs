@@ -21,8 +21,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        // The gateway API refers to events; point it at their module.
-        .extern_path(".chatstream.events.v1", "crate::pb::events")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -1,1 +1,68 @@
-//! placeholder
+//! The gateway: authenticates clients, validates what they send, appends it
+//! to the log and streams back what the processors produce. Three edges
+//! (WebSocket, gRPC, HTTP probes) convert their wire format into one
+//! internal `ChatCommand`; nothing below the edge knows the protocol.
+
+pub mod chat;
+pub mod command;
+pub mod error;
+pub mod grpc;
+pub mod http;
+mod session;
+pub mod ws;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use chatstream_runtime::tenants::TenantRegistry;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use chat::ChatCore;
+
+/// Everything the edges share.
+#[derive(Clone)]
+pub struct Gateway {
+    pub core: Arc<ChatCore>,
+    pub tenants: Arc<TenantRegistry>,
+    /// Renders `/metrics`; `None` when no recorder is installed.
+    pub metrics: Option<PrometheusHandle>,
+    pub readiness: Readiness,
+    pub limits: EdgeLimits,
+    /// Cancelled when the process shuts down: connections close with "going away".
+    pub shutdown: CancellationToken,
+}
+
+#[derive(Debug, Clone)]
+pub struct EdgeLimits {
+    /// Largest WebSocket frame or gRPC message accepted at all; bigger ones
+    /// close the connection (WebSocket 1009) or fail the call.
+    pub max_frame_bytes: usize,
+    pub max_subscriptions_per_connection: usize,
+}
+
+impl EdgeLimits {
+    /// Room for a `max_message_bytes` text plus JSON escaping and envelope.
+    pub fn for_max_message_bytes(max_message_bytes: usize) -> Self {
+        Self {
+            max_frame_bytes: max_message_bytes
+                .saturating_mul(2)
+                .saturating_add(64 * 1024),
+            max_subscriptions_per_connection: 100,
+        }
+    }
+}
+
+/// Set once the process has finished starting (processors caught up).
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set_ready(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}

@@ -46,18 +46,29 @@ pub fn validate(event: &Event) -> Result<(), CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{new_event, EventContext};
-    use crate::pb::events::{event::Payload, UserMessageSent};
+    use crate::event::{EventContext, new_event};
+    use crate::pb::events::{UserMessageSent, event::Payload};
 
     #[test]
     fn round_trips_and_rejects_garbage() {
         let event = new_event(
             crate::ids::new_event_id(),
-            EventContext { tenant_id: "t", conversation_id: "c", causation_id: "", correlation_id: "" },
-            Payload::UserMessageSent(UserMessageSent { text: "hi".into(), ..Default::default() }),
+            EventContext {
+                tenant_id: "t",
+                conversation_id: "c",
+                causation_id: "",
+                correlation_id: "",
+            },
+            Payload::UserMessageSent(UserMessageSent {
+                text: "hi".into(),
+                ..Default::default()
+            }),
         );
         assert_eq!(decode(&encode(&event)).unwrap(), event);
-        assert!(matches!(decode(&[0xff, 0xff, 0xff]), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            decode(&[0xff, 0xff, 0xff]),
+            Err(CodecError::Malformed(_))
+        ));
         assert!(matches!(decode(&[]), Err(CodecError::MissingField("id"))));
     }
 }

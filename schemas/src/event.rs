@@ -2,7 +2,7 @@
 //! producer sets type, version, time and causation the same way.
 use std::time::SystemTime;
 
-use crate::pb::events::{event::Payload, Event};
+use crate::pb::events::{Event, event::Payload};
 
 /// Version of the envelope and payload meanings in this build.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -41,6 +41,9 @@ mod tests {
         assert_ne!(first, derived_event_id(&cause, 1));
         let parsed = Uuid::parse_str(&first).unwrap();
         assert_eq!(parsed.get_version_num(), 7);
-        assert_eq!(&parsed.as_bytes()[..6], &Uuid::parse_str(&cause).unwrap().as_bytes()[..6]);
+        assert_eq!(
+            &parsed.as_bytes()[..6],
+            &Uuid::parse_str(&cause).unwrap().as_bytes()[..6]
+        );
     }
 }

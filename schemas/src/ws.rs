@@ -89,7 +89,10 @@ pub enum ServerFrame {
         text: String,
     },
     /// A committed event of a subscribed conversation.
-    Event { position: u64, event: EventJson },
+    Event {
+        position: u64,
+        event: EventJson,
+    },
     Error {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         request_id: Option<String>,
@@ -120,7 +123,10 @@ pub enum EventBody {
     #[serde(rename = "chatstream.conversation.opened.v1")]
     ConversationOpened { title: String },
     #[serde(rename = "chatstream.user_message.sent.v1")]
-    UserMessageSent { client_message_id: String, text: String },
+    UserMessageSent {
+        client_message_id: String,
+        text: String,
+    },
     #[serde(rename = "chatstream.assistant_message.v1")]
     AssistantMessage {
         text: String,
@@ -148,7 +154,9 @@ impl EventJson {
     /// JSON view of a decoded event; `None` for an event without a payload.
     pub fn from_event(event: &events::Event) -> Option<Self> {
         let body = match event.payload.as_ref()? {
-            Payload::ConversationOpened(p) => EventBody::ConversationOpened { title: p.title.clone() },
+            Payload::ConversationOpened(p) => EventBody::ConversationOpened {
+                title: p.title.clone(),
+            },
             Payload::UserMessageSent(p) => EventBody::UserMessageSent {
                 client_message_id: p.client_message_id.clone(),
                 text: p.text.clone(),
@@ -189,8 +197,14 @@ impl EventJson {
 /// Every JSON Schema this protocol publishes, by file name.
 pub fn json_schemas() -> Vec<(&'static str, schemars::Schema)> {
     vec![
-        ("client-frame.schema.json", schemars::schema_for!(ClientFrame)),
-        ("server-frame.schema.json", schemars::schema_for!(ServerFrame)),
+        (
+            "client-frame.schema.json",
+            schemars::schema_for!(ClientFrame),
+        ),
+        (
+            "server-frame.schema.json",
+            schemars::schema_for!(ServerFrame),
+        ),
         ("event.schema.json", schemars::schema_for!(EventJson)),
     ]
 }
@@ -212,7 +226,12 @@ mod tests {
     fn event_json_uses_type_and_data() {
         let event = crate::event::new_event(
             "id-1".into(),
-            crate::event::EventContext { tenant_id: "t", conversation_id: "c", causation_id: "", correlation_id: "" },
+            crate::event::EventContext {
+                tenant_id: "t",
+                conversation_id: "c",
+                causation_id: "",
+                correlation_id: "",
+            },
             Payload::UserMessageSent(events::UserMessageSent {
                 client_message_id: "m1".into(),
                 text: "hello".into(),
@@ -234,7 +253,10 @@ mod tests {
         for (name, schema) in json_schemas() {
             let expected = serde_json::to_string_pretty(&schema).unwrap() + "\n";
             let actual = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
-            assert_eq!(actual, expected, "schemas/json/{name} is stale: run `cargo run -p chatstream-schemas --bin gen-json-schemas`");
+            assert_eq!(
+                actual, expected,
+                "schemas/json/{name} is stale: run `cargo run -p chatstream-schemas --bin gen-json-schemas`"
+            );
         }
     }
 }

@@ -5,7 +5,11 @@
 //! `conformance` holds the test suites every implementation of a seam must
 //! pass; the Kafka, ScyllaDB and Redis implementations run the same suites.
 
+pub mod config;
 pub mod conformance;
 pub mod fanout;
 pub mod log;
+pub mod projector;
+pub mod runner;
 pub mod store;
+pub mod tenants;

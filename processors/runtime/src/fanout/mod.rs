@@ -46,9 +46,18 @@ pub type FanOutStream = Pin<Box<dyn Stream<Item = Result<FanOutMessage, FanOutEr
 pub trait FanOut: Send + Sync + 'static {
     /// Delivers `message` to the current subscribers of the conversation.
     /// No subscriber is not an error: the message is dropped.
-    async fn publish(&self, tenant_id: &str, conversation_id: &str, message: FanOutMessage) -> Result<(), FanOutError>;
+    async fn publish(
+        &self,
+        tenant_id: &str,
+        conversation_id: &str,
+        message: FanOutMessage,
+    ) -> Result<(), FanOutError>;
 
     /// Subscribes to a conversation. The subscription is active when this
     /// returns: everything published afterwards is delivered, in publish order.
-    async fn subscribe(&self, tenant_id: &str, conversation_id: &str) -> Result<FanOutStream, FanOutError>;
+    async fn subscribe(
+        &self,
+        tenant_id: &str,
+        conversation_id: &str,
+    ) -> Result<FanOutStream, FanOutError>;
 }

@@ -64,7 +64,8 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Up to `max` records of `partition` starting at offset `from`, in
     /// order; empty when there is nothing at or after `from`. Never waits.
-    async fn read(&self, partition: u32, from: u64, max: usize) -> Result<Vec<LogRecord>, LogError>;
+    async fn read(&self, partition: u32, from: u64, max: usize)
+    -> Result<Vec<LogRecord>, LogError>;
 
     /// The offset the next record appended to `partition` will get.
     async fn end_offset(&self, partition: u32) -> Result<u64, LogError>;

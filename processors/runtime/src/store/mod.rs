@@ -64,10 +64,17 @@ pub trait ProjectionStore: Send + Sync + 'static {
 
     /// Records a conversation unless one with the same tenant and id exists;
     /// the first record wins. Returns the stored record.
-    async fn put_conversation(&self, conversation: &ConversationRecord) -> Result<ConversationRecord, StoreError>;
+    async fn put_conversation(
+        &self,
+        conversation: &ConversationRecord,
+    ) -> Result<ConversationRecord, StoreError>;
 
     /// The tenant's conversation, or `None` (also for another tenant's id).
-    async fn get_conversation(&self, tenant_id: &str, conversation_id: &str) -> Result<Option<ConversationRecord>, StoreError>;
+    async fn get_conversation(
+        &self,
+        tenant_id: &str,
+        conversation_id: &str,
+    ) -> Result<Option<ConversationRecord>, StoreError>;
 
     /// The tenant's conversations ordered by id, starting after `after_id`.
     async fn list_conversations(
@@ -94,7 +101,10 @@ pub trait ProjectionStore: Send + Sync + 'static {
     /// Records the outcome of a send under its client message id unless one
     /// is recorded already; the first wins. Returns the stored record, so
     /// every caller agrees on which event is the real one.
-    async fn claim_client_message(&self, record: &ClientMessageRecord) -> Result<ClientMessageRecord, StoreError>;
+    async fn claim_client_message(
+        &self,
+        record: &ClientMessageRecord,
+    ) -> Result<ClientMessageRecord, StoreError>;
 
     async fn get_client_message(
         &self,

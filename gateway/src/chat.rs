@@ -1,0 +1,424 @@
+//! What the gateway does, whatever the protocol: open conversations, append
+//! user messages (idempotently, acked once durable), read history, and
+//! deliver a conversation from a position with no gap and no duplicate.
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use chatstream_runtime::fanout::{FanOut, FanOutError, FanOutMessage, FanOutStream};
+use chatstream_runtime::log::EventLog;
+use chatstream_runtime::store::{
+    ClientMessageRecord, ConversationRecord, HistoryEntry, ProjectionStore,
+};
+use chatstream_runtime::tenants::Principal;
+use chatstream_schemas::event::{EventContext, new_event};
+use chatstream_schemas::ids::new_event_id;
+use chatstream_schemas::pb::events::{ConversationOpened, UserMessageSent, event::Payload};
+use futures::StreamExt;
+use tokio::sync::{Mutex, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::command::{ChatReply, MessageAck, SendMessage};
+use crate::error::ChatError;
+
+/// Longest accepted client message id, conversation id, title or request id.
+const MAX_ID_BYTES: usize = 256;
+/// History entries read per store round trip while replaying.
+const REPLAY_PAGE: usize = 500;
+/// Largest page `history` returns.
+pub const MAX_HISTORY_PAGE: usize = 1000;
+
+pub struct ChatCore {
+    log: Arc<dyn EventLog>,
+    store: Arc<dyn ProjectionStore>,
+    fanout: Arc<dyn FanOut>,
+    default_max_message_bytes: usize,
+    /// Striped locks so concurrent sends with one client message id
+    /// (a retry racing its original) are appended once.
+    send_locks: Vec<Mutex<()>>,
+}
+
+impl ChatCore {
+    pub fn new(
+        log: Arc<dyn EventLog>,
+        store: Arc<dyn ProjectionStore>,
+        fanout: Arc<dyn FanOut>,
+        default_max_message_bytes: usize,
+    ) -> Self {
+        Self {
+            log,
+            store,
+            fanout,
+            default_max_message_bytes,
+            send_locks: (0..64).map(|_| Mutex::new(())).collect(),
+        }
+    }
+
+    pub fn log(&self) -> &Arc<dyn EventLog> {
+        &self.log
+    }
+
+    pub fn store(&self) -> &Arc<dyn ProjectionStore> {
+        &self.store
+    }
+
+    /// Opens a conversation: recorded in the store first (so a send right
+    /// after the reply finds it), then appended to the log.
+    pub async fn open_conversation(
+        &self,
+        who: &Principal,
+        title: &str,
+    ) -> Result<(String, u64), ChatError> {
+        check_len("title", title)?;
+        let conversation_id = new_event_id();
+        self.store
+            .put_conversation(&ConversationRecord {
+                tenant_id: who.tenant.id.clone(),
+                conversation_id: conversation_id.clone(),
+                title: title.to_owned(),
+                created_at_ms: now_ms(),
+                opened_by_key_id: who.key_id.clone(),
+            })
+            .await?;
+        let id = new_event_id();
+        let event = new_event(
+            id.clone(),
+            EventContext {
+                tenant_id: &who.tenant.id,
+                conversation_id: &conversation_id,
+                causation_id: "",
+                correlation_id: &id,
+            },
+            Payload::ConversationOpened(ConversationOpened {
+                title: title.to_owned(),
+                opened_by_key_id: who.key_id.clone(),
+            }),
+        );
+        let position = self.log.append(&who.tenant.id, &event).await?;
+        Ok((conversation_id, position.offset))
+    }
+
+    /// Appends a user message and returns its ack once it is durable. A
+    /// retry with the same client message id gets the original ack back.
+    pub async fn send_message(
+        &self,
+        who: &Principal,
+        message: SendMessage,
+    ) -> Result<MessageAck, ChatError> {
+        let limit = who
+            .tenant
+            .limits
+            .max_message_bytes
+            .unwrap_or(self.default_max_message_bytes);
+        if message.text.len() > limit {
+            return Err(ChatError::MessageTooLarge {
+                size: message.text.len(),
+                limit,
+            });
+        }
+        if message.text.trim().is_empty() {
+            return Err(ChatError::InvalidRequest("text must not be empty".into()));
+        }
+        if let Some(id) = &message.client_message_id {
+            check_len("client_message_id", id)?;
+        }
+        if let Some(id) = &message.conversation_id {
+            self.require_conversation(who, id).await?;
+        }
+
+        let _guard = match &message.client_message_id {
+            Some(id) => Some(self.send_lock(&who.tenant.id, id).lock().await),
+            None => None,
+        };
+        if let Some(client_message_id) = &message.client_message_id
+            && let Some(earlier) = self
+                .store
+                .get_client_message(&who.tenant.id, client_message_id)
+                .await?
+        {
+            return ack_for_retry(message, earlier);
+        }
+
+        let conversation_id = match &message.conversation_id {
+            Some(id) => id.clone(),
+            None => self.open_conversation(who, "").await?.0,
+        };
+        let id = new_event_id();
+        let event = new_event(
+            id.clone(),
+            EventContext {
+                tenant_id: &who.tenant.id,
+                conversation_id: &conversation_id,
+                causation_id: "",
+                correlation_id: &id,
+            },
+            Payload::UserMessageSent(UserMessageSent {
+                client_message_id: message.client_message_id.clone().unwrap_or_default(),
+                text: message.text.clone(),
+                sent_by_key_id: who.key_id.clone(),
+            }),
+        );
+        let started = Instant::now();
+        let position = self.log.append(&who.tenant.id, &event).await?;
+        metrics::histogram!("chatstream_gateway_append_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("chatstream_gateway_messages_total", "tenant" => who.tenant.id.clone())
+            .increment(1);
+
+        let ack = MessageAck {
+            request_id: message.request_id.clone(),
+            conversation_id,
+            event_id: id,
+            position: position.offset,
+            duplicate: false,
+        };
+        if let Some(client_message_id) = &message.client_message_id {
+            let record = ClientMessageRecord {
+                tenant_id: who.tenant.id.clone(),
+                client_message_id: client_message_id.clone(),
+                conversation_id: ack.conversation_id.clone(),
+                event_id: ack.event_id.clone(),
+                position,
+            };
+            // The message is durable whatever happens here; the projector
+            // claims the id too, so a failure only widens the retry window.
+            match self.store.claim_client_message(&record).await {
+                Ok(winner) if winner.event_id != record.event_id => {
+                    return ack_for_retry(message, winner);
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "could not record client message id; the projector will")
+                }
+            }
+        }
+        Ok(ack)
+    }
+
+    /// A page of committed history: entries after `after_offset`, and the
+    /// offset to ask from for the next page when there is one.
+    pub async fn history(
+        &self,
+        who: &Principal,
+        conversation_id: &str,
+        after_offset: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<HistoryEntry>, Option<u64>), ChatError> {
+        self.require_conversation(who, conversation_id).await?;
+        let limit = limit.clamp(1, MAX_HISTORY_PAGE);
+        let mut entries = self
+            .store
+            .read_history(&who.tenant.id, conversation_id, after_offset, limit + 1)
+            .await?;
+        let next = if entries.len() > limit {
+            entries.truncate(limit);
+            entries.last().map(|e| e.position.offset)
+        } else {
+            None
+        };
+        Ok((entries, next))
+    }
+
+    /// Starts delivering a conversation to `out`: a `Subscribed` reply,
+    /// committed events after `after_offset` from history, then live deltas
+    /// and events, until `stop` is cancelled or `out` closes.
+    pub async fn subscribe(
+        &self,
+        who: &Principal,
+        request_id: Option<String>,
+        conversation_id: &str,
+        after_offset: Option<u64>,
+        out: mpsc::Sender<ChatReply>,
+        stop: CancellationToken,
+    ) -> Result<(), ChatError> {
+        self.require_conversation(who, conversation_id).await?;
+        // Subscribe before reading history: whatever is committed after the
+        // history read is then already on its way to us.
+        let live = self
+            .fanout
+            .subscribe(&who.tenant.id, conversation_id)
+            .await?;
+        let delivery = Delivery {
+            store: self.store.clone(),
+            fanout: self.fanout.clone(),
+            tenant_id: who.tenant.id.clone(),
+            conversation_id: conversation_id.to_owned(),
+            delivered_up_to: after_offset,
+            out,
+        };
+        let subscribed = ChatReply::Subscribed {
+            request_id,
+            conversation_id: conversation_id.to_owned(),
+        };
+        tokio::spawn(async move {
+            if delivery.send(subscribed).await.is_err() {
+                return;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = delivery.run(live) => {}
+            }
+        });
+        Ok(())
+    }
+
+    /// The conversation must exist for this tenant; another tenant's id is
+    /// "not found" too, so ids cannot be probed across tenants.
+    async fn require_conversation(
+        &self,
+        who: &Principal,
+        conversation_id: &str,
+    ) -> Result<(), ChatError> {
+        check_len("conversation_id", conversation_id)?;
+        match self
+            .store
+            .get_conversation(&who.tenant.id, conversation_id)
+            .await?
+        {
+            Some(_) => Ok(()),
+            None => Err(ChatError::ConversationNotFound(conversation_id.to_owned())),
+        }
+    }
+
+    fn send_lock(&self, tenant_id: &str, client_message_id: &str) -> &Mutex<()> {
+        let mut hasher = DefaultHasher::new();
+        (tenant_id, client_message_id).hash(&mut hasher);
+        &self.send_locks[(hasher.finish() % self.send_locks.len() as u64) as usize]
+    }
+}
+
+fn ack_for_retry(
+    message: SendMessage,
+    earlier: ClientMessageRecord,
+) -> Result<MessageAck, ChatError> {
+    if let Some(conversation_id) = &message.conversation_id
+        && *conversation_id != earlier.conversation_id
+    {
+        return Err(ChatError::ClientMessageConflict(earlier.client_message_id));
+    }
+    Ok(MessageAck {
+        request_id: message.request_id,
+        conversation_id: earlier.conversation_id,
+        event_id: earlier.event_id,
+        position: earlier.position.offset,
+        duplicate: true,
+    })
+}
+
+fn check_len(field: &str, value: &str) -> Result<(), ChatError> {
+    if value.len() > MAX_ID_BYTES {
+        return Err(ChatError::InvalidRequest(format!(
+            "{field} is longer than {MAX_ID_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// One subscription's delivery task: replays history, then forwards live
+/// messages, dropping committed events at or before what it delivered.
+struct Delivery {
+    store: Arc<dyn ProjectionStore>,
+    fanout: Arc<dyn FanOut>,
+    tenant_id: String,
+    conversation_id: String,
+    delivered_up_to: Option<u64>,
+    out: mpsc::Sender<ChatReply>,
+}
+
+/// Why delivery stopped.
+enum Stopped {
+    ClientGone,
+    Failed(ChatError),
+}
+
+impl Delivery {
+    async fn run(mut self, mut live: FanOutStream) {
+        let stopped = loop {
+            if let Err(stopped) = self.replay_history().await {
+                break stopped;
+            }
+            match self.forward_live(&mut live).await {
+                // Fell behind the live stream: resubscribe, then catch up from history again.
+                Ok(()) => match self
+                    .fanout
+                    .subscribe(&self.tenant_id, &self.conversation_id)
+                    .await
+                {
+                    Ok(fresh) => live = fresh,
+                    Err(error) => break Stopped::Failed(error.into()),
+                },
+                Err(stopped) => break stopped,
+            }
+        };
+        if let Stopped::Failed(error) = stopped {
+            let _ = self
+                .out
+                .send(ChatReply::Error {
+                    request_id: None,
+                    error,
+                })
+                .await;
+        }
+    }
+
+    async fn replay_history(&mut self) -> Result<(), Stopped> {
+        loop {
+            let page = self
+                .store
+                .read_history(
+                    &self.tenant_id,
+                    &self.conversation_id,
+                    self.delivered_up_to,
+                    REPLAY_PAGE,
+                )
+                .await
+                .map_err(|e| Stopped::Failed(e.into()))?;
+            let complete = page.len() < REPLAY_PAGE;
+            for entry in page {
+                self.deliver_committed(entry).await?;
+            }
+            if complete {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Returns `Ok` when the subscriber lagged and must catch up.
+    async fn forward_live(&mut self, live: &mut FanOutStream) -> Result<(), Stopped> {
+        while let Some(item) = live.next().await {
+            match item {
+                Ok(FanOutMessage::Delta(delta)) => self.send(ChatReply::Delta(delta)).await?,
+                Ok(FanOutMessage::Committed(entry)) => self.deliver_committed(entry).await?,
+                Err(FanOutError::Lagged { skipped }) => {
+                    tracing::debug!(skipped, conversation_id = %self.conversation_id, "subscriber lagged; catching up from history");
+                    return Ok(());
+                }
+                Err(error) => return Err(Stopped::Failed(error.into())),
+            }
+        }
+        Err(Stopped::Failed(ChatError::Unavailable(
+            "live delivery".into(),
+        )))
+    }
+
+    async fn deliver_committed(&mut self, entry: HistoryEntry) -> Result<(), Stopped> {
+        let offset = entry.position.offset;
+        if self.delivered_up_to.is_some_and(|up_to| offset <= up_to) {
+            return Ok(());
+        }
+        self.send(ChatReply::Event(entry)).await?;
+        self.delivered_up_to = Some(offset);
+        Ok(())
+    }
+
+    async fn send(&self, reply: ChatReply) -> Result<(), Stopped> {
+        self.out.send(reply).await.map_err(|_| Stopped::ClientGone)
+    }
+}

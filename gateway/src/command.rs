@@ -1,0 +1,71 @@
+//! The one internal command type every edge converts into, and the replies
+//! every edge converts back out of.
+use chatstream_runtime::fanout::TokenDelta;
+use chatstream_runtime::store::HistoryEntry;
+
+use crate::error::ChatError;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChatCommand {
+    Open {
+        request_id: Option<String>,
+        title: String,
+    },
+    Send(SendMessage),
+    Subscribe {
+        request_id: Option<String>,
+        conversation_id: String,
+        after_position: Option<u64>,
+    },
+    Unsubscribe {
+        request_id: Option<String>,
+        conversation_id: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendMessage {
+    pub request_id: Option<String>,
+    /// `None`: open a new conversation for this message.
+    pub conversation_id: Option<String>,
+    pub client_message_id: Option<String>,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageAck {
+    pub request_id: Option<String>,
+    pub conversation_id: String,
+    pub event_id: String,
+    pub position: u64,
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum ChatReply {
+    Opened {
+        request_id: Option<String>,
+        conversation_id: String,
+        position: u64,
+    },
+    Ack(MessageAck),
+    Subscribed {
+        request_id: Option<String>,
+        conversation_id: String,
+    },
+    Unsubscribed {
+        request_id: Option<String>,
+        conversation_id: String,
+    },
+    Delta(TokenDelta),
+    Event(HistoryEntry),
+    Error {
+        request_id: Option<String>,
+        error: ChatError,
+    },
+}
+
+/// Empty strings from protocols without optional fields mean "absent".
+pub fn non_empty(value: String) -> Option<String> {
+    if value.is_empty() { None } else { Some(value) }
+}

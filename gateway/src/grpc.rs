@@ -1,0 +1,292 @@
+//! The gRPC edge: `chatstream.gateway.v1.ChatService`, plus the standard
+//! `grpc.health.v1` service and server reflection. Authenticates every call
+//! from metadata: `authorization: Bearer <key>` or `x-api-key: <key>`.
+use std::pin::Pin;
+
+use chatstream_runtime::tenants::Principal;
+use chatstream_schemas::pb::gateway::{
+    self as pb,
+    chat_service_server::{ChatService, ChatServiceServer},
+    client_frame::Frame as ClientFrameKind,
+    server_frame::Frame as ServerFrameKind,
+};
+use futures::{Stream, StreamExt};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::Gateway;
+use crate::command::{ChatCommand, ChatReply, MessageAck, SendMessage, non_empty};
+use crate::error::ChatError;
+use crate::session::Session;
+
+const OUTBOUND_BUFFER: usize = 1024;
+
+/// Serves gRPC on `listener` until the gateway shuts down.
+pub async fn serve(gateway: Gateway, listener: TcpListener) -> Result<(), tonic::transport::Error> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<ChatServiceServer<GrpcChat>>()
+        .await;
+    // Both reflection versions: older grpcurl, Postman and evans speak only v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(chatstream_schemas::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .expect("the embedded descriptor sets are valid");
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .expect("the embedded descriptor sets are valid");
+    let max_message = gateway.limits.max_frame_bytes;
+    let shutdown = gateway.shutdown.clone();
+    let chat = ChatServiceServer::new(GrpcChat { gateway })
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(chat)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .await
+}
+
+pub struct GrpcChat {
+    gateway: Gateway,
+}
+
+impl GrpcChat {
+    fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, Status> {
+        let bearer = metadata
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, key)| key.trim());
+        let key = bearer.or_else(|| metadata.get("x-api-key").and_then(|v| v.to_str().ok()));
+        key.and_then(|key| self.gateway.tenants.authenticate(key))
+            .ok_or_else(|| ChatError::Unauthenticated.to_status())
+    }
+}
+
+type ServerFrames = Pin<Box<dyn Stream<Item = Result<pb::ServerFrame, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ChatService for GrpcChat {
+    type ConverseStream = ServerFrames;
+
+    async fn converse(
+        &self,
+        request: Request<Streaming<pb::ClientFrame>>,
+    ) -> Result<Response<ServerFrames>, Status> {
+        let principal = self.authenticate(request.metadata())?;
+        let mut inbound = request.into_inner();
+        let (replies, replies_rx) = mpsc::channel(OUTBOUND_BUFFER);
+        let gateway = self.gateway.clone();
+        let mut session = Session::new(
+            gateway.core.clone(),
+            principal,
+            replies.clone(),
+            gateway.limits.max_subscriptions_per_connection,
+        );
+        tokio::spawn(async move {
+            metrics::gauge!("chatstream_gateway_connections", "transport" => "grpc").increment(1.0);
+            loop {
+                let frame = tokio::select! {
+                    _ = gateway.shutdown.cancelled() => break,
+                    _ = replies.closed() => break,
+                    frame = inbound.message() => frame,
+                };
+                match frame {
+                    Ok(Some(frame)) => match command_from_frame(frame) {
+                        Ok(command) => session.handle(command).await,
+                        Err(error) => session.reply_error(None, error).await,
+                    },
+                    // Half-closed: keep delivering subscriptions until the client cancels.
+                    Ok(None) => {
+                        if session.has_subscriptions() {
+                            tokio::select! {
+                                _ = gateway.shutdown.cancelled() => {}
+                                _ = replies.closed() => {}
+                            }
+                        }
+                        break;
+                    }
+                    Err(status) => {
+                        tracing::debug!(%status, "converse stream ended with an error");
+                        break;
+                    }
+                }
+            }
+            metrics::gauge!("chatstream_gateway_connections", "transport" => "grpc").decrement(1.0);
+        });
+        let frames = ReceiverStream::new(replies_rx)
+            .filter_map(|reply| async move { frame_from_reply(reply).map(Ok) });
+        Ok(Response::new(Box::pin(frames)))
+    }
+
+    async fn open_conversation(
+        &self,
+        request: Request<pb::OpenConversationRequest>,
+    ) -> Result<Response<pb::ConversationOpenedReply>, Status> {
+        let principal = self.authenticate(request.metadata())?;
+        let request = request.into_inner();
+        let (conversation_id, position) = self
+            .gateway
+            .core
+            .open_conversation(&principal, &request.title)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(pb::ConversationOpenedReply {
+            request_id: request.request_id,
+            conversation_id,
+            position,
+        }))
+    }
+
+    async fn send_message(
+        &self,
+        request: Request<pb::SendMessageRequest>,
+    ) -> Result<Response<pb::MessageAck>, Status> {
+        let principal = self.authenticate(request.metadata())?;
+        let ack = self
+            .gateway
+            .core
+            .send_message(&principal, send_from_request(request.into_inner()))
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(ack_to_pb(ack)))
+    }
+
+    async fn get_conversation(
+        &self,
+        request: Request<pb::GetConversationRequest>,
+    ) -> Result<Response<pb::GetConversationResponse>, Status> {
+        let principal = self.authenticate(request.metadata())?;
+        let request = request.into_inner();
+        let page_size = if request.page_size == 0 {
+            100
+        } else {
+            request.page_size as usize
+        };
+        let (entries, next_after_position) = self
+            .gateway
+            .core
+            .history(
+                &principal,
+                &request.conversation_id,
+                request.after_position,
+                page_size,
+            )
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(pb::GetConversationResponse {
+            conversation_id: request.conversation_id,
+            events: entries
+                .into_iter()
+                .map(|entry| pb::CommittedEvent {
+                    position: entry.position.offset,
+                    event: Some(entry.event),
+                })
+                .collect(),
+            next_after_position,
+        }))
+    }
+}
+
+fn command_from_frame(frame: pb::ClientFrame) -> Result<ChatCommand, ChatError> {
+    let missing = || {
+        ChatError::InvalidRequest(
+            "a ClientFrame must set one of open, send, subscribe, unsubscribe".into(),
+        )
+    };
+    Ok(match frame.frame.ok_or_else(missing)? {
+        ClientFrameKind::Open(open) => ChatCommand::Open {
+            request_id: non_empty(open.request_id),
+            title: open.title,
+        },
+        ClientFrameKind::Send(send) => ChatCommand::Send(send_from_request(send)),
+        ClientFrameKind::Subscribe(subscribe) => ChatCommand::Subscribe {
+            request_id: non_empty(subscribe.request_id),
+            conversation_id: required("conversation_id", subscribe.conversation_id)?,
+            after_position: subscribe.after_position,
+        },
+        ClientFrameKind::Unsubscribe(unsubscribe) => ChatCommand::Unsubscribe {
+            request_id: non_empty(unsubscribe.request_id),
+            conversation_id: required("conversation_id", unsubscribe.conversation_id)?,
+        },
+    })
+}
+
+fn required(field: &str, value: String) -> Result<String, ChatError> {
+    non_empty(value).ok_or_else(|| ChatError::InvalidRequest(format!("{field} is required")))
+}
+
+fn send_from_request(send: pb::SendMessageRequest) -> SendMessage {
+    SendMessage {
+        request_id: non_empty(send.request_id),
+        conversation_id: non_empty(send.conversation_id),
+        client_message_id: non_empty(send.client_message_id),
+        text: send.text,
+    }
+}
+
+fn ack_to_pb(ack: MessageAck) -> pb::MessageAck {
+    pb::MessageAck {
+        request_id: ack.request_id.unwrap_or_default(),
+        conversation_id: ack.conversation_id,
+        event_id: ack.event_id,
+        position: ack.position,
+        duplicate: ack.duplicate,
+    }
+}
+
+fn frame_from_reply(reply: ChatReply) -> Option<pb::ServerFrame> {
+    let frame = match reply {
+        ChatReply::Opened {
+            request_id,
+            conversation_id,
+            position,
+        } => ServerFrameKind::Opened(pb::ConversationOpenedReply {
+            request_id: request_id.unwrap_or_default(),
+            conversation_id,
+            position,
+        }),
+        ChatReply::Ack(ack) => ServerFrameKind::Ack(ack_to_pb(ack)),
+        ChatReply::Subscribed {
+            request_id,
+            conversation_id,
+        } => ServerFrameKind::Subscribed(pb::Subscribed {
+            request_id: request_id.unwrap_or_default(),
+            conversation_id,
+        }),
+        ChatReply::Unsubscribed {
+            request_id,
+            conversation_id,
+        } => ServerFrameKind::Unsubscribed(pb::Unsubscribed {
+            request_id: request_id.unwrap_or_default(),
+            conversation_id,
+        }),
+        ChatReply::Delta(delta) => ServerFrameKind::Delta(pb::TokenDelta {
+            conversation_id: delta.conversation_id,
+            reply_to: delta.reply_to,
+            index: delta.index,
+            text: delta.text,
+        }),
+        ChatReply::Event(entry) => ServerFrameKind::Event(pb::CommittedEvent {
+            position: entry.position.offset,
+            event: Some(entry.event),
+        }),
+        ChatReply::Error { request_id, error } => ServerFrameKind::Error(pb::Error {
+            request_id: request_id.unwrap_or_default(),
+            code: error.code().to_owned(),
+            message: error.to_string(),
+        }),
+    };
+    Some(pb::ServerFrame { frame: Some(frame) })
+}

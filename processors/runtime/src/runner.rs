@@ -1,0 +1,239 @@
+//! Runs a `Processor` over the log: records are handled in order within a
+//! partition and concurrently across partitions, and a partition's position
+//! is committed only after its records were handled, so a crash redelivers
+//! rather than loses. Stops on a cancellation token, finishing the record in
+//! hand and committing before it returns.
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chatstream_schemas::{Event, codec};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::log::{EventLog, LogConsumer, LogError, LogPosition, LogRecord};
+
+/// A consumer of events; one instance per processor kind, shared by the
+/// tasks of every partition.
+#[async_trait]
+pub trait Processor: Send + Sync + 'static {
+    /// The consumer group and metric label, e.g. `router`.
+    fn name(&self) -> &'static str;
+
+    /// Handles one event. Must be idempotent: after a crash the same event
+    /// may be handled again.
+    async fn handle(&self, event: &Event, position: LogPosition) -> Result<(), ProcessError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// A backend is briefly unavailable: the runner retries with backoff.
+    #[error("retryable: {0}")]
+    Retryable(String),
+    /// Retrying cannot help: the runner records the failure and moves on.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Most records taken from the log per poll.
+    pub poll_max: usize,
+    pub poll_timeout: Duration,
+    /// Records buffered per partition; a full buffer pauses polling (backpressure).
+    pub partition_queue: usize,
+    pub retry_initial_backoff: Duration,
+    pub retry_max_backoff: Duration,
+    /// Attempts for a retryable failure before it is treated as permanent.
+    pub max_attempts: u32,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            poll_max: 512,
+            poll_timeout: Duration::from_millis(100),
+            partition_queue: 256,
+            retry_initial_backoff: Duration::from_millis(50),
+            retry_max_backoff: Duration::from_secs(5),
+            max_attempts: 8,
+        }
+    }
+}
+
+pub struct ProcessorRunner<P: Processor> {
+    log: Arc<dyn EventLog>,
+    processor: Arc<P>,
+    config: RunnerConfig,
+}
+
+/// Offset after the last handled record, per partition; shared between the
+/// partition workers (which advance it) and the poll loop (which commits it).
+type Progress = Arc<Mutex<HashMap<u32, u64>>>;
+
+impl<P: Processor> ProcessorRunner<P> {
+    pub fn new(log: Arc<dyn EventLog>, processor: Arc<P>, config: RunnerConfig) -> Self {
+        Self {
+            log,
+            processor,
+            config,
+        }
+    }
+
+    /// Consumes until `shutdown` is cancelled, then drains and commits.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), LogError> {
+        let name = self.processor.name();
+        let mut consumer = self.log.subscribe(name).await?;
+        let progress: Progress = Arc::default();
+        let mut committed: HashMap<u32, u64> = HashMap::new();
+        let mut workers: HashMap<u32, (mpsc::Sender<LogRecord>, JoinHandle<()>)> = HashMap::new();
+        tracing::info!(processor = name, "processor started");
+
+        'polling: loop {
+            let polled = tokio::select! {
+                _ = shutdown.cancelled() => break 'polling,
+                polled = consumer.poll(self.config.poll_max, self.config.poll_timeout) => polled,
+            };
+            let records = match polled {
+                Ok(records) => records,
+                Err(error) => {
+                    tracing::warn!(processor = name, %error, "poll failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break 'polling,
+                        _ = tokio::time::sleep(self.config.retry_initial_backoff) => continue 'polling,
+                    }
+                }
+            };
+            for record in records {
+                let partition = record.position.partition;
+                let (queue, _) = workers.entry(partition).or_insert_with(|| {
+                    self.spawn_partition_worker(partition, progress.clone(), shutdown.clone())
+                });
+                tokio::select! {
+                    _ = shutdown.cancelled() => break 'polling,
+                    sent = queue.send(record) => if sent.is_err() { break 'polling },
+                }
+            }
+            commit_progress(consumer.as_mut(), &progress, &mut committed, name).await;
+        }
+
+        // Drain: workers finish the record in hand and stop; what is still
+        // queued is not committed and will be redelivered.
+        for (_, (queue, worker)) in workers.drain() {
+            drop(queue);
+            let _ = worker.await;
+        }
+        commit_progress(consumer.as_mut(), &progress, &mut committed, name).await;
+        consumer.close().await?;
+        tracing::info!(processor = name, "processor stopped");
+        Ok(())
+    }
+
+    fn spawn_partition_worker(
+        &self,
+        partition: u32,
+        progress: Progress,
+        shutdown: CancellationToken,
+    ) -> (mpsc::Sender<LogRecord>, JoinHandle<()>) {
+        let (queue, mut records) = mpsc::channel::<LogRecord>(self.config.partition_queue);
+        let processor = self.processor.clone();
+        let config = self.config.clone();
+        let worker = tokio::spawn(async move {
+            while let Some(record) = records.recv().await {
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                let offset = record.position.offset;
+                if handle_record(processor.as_ref(), &record, &config, &shutdown)
+                    .await
+                    .is_err()
+                {
+                    break; // shut down mid-retry: leave the record uncommitted
+                }
+                progress
+                    .lock()
+                    .expect("progress lock")
+                    .insert(partition, offset + 1);
+            }
+        });
+        (queue, worker)
+    }
+}
+
+/// Interrupted by shutdown before the record was handled.
+struct Interrupted;
+
+async fn handle_record<P: Processor>(
+    processor: &P,
+    record: &LogRecord,
+    config: &RunnerConfig,
+    shutdown: &CancellationToken,
+) -> Result<(), Interrupted> {
+    let name = processor.name();
+    metrics::counter!("chatstream_processor_events_received_total", "processor" => name)
+        .increment(1);
+    let event = match codec::decode(&record.value) {
+        Ok(event) => event,
+        Err(error) => {
+            // Poison: a record no processor can read must not stop the partition.
+            tracing::error!(processor = name, partition = record.position.partition,
+                offset = record.position.offset, %error, "skipping undecodable record");
+            metrics::counter!("chatstream_processor_events_failed_total", "processor" => name, "reason" => "undecodable").increment(1);
+            return Ok(());
+        }
+    };
+
+    let mut backoff = config.retry_initial_backoff;
+    for attempt in 1.. {
+        match processor.handle(&event, record.position).await {
+            Ok(()) => {
+                metrics::counter!("chatstream_processor_events_processed_total", "processor" => name).increment(1);
+                return Ok(());
+            }
+            Err(ProcessError::Retryable(error)) if attempt < config.max_attempts => {
+                tracing::warn!(processor = name, event_id = %event.id, attempt, %error, "handling failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Err(Interrupted),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(config.retry_max_backoff);
+            }
+            Err(error) => {
+                tracing::error!(processor = name, event_id = %event.id, partition = record.position.partition,
+                    offset = record.position.offset, %error, "giving up on event");
+                metrics::counter!("chatstream_processor_events_failed_total", "processor" => name, "reason" => "handler").increment(1);
+                return Ok(());
+            }
+        }
+    }
+    unreachable!("the attempt counter is unbounded")
+}
+
+async fn commit_progress(
+    consumer: &mut dyn LogConsumer,
+    progress: &Progress,
+    committed: &mut HashMap<u32, u64>,
+    name: &'static str,
+) {
+    let pending: Vec<LogPosition> = progress
+        .lock()
+        .expect("progress lock")
+        .iter()
+        .filter(|(partition, offset)| committed.get(partition) != Some(offset))
+        .map(|(&partition, &offset)| LogPosition { partition, offset })
+        .collect();
+    if pending.is_empty() {
+        return;
+    }
+    match consumer.commit(&pending).await {
+        Ok(()) => {
+            for position in pending {
+                committed.insert(position.partition, position.offset);
+            }
+        }
+        // Not fatal: the next round commits again; a crash before then only redelivers.
+        Err(error) => tracing::warn!(processor = name, %error, "commit failed"),
+    }
+}
