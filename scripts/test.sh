@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test chatstream has: formatting, clippy, then the whole
 # workspace's tests (unit, backend conformance suites, and end-to-end tests
-# that start the real binary). Installs and starts what the tests need
-# when it is missing, so a fresh machine needs nothing else.
+# that start the real binary). Needs only cargo; whatever service a test
+# needs is started here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -58,6 +58,7 @@ async fn run_platform(
     config: Config,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 ) -> anyhow::Result<()> {
+    tracing::info!(environment = %config.environment, data_dir = %config.data_dir.display(), "starting chatstream dev");
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
@@ -127,7 +128,10 @@ async fn run_platform(
     readiness.set_ready();
     tasks.close();
 
-    println!("chatstream dev is running");
+    println!(
+        "chatstream dev is running ({} environment)",
+        config.environment
+    );
     println!("  WebSocket  ws://{http_address}/api/v2/chat/ws");
     println!("  gRPC       {grpc_address}  (reflection on)");
     println!("  probes     http://{http_address}/health  /ready  /metrics");

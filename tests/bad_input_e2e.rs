@@ -252,6 +252,34 @@ async fn grpc_maps_bad_input_to_statuses() {
     assert!(
         matches!(stream.message().await.unwrap().unwrap().frame.unwrap(), pb::server_frame::Frame::Ack(a) if a.request_id == "ok")
     );
+
+    // A request id longer than 256 bytes is refused, without echoing it.
+    tx.send(pb::ClientFrame {
+        frame: Some(pb::client_frame::Frame::Open(pb::OpenConversationRequest {
+            request_id: "r".repeat(300),
+            title: String::new(),
+        })),
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(stream.message().await.unwrap().unwrap().frame.unwrap(), pb::server_frame::Frame::Error(e) if e.code == "invalid_request" && e.request_id.is_empty())
+    );
+
+    // A frame beyond the transport cap ends the stream with an error status, not OK.
+    tx.send(pb::ClientFrame {
+        frame: Some(pb::client_frame::Frame::Send(pb::SendMessageRequest {
+            text: "z".repeat(200 * 1024),
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let ended = stream.message().await;
+    assert!(
+        ended.is_err(),
+        "stream must end with an error status, got {ended:?}"
+    );
 }
 
 #[tokio::test]

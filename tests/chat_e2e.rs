@@ -430,3 +430,72 @@ async fn acked_messages_survive_a_crash_and_reconnect_recovers_exactly_the_misse
         "opened + 7 turns of 2 events"
     );
 }
+
+#[tokio::test]
+async fn history_pages_of_large_messages_stay_within_what_clients_accept() {
+    let platform = Platform::start(&[]).await;
+    let key = platform.key("acme").to_owned();
+    let mut client = platform.grpc().await;
+    let big = "b".repeat(900 * 1024);
+    let mut conversation_id = String::new();
+    let mut last_ack = None;
+    for _ in 0..6 {
+        let ack = client
+            .send_message(authed(
+                pb::SendMessageRequest {
+                    conversation_id: conversation_id.clone(),
+                    text: big.clone(),
+                    ..Default::default()
+                },
+                &key,
+            ))
+            .await
+            .expect("a message at the size limit is accepted")
+            .into_inner();
+        conversation_id = ack.conversation_id.clone();
+        last_ack = Some(ack);
+    }
+    let last_ack = last_ack.unwrap();
+
+    // Walk the whole history (12 MB) with the default page size; wait for the last answer.
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    loop {
+        let mut after = None;
+        let mut pages = 0;
+        let mut events = Vec::new();
+        loop {
+            let page = client
+                .get_conversation(authed(
+                    pb::GetConversationRequest {
+                        conversation_id: conversation_id.clone(),
+                        after_position: after,
+                        page_size: 0,
+                    },
+                    &key,
+                ))
+                .await
+                .expect("every page fits the client's default 4 MiB limit")
+                .into_inner();
+            pages += 1;
+            events.extend(page.events.into_iter().map(|e| e.event.unwrap()));
+            match page.next_after_position {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let answered = events.iter().any(|e| e.causation_id == last_ack.event_id);
+        if answered {
+            assert_eq!(events.len(), 1 + 6 * 2, "opened, six messages, six answers");
+            assert!(
+                pages > 3,
+                "large events are split over several pages, got {pages}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the last message was answered in time"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

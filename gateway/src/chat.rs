@@ -22,11 +22,13 @@ use crate::command::{ChatReply, MessageAck, SendMessage};
 use crate::error::ChatError;
 
 /// Longest accepted client message id, conversation id, title or request id.
-const MAX_ID_BYTES: usize = 256;
+pub const MAX_ID_BYTES: usize = 256;
 /// History entries read per store round trip while replaying.
 const REPLAY_PAGE: usize = 500;
-/// Largest page `history` returns.
+/// Largest page `history` returns, in events and in encoded bytes (a page
+/// holds at least one event whatever its size).
 pub const MAX_HISTORY_PAGE: usize = 1000;
+pub const MAX_HISTORY_PAGE_BYTES: usize = 3 * 1024 * 1024;
 
 pub struct ChatCore {
     log: Arc<dyn EventLog>,
@@ -62,8 +64,9 @@ impl ChatCore {
         &self.store
     }
 
-    /// Opens a conversation: recorded in the store first (so a send right
-    /// after the reply finds it), then appended to the log.
+    /// Opens a conversation: appended to the log, then recorded in the store
+    /// before the reply, so a send right after the reply finds it (the
+    /// projector would record it too, but maybe not that soon).
     pub async fn open_conversation(
         &self,
         who: &Principal,
@@ -71,15 +74,6 @@ impl ChatCore {
     ) -> Result<(String, u64), ChatError> {
         check_len("title", title)?;
         let conversation_id = new_event_id();
-        self.store
-            .put_conversation(&ConversationRecord {
-                tenant_id: who.tenant.id.clone(),
-                conversation_id: conversation_id.clone(),
-                title: title.to_owned(),
-                created_at_ms: now_ms(),
-                opened_by_key_id: who.key_id.clone(),
-            })
-            .await?;
         let id = new_event_id();
         let event = new_event(
             id.clone(),
@@ -95,6 +89,17 @@ impl ChatCore {
             }),
         );
         let position = self.log.append(&who.tenant.id, &event).await?;
+        let record = ConversationRecord {
+            tenant_id: who.tenant.id.clone(),
+            conversation_id: conversation_id.clone(),
+            title: title.to_owned(),
+            created_at_ms: now_ms(),
+            opened_by_key_id: who.key_id.clone(),
+        };
+        if let Err(error) = self.store.put_conversation(&record).await {
+            // Durable on the log already; the projector records it shortly.
+            tracing::warn!(%error, %conversation_id, "could not record the conversation; the projector will");
+        }
         Ok((conversation_id, position.offset))
     }
 
@@ -210,8 +215,9 @@ impl ChatCore {
             .store
             .read_history(&who.tenant.id, conversation_id, after_offset, limit + 1)
             .await?;
-        let next = if entries.len() > limit {
-            entries.truncate(limit);
+        let fits = fitting_in_page(&entries, limit);
+        let next = if entries.len() > fits {
+            entries.truncate(fits);
             entries.last().map(|e| e.position.offset)
         } else {
             None
@@ -269,6 +275,11 @@ impl ChatCore {
         who: &Principal,
         conversation_id: &str,
     ) -> Result<(), ChatError> {
+        if conversation_id.is_empty() {
+            return Err(ChatError::InvalidRequest(
+                "conversation_id is required".into(),
+            ));
+        }
         check_len("conversation_id", conversation_id)?;
         match self
             .store
@@ -303,6 +314,20 @@ fn ack_for_retry(
         position: earlier.position.offset,
         duplicate: true,
     })
+}
+
+/// How many of `entries` fit in one page of at most `limit` events and
+/// `MAX_HISTORY_PAGE_BYTES`, so a page of large messages stays within what
+/// a client accepts (gRPC clients default to 4 MiB per message).
+fn fitting_in_page(entries: &[HistoryEntry], limit: usize) -> usize {
+    let mut bytes = 0;
+    for (index, entry) in entries.iter().take(limit).enumerate() {
+        bytes += prost::Message::encoded_len(&entry.event);
+        if bytes > MAX_HISTORY_PAGE_BYTES && index > 0 {
+            return index;
+        }
+    }
+    entries.len().min(limit)
 }
 
 fn check_len(field: &str, value: &str) -> Result<(), ChatError> {

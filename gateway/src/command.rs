@@ -23,6 +23,17 @@ pub enum ChatCommand {
     },
 }
 
+impl ChatCommand {
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Self::Open { request_id, .. }
+            | Self::Subscribe { request_id, .. }
+            | Self::Unsubscribe { request_id, .. } => request_id.as_deref(),
+            Self::Send(message) => message.request_id.as_deref(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct SendMessage {
     pub request_id: Option<String>,

@@ -12,7 +12,7 @@ use chatstream_schemas::pb::gateway::{
 };
 use futures::{Stream, StreamExt};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
@@ -28,8 +28,9 @@ const OUTBOUND_BUFFER: usize = 1024;
 pub async fn serve(gateway: Gateway, listener: TcpListener) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
-        .set_serving::<ChatServiceServer<GrpcChat>>()
+        .set_not_serving::<ChatServiceServer<GrpcChat>>()
         .await;
+    tokio::spawn(report_health(health_reporter, gateway.clone()));
     // Both reflection versions: older grpcurl, Postman and evans speak only v1alpha.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -44,9 +45,7 @@ pub async fn serve(gateway: Gateway, listener: TcpListener) -> Result<(), tonic:
         .expect("the embedded descriptor sets are valid");
     let max_message = gateway.limits.max_frame_bytes;
     let shutdown = gateway.shutdown.clone();
-    let chat = ChatServiceServer::new(GrpcChat { gateway })
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(max_message);
+    let chat = ChatServiceServer::new(GrpcChat { gateway }).max_decoding_message_size(max_message);
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -56,12 +55,69 @@ pub async fn serve(gateway: Gateway, listener: TcpListener) -> Result<(), tonic:
         .await
 }
 
+/// Reads a `Converse` stream's frames until the client is done; returns the
+/// status to end the stream with when it ends for another reason.
+async fn serve_converse(
+    session: &mut Session,
+    inbound: &mut Streaming<pb::ClientFrame>,
+    replies: &mpsc::Sender<ChatReply>,
+    gateway: &Gateway,
+) -> Option<Status> {
+    let shutting_down = || Status::unavailable("server shutting down; reconnect and resubscribe");
+    loop {
+        let frame = tokio::select! {
+            _ = gateway.shutdown.cancelled() => return Some(shutting_down()),
+            _ = replies.closed() => return None,
+            frame = inbound.message() => frame,
+        };
+        match frame {
+            Ok(Some(frame)) => match command_from_frame(frame) {
+                Ok(command) => session.handle(command).await,
+                Err((request_id, error)) => session.reply_error(request_id, error).await,
+            },
+            // Half-closed: keep delivering subscriptions until the client cancels.
+            Ok(None) => {
+                if session.has_subscriptions() {
+                    tokio::select! {
+                        _ = gateway.shutdown.cancelled() => return Some(shutting_down()),
+                        _ = replies.closed() => {}
+                    }
+                }
+                return None;
+            }
+            // E.g. a frame over the size limit: tell the client why the stream ends.
+            Err(status) => {
+                tracing::debug!(%status, "converse request stream failed");
+                return Some(status);
+            }
+        }
+    }
+}
+
+/// SERVING once the gateway is ready, NOT_SERVING again when it shuts down.
+async fn report_health(reporter: tonic_health::server::HealthReporter, gateway: Gateway) {
+    tokio::select! {
+        _ = gateway.shutdown.cancelled() => return,
+        _ = gateway.readiness.wait_ready() => {}
+    }
+    reporter.set_serving::<ChatServiceServer<GrpcChat>>().await;
+    gateway.shutdown.cancelled().await;
+    reporter
+        .set_not_serving::<ChatServiceServer<GrpcChat>>()
+        .await;
+}
+
 pub struct GrpcChat {
     gateway: Gateway,
 }
 
 impl GrpcChat {
     fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, Status> {
+        if !self.gateway.readiness.is_ready() {
+            return Err(Status::unavailable(
+                "starting: not ready to accept calls yet, retry",
+            ));
+        }
         let bearer = metadata
             .get("authorization")
             .and_then(|v| v.to_str().ok())
@@ -94,39 +150,25 @@ impl ChatService for GrpcChat {
             replies.clone(),
             gateway.limits.max_subscriptions_per_connection,
         );
+        // How the stream ends: OK when the client is done, else this status.
+        let (ending, ended) = oneshot::channel::<Status>();
         tokio::spawn(async move {
             metrics::gauge!("chatstream_gateway_connections", "transport" => "grpc").increment(1.0);
-            loop {
-                let frame = tokio::select! {
-                    _ = gateway.shutdown.cancelled() => break,
-                    _ = replies.closed() => break,
-                    frame = inbound.message() => frame,
-                };
-                match frame {
-                    Ok(Some(frame)) => match command_from_frame(frame) {
-                        Ok(command) => session.handle(command).await,
-                        Err(error) => session.reply_error(None, error).await,
-                    },
-                    // Half-closed: keep delivering subscriptions until the client cancels.
-                    Ok(None) => {
-                        if session.has_subscriptions() {
-                            tokio::select! {
-                                _ = gateway.shutdown.cancelled() => {}
-                                _ = replies.closed() => {}
-                            }
-                        }
-                        break;
-                    }
-                    Err(status) => {
-                        tracing::debug!(%status, "converse stream ended with an error");
-                        break;
-                    }
-                }
+            if let Some(status) =
+                serve_converse(&mut session, &mut inbound, &replies, &gateway).await
+            {
+                let _ = ending.send(status);
             }
+            // Dropping the session stops its subscriptions, which closes the reply stream.
+            drop(session);
             metrics::gauge!("chatstream_gateway_connections", "transport" => "grpc").decrement(1.0);
         });
         let frames = ReceiverStream::new(replies_rx)
-            .filter_map(|reply| async move { frame_from_reply(reply).map(Ok) });
+            .filter_map(|reply| async move { frame_from_reply(reply).map(Ok) })
+            .chain(
+                futures::stream::once(ended)
+                    .filter_map(|ending| async move { ending.ok().map(Err) }),
+            );
         Ok(Response::new(Box::pin(frames)))
     }
 
@@ -199,13 +241,13 @@ impl ChatService for GrpcChat {
     }
 }
 
-fn command_from_frame(frame: pb::ClientFrame) -> Result<ChatCommand, ChatError> {
-    let missing = || {
-        ChatError::InvalidRequest(
-            "a ClientFrame must set one of open, send, subscribe, unsubscribe".into(),
-        )
+/// The command a frame carries, or the error for it with the frame's request id.
+fn command_from_frame(frame: pb::ClientFrame) -> Result<ChatCommand, (Option<String>, ChatError)> {
+    let Some(frame) = frame.frame else {
+        let message = "a ClientFrame must set one of open, send, subscribe, unsubscribe";
+        return Err((None, ChatError::InvalidRequest(message.into())));
     };
-    Ok(match frame.frame.ok_or_else(missing)? {
+    Ok(match frame {
         ClientFrameKind::Open(open) => ChatCommand::Open {
             request_id: non_empty(open.request_id),
             title: open.title,
@@ -213,18 +255,14 @@ fn command_from_frame(frame: pb::ClientFrame) -> Result<ChatCommand, ChatError> 
         ClientFrameKind::Send(send) => ChatCommand::Send(send_from_request(send)),
         ClientFrameKind::Subscribe(subscribe) => ChatCommand::Subscribe {
             request_id: non_empty(subscribe.request_id),
-            conversation_id: required("conversation_id", subscribe.conversation_id)?,
+            conversation_id: subscribe.conversation_id,
             after_position: subscribe.after_position,
         },
         ClientFrameKind::Unsubscribe(unsubscribe) => ChatCommand::Unsubscribe {
             request_id: non_empty(unsubscribe.request_id),
-            conversation_id: required("conversation_id", unsubscribe.conversation_id)?,
+            conversation_id: unsubscribe.conversation_id,
         },
     })
-}
-
-fn required(field: &str, value: String) -> Result<String, ChatError> {
-    non_empty(value).ok_or_else(|| ChatError::InvalidRequest(format!("{field} is required")))
 }
 
 fn send_from_request(send: pb::SendMessageRequest) -> SendMessage {

@@ -12,10 +12,10 @@ mod session;
 pub mod ws;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use chatstream_runtime::tenants::TenantRegistry;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use chat::ChatCore;
@@ -53,16 +53,29 @@ impl EdgeLimits {
     }
 }
 
-/// Set once the process has finished starting (processors caught up).
-#[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+/// Set once the process has finished starting (processors caught up);
+/// until then the chat endpoints refuse with a retryable error.
+#[derive(Debug, Clone)]
+pub struct Readiness(Arc<watch::Sender<bool>>);
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self(Arc::new(watch::channel(false).0))
+    }
+}
 
 impl Readiness {
     pub fn set_ready(&self) {
-        self.0.store(true, Ordering::Release);
+        self.0.send_replace(true);
     }
 
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        *self.0.borrow()
+    }
+
+    pub async fn wait_ready(&self) {
+        let mut ready = self.0.subscribe();
+        // The sender lives in `self`, so the channel cannot close here.
+        let _ = ready.wait_for(|ready| *ready).await;
     }
 }

@@ -7,7 +7,7 @@ use chatstream_runtime::tenants::Principal;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::chat::ChatCore;
+use crate::chat::{ChatCore, MAX_ID_BYTES};
 use crate::command::{ChatCommand, ChatReply};
 use crate::error::ChatError;
 
@@ -41,6 +41,15 @@ impl Session {
 
     /// Executes one command; its reply (or error) goes to the connection.
     pub async fn handle(&mut self, command: ChatCommand) {
+        if command
+            .request_id()
+            .is_some_and(|id| id.len() > MAX_ID_BYTES)
+        {
+            let error = ChatError::InvalidRequest(format!(
+                "request_id is longer than {MAX_ID_BYTES} bytes"
+            ));
+            return self.reply_error(None, error).await;
+        }
         let reply = match command {
             ChatCommand::Open { request_id, title } => {
                 match self.core.open_conversation(&self.principal, &title).await {

@@ -39,6 +39,10 @@ pub async fn upgrade(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    if !gateway.readiness.is_ready() {
+        let body = "starting: not ready to accept chat connections yet, retry";
+        return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+    }
     let principal = match bearer_token(&headers) {
         Some(key) => match gateway.tenants.authenticate(key) {
             Some(principal) => Some(principal),

@@ -57,7 +57,11 @@ impl ChatModel for MockModel {
         &self,
         request: CompletionRequest,
     ) -> BoxStream<'static, Result<ModelChunk, ModelError>> {
-        if let Some(reason) = request.text.strip_prefix(FAIL_COMMAND) {
+        let failure = request
+            .text
+            .strip_prefix(FAIL_COMMAND)
+            .filter(|rest| rest.is_empty() || rest.starts_with(char::is_whitespace));
+        if let Some(reason) = failure {
             let reason = reason.trim();
             let message = if reason.is_empty() {
                 "mock failure requested"
@@ -140,5 +144,17 @@ mod tests {
         };
         let chunks: Vec<_> = model.stream(request).collect().await;
         assert_eq!(chunks, vec![Err(ModelError::Failed("boom".into()))]);
+
+        let request = CompletionRequest {
+            tenant_id: "t".into(),
+            conversation_id: "c".into(),
+            text: "/mock errors are fine to talk about".into(),
+        };
+        let chunks: Vec<_> = model.stream(request).collect().await;
+        assert!(
+            chunks
+                .last()
+                .is_some_and(|c| matches!(c, Ok(ModelChunk::Done { .. })))
+        );
     }
 }

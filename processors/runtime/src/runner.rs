@@ -89,6 +89,7 @@ impl<P: Processor> ProcessorRunner<P> {
         let progress: Progress = Arc::default();
         let mut committed: HashMap<u32, u64> = HashMap::new();
         let mut workers: HashMap<u32, (mpsc::Sender<LogRecord>, JoinHandle<()>)> = HashMap::new();
+        let mut last_lag_report = tokio::time::Instant::now();
         tracing::info!(processor = name, "processor started");
 
         'polling: loop {
@@ -117,6 +118,10 @@ impl<P: Processor> ProcessorRunner<P> {
                 }
             }
             commit_progress(consumer.as_mut(), &progress, &mut committed, name).await;
+            if last_lag_report.elapsed() >= LAG_REPORT_INTERVAL {
+                last_lag_report = tokio::time::Instant::now();
+                report_lag(self.log.as_ref(), consumer.assignment(), &committed, name).await;
+            }
         }
 
         // Drain: workers finish the record in hand and stop; what is still
@@ -209,6 +214,35 @@ async fn handle_record<P: Processor>(
         }
     }
     unreachable!("the attempt counter is unbounded")
+}
+
+/// How often the runner publishes its lag gauge.
+const LAG_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Publishes `chatstream_processor_lag{processor, partition}`: records on
+/// the log that the group has not committed yet.
+async fn report_lag(
+    log: &dyn EventLog,
+    assignment: Vec<u32>,
+    committed: &HashMap<u32, u64>,
+    name: &'static str,
+) {
+    for partition in assignment {
+        let Ok(end) = log.end_offset(partition).await else {
+            continue;
+        };
+        let done = match committed.get(&partition) {
+            Some(&offset) => offset,
+            None => log
+                .committed(name, partition)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(0),
+        };
+        metrics::gauge!("chatstream_processor_lag", "processor" => name, "partition" => partition.to_string())
+            .set(end.saturating_sub(done) as f64);
+    }
 }
 
 async fn commit_progress(

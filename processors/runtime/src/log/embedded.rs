@@ -23,6 +23,9 @@ use consumer::EmbeddedConsumer;
 use tables::{COMMITTED, META, PARTITIONS_KEY, RECORDS};
 use writer::WriteRequest;
 
+/// Page cache of the redb file.
+const CACHE_BYTES: usize = 128 * 1024 * 1024;
+
 /// A durable event log stored in `<data dir>/events.redb`.
 ///
 /// Cloning is cheap and shares the same file and writer. Dropping the last
@@ -65,7 +68,12 @@ impl EmbeddedLog {
             ))
         })?;
         let path = data_dir.join(Self::FILE_NAME);
-        let db = Database::create(&path).map_err(|error| open_error(&path, error.into()))?;
+        // redb's default cache may grow to 1 GiB per file; keep the whole
+        // process small (idle connections, not the cache, should use memory).
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|error| open_error(&path, error.into()))?;
         let stored = init_partitions(&db, partitions).map_err(|error| open_error(&path, error))?;
         if stored != u64::from(partitions) {
             return Err(LogError::Unavailable(format!(

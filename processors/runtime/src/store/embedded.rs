@@ -24,6 +24,9 @@ mod records;
 
 use records::{CLIENT_MESSAGES, CONVERSATIONS, EVENT_IDS, HISTORY, PROCESSED};
 
+/// Page cache of the redb file.
+const CACHE_BYTES: usize = 128 * 1024 * 1024;
+
 /// Projections stored in `<data dir>/projections.redb`. Cloning is cheap and
 /// shares the file.
 #[derive(Clone)]
@@ -50,7 +53,12 @@ impl EmbeddedStore {
             }
             other => other,
         };
-        let db = Database::create(&path).map_err(|error| context(error.into()))?;
+        // redb's default cache may grow to 1 GiB per file; keep the whole
+        // process small (idle connections, not the cache, should use memory).
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|error| context(error.into()))?;
         create_tables(&db).map_err(context)?;
         Ok(Self { db: Arc::new(db) })
     }
