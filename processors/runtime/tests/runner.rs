@@ -1,0 +1,268 @@
+//! The processor runner over the embedded log: per-partition order, commits
+//! only after handling, graceful shutdown, poison records and retries.
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chatstream_runtime::conformance::user_message;
+use chatstream_runtime::log::embedded::EmbeddedLog;
+use chatstream_runtime::log::{EventLog, LogPosition};
+use chatstream_runtime::runner::{ProcessError, Processor, ProcessorRunner, RunnerConfig};
+use chatstream_schemas::Event;
+use chatstream_schemas::pb::events::event::Payload;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Records what it handled; optionally slow, optionally failing.
+#[derive(Default)]
+struct Recorder {
+    handled: Mutex<Vec<(String, String)>>,
+    attempts: AtomicU32,
+    /// Fail this many attempts per event before succeeding.
+    fail_first: u32,
+    permanent_failure_text: Option<String>,
+    /// When set, every handle waits for `release` after signalling `started`.
+    gate: Option<(Arc<Notify>, Arc<Notify>)>,
+    done: Notify,
+}
+
+#[async_trait]
+impl Processor for Recorder {
+    fn name(&self) -> &'static str {
+        "recorder"
+    }
+
+    async fn handle(&self, event: &Event, _position: LogPosition) -> Result<(), ProcessError> {
+        let attempt = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
+        let Some(Payload::UserMessageSent(sent)) = &event.payload else {
+            return Ok(());
+        };
+        if self.permanent_failure_text.as_deref() == Some(sent.text.as_str()) {
+            return Err(ProcessError::Permanent("cannot handle this one".into()));
+        }
+        if attempt <= self.fail_first {
+            return Err(ProcessError::Retryable("backend blinked".into()));
+        }
+        if let Some((started, release)) = &self.gate {
+            started.notify_one();
+            release.notified().await;
+        }
+        self.handled
+            .lock()
+            .unwrap()
+            .push((event.tenant_id.clone(), sent.text.clone()));
+        self.done.notify_waiters();
+        Ok(())
+    }
+}
+
+impl Recorder {
+    async fn wait_for(&self, count: usize) {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let notified = self.done.notified();
+                if self.handled.lock().unwrap().len() >= count {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{count} events handled in time"));
+    }
+}
+
+fn fast_config() -> RunnerConfig {
+    RunnerConfig {
+        poll_timeout: Duration::from_millis(10),
+        retry_initial_backoff: Duration::from_millis(1),
+        retry_max_backoff: Duration::from_millis(5),
+        ..RunnerConfig::default()
+    }
+}
+
+async fn committed_everything(log: &dyn EventLog, group: &str) -> bool {
+    for partition in 0..log.partition_count() {
+        let end = log.end_offset(partition).await.unwrap();
+        let committed = log.committed(group, partition).await.unwrap().unwrap_or(0);
+        if committed != end {
+            return false;
+        }
+    }
+    true
+}
+
+#[tokio::test]
+async fn keeps_per_tenant_order_and_commits_after_handling() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 4).unwrap());
+    let tenants: Vec<String> = (0..12).map(|i| format!("tenant-{i}")).collect();
+    for seq in 0..20 {
+        for tenant in &tenants {
+            log.append(tenant, &user_message(tenant, "c", &seq.to_string()))
+                .await
+                .unwrap();
+        }
+    }
+    let recorder = Arc::new(Recorder::default());
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(
+        ProcessorRunner::new(log.clone(), recorder.clone(), fast_config()).run(shutdown.clone()),
+    );
+    recorder.wait_for(240).await;
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+
+    let handled = recorder.handled.lock().unwrap().clone();
+    let mut per_tenant: HashMap<&str, Vec<u32>> = HashMap::new();
+    for (tenant, text) in &handled {
+        per_tenant
+            .entry(tenant)
+            .or_default()
+            .push(text.parse().unwrap());
+    }
+    for tenant in &tenants {
+        assert_eq!(
+            per_tenant[tenant.as_str()],
+            (0..20).collect::<Vec<_>>(),
+            "{tenant} in order, once each"
+        );
+    }
+    assert!(
+        committed_everything(log.as_ref(), "recorder").await,
+        "everything handled is committed at shutdown"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_finishes_the_record_in_hand_and_the_next_run_resumes_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
+    for seq in 0..5 {
+        log.append("acme", &user_message("acme", "c", &seq.to_string()))
+            .await
+            .unwrap();
+    }
+    let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let slow = Arc::new(Recorder {
+        gate: Some((started.clone(), release.clone())),
+        ..Recorder::default()
+    });
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(
+        ProcessorRunner::new(log.clone(), slow.clone(), fast_config()).run(shutdown.clone()),
+    );
+
+    // The first record is in hand; shut down, then let it finish.
+    tokio::time::timeout(WAIT, started.notified())
+        .await
+        .expect("handling started");
+    shutdown.cancel();
+    release.notify_one();
+    tokio::time::timeout(WAIT, run)
+        .await
+        .expect("runner stops")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        slow.handled.lock().unwrap().len(),
+        1,
+        "only the record in hand was handled"
+    );
+    assert_eq!(
+        log.committed("recorder", 0).await.unwrap(),
+        Some(1),
+        "and committed"
+    );
+
+    // A new run handles the rest, and not the first one again.
+    let recorder = Arc::new(Recorder::default());
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(
+        ProcessorRunner::new(log.clone(), recorder.clone(), fast_config()).run(shutdown.clone()),
+    );
+    recorder.wait_for(4).await;
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+    let texts: Vec<String> = recorder
+        .handled
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, t)| t.clone())
+        .collect();
+    assert_eq!(texts, ["1", "2", "3", "4"]);
+}
+
+#[tokio::test]
+async fn poison_records_and_permanent_failures_do_not_stop_the_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
+    log.append("acme", &user_message("acme", "c", "before"))
+        .await
+        .unwrap();
+    log.append_bytes("acme", vec![0xde, 0xad, 0xbe, 0xef])
+        .await
+        .unwrap();
+    log.append("acme", &user_message("acme", "c", "unhandleable"))
+        .await
+        .unwrap();
+    log.append("acme", &user_message("acme", "c", "after"))
+        .await
+        .unwrap();
+
+    let recorder = Arc::new(Recorder {
+        permanent_failure_text: Some("unhandleable".into()),
+        ..Recorder::default()
+    });
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(
+        ProcessorRunner::new(log.clone(), recorder.clone(), fast_config()).run(shutdown.clone()),
+    );
+    recorder.wait_for(2).await;
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+    let texts: Vec<String> = recorder
+        .handled
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, t)| t.clone())
+        .collect();
+    assert_eq!(texts, ["before", "after"]);
+    assert_eq!(
+        log.committed("recorder", 0).await.unwrap(),
+        Some(4),
+        "the partition moved past both"
+    );
+}
+
+#[tokio::test]
+async fn retryable_failures_are_retried_until_they_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
+    log.append("acme", &user_message("acme", "c", "flaky"))
+        .await
+        .unwrap();
+    let recorder = Arc::new(Recorder {
+        fail_first: 3,
+        ..Recorder::default()
+    });
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(
+        ProcessorRunner::new(log.clone(), recorder.clone(), fast_config()).run(shutdown.clone()),
+    );
+    recorder.wait_for(1).await;
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+    assert_eq!(
+        recorder.attempts.load(Ordering::SeqCst),
+        4,
+        "three failures, then success"
+    );
+    assert_eq!(recorder.handled.lock().unwrap().len(), 1);
+}
