@@ -5,7 +5,8 @@
 //!
 //! Writes are "first wins": they check with a read transaction first, so a
 //! replay that finds its rows already there costs no write transaction and
-//! no fsync.
+//! no fsync. The writes that remain go through one writer thread that
+//! commits them in batches (`writer.rs`).
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use super::{
 use crate::log::LogPosition;
 
 mod records;
+mod writer;
 
 use records::{CLIENT_MESSAGES, CONVERSATIONS, EVENT_IDS, HISTORY, PROCESSED};
 
@@ -32,6 +34,7 @@ const CACHE_BYTES: usize = 128 * 1024 * 1024;
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
+    writer: Arc<writer::Writer>,
 }
 
 impl EmbeddedStore {
@@ -60,7 +63,14 @@ impl EmbeddedStore {
             .create(&path)
             .map_err(|error| context(error.into()))?;
         create_tables(&db).map_err(context)?;
-        Ok(Self { db: Arc::new(db) })
+        let db = Arc::new(db);
+        let writer = writer::Writer::start(Arc::clone(&db)).map_err(|error| {
+            StoreError::Unavailable(format!("cannot start the store writer thread: {error}"))
+        })?;
+        Ok(Self {
+            db,
+            writer: Arc::new(writer),
+        })
     }
 
     /// Runs blocking work against the file on tokio's blocking pool.
@@ -75,6 +85,35 @@ impl EmbeddedStore {
                 StoreError::Unavailable(format!("projection store task failed: {error}"))
             })?
             .map_err(store_error)
+    }
+
+    /// Stores `value` under `key` unless a value is there already; returns
+    /// the value that was there (`None` when this call inserted).
+    async fn insert_if_absent(
+        &self,
+        table: RecordTable,
+        key: (String, String),
+        value: Vec<u8>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let read_key = key.clone();
+        let existing = self
+            .blocking(move |db| get_bytes(db, table, (&read_key.0, &read_key.1)))
+            .await?;
+        if existing.is_some() {
+            return Ok(existing);
+        }
+        self.writer
+            .write(move |txn| {
+                let mut rows = txn.open_table(table)?;
+                let key = (key.0.as_str(), key.1.as_str());
+                // Checked again: a write batched before this one may have inserted it.
+                let existing = rows.get(key)?.map(|existing| existing.value().to_vec());
+                if existing.is_none() {
+                    rows.insert(key, value.as_slice())?;
+                }
+                Ok(existing)
+            })
+            .await
     }
 }
 
@@ -93,13 +132,11 @@ impl ProjectionStore for EmbeddedStore {
         conversation: &ConversationRecord,
     ) -> Result<ConversationRecord, StoreError> {
         let value = records::encode_conversation(conversation)?;
-        let tenant_id = conversation.tenant_id.clone();
-        let conversation_id = conversation.conversation_id.clone();
-        let existing = self
-            .blocking(move |db| {
-                insert_if_absent(db, CONVERSATIONS, (&tenant_id, &conversation_id), &value)
-            })
-            .await?;
+        let key = (
+            conversation.tenant_id.clone(),
+            conversation.conversation_id.clone(),
+        );
+        let existing = self.insert_if_absent(CONVERSATIONS, key, value).await?;
         match existing {
             Some(bytes) => records::decode_conversation(
                 &conversation.tenant_id,
@@ -176,26 +213,26 @@ impl ProjectionStore for EmbeddedStore {
         );
         let position = entry.position;
         let encoded = codec::encode(event);
+        let read_key = (tenant.clone(), event_id.clone());
+        let seen = self
+            .blocking(move |db| get_event_position(db, (&read_key.0, &read_key.1)))
+            .await?;
+        if let Some(existing) = seen {
+            return Ok(Recorded::Duplicate { existing });
+        }
         let existing = self
-            .blocking(move |db| {
+            .writer
+            .write(move |txn| {
                 let event_key = (tenant.as_str(), event_id.as_str());
-                if let Some(existing) = get_event_position(db, event_key)? {
-                    return Ok(Some(existing));
+                let mut event_ids = txn.open_table(EVENT_IDS)?;
+                let existing = event_ids.get(event_key)?.map(|guard| guard.value());
+                if existing.is_none() {
+                    event_ids.insert(event_key, (position.partition, position.offset))?;
+                    txn.open_table(HISTORY)?.insert(
+                        (tenant.as_str(), conversation.as_str(), position.offset),
+                        (position.partition, encoded.as_slice()),
+                    )?;
                 }
-                let txn = db.begin_write()?;
-                let existing = {
-                    let mut event_ids = txn.open_table(EVENT_IDS)?;
-                    let existing = event_ids.get(event_key)?.map(|guard| guard.value());
-                    if existing.is_none() {
-                        event_ids.insert(event_key, (position.partition, position.offset))?;
-                        txn.open_table(HISTORY)?.insert(
-                            (tenant.as_str(), conversation.as_str(), position.offset),
-                            (position.partition, encoded.as_slice()),
-                        )?;
-                    }
-                    existing
-                };
-                finish(txn, existing.is_none())?;
                 Ok(existing.map(|(partition, offset)| LogPosition { partition, offset }))
             })
             .await?;
@@ -257,9 +294,7 @@ impl ProjectionStore for EmbeddedStore {
     ) -> Result<ClientMessageRecord, StoreError> {
         let value = records::encode_client_message(record)?;
         let key = (record.tenant_id.clone(), record.client_message_id.clone());
-        let existing = self
-            .blocking(move |db| insert_if_absent(db, CLIENT_MESSAGES, (&key.0, &key.1), &value))
-            .await?;
+        let existing = self.insert_if_absent(CLIENT_MESSAGES, key, value).await?;
         match existing {
             Some(bytes) => {
                 records::decode_client_message(&record.tenant_id, &record.client_message_id, &bytes)
@@ -296,23 +331,26 @@ impl ProjectionStore for EmbeddedStore {
 
     async fn mark_processed(&self, scope: &str, event_id: &str) -> Result<(), StoreError> {
         let key = (scope.to_owned(), event_id.to_owned());
-        self.blocking(move |db| {
-            let key = (key.0.as_str(), key.1.as_str());
-            if db.begin_read()?.open_table(PROCESSED)?.get(key)?.is_some() {
-                return Ok(());
-            }
-            let txn = db.begin_write()?;
-            let inserted = {
+        let read_key = key.clone();
+        let done = self
+            .blocking(move |db| {
+                let key = (read_key.0.as_str(), read_key.1.as_str());
+                Ok(db.begin_read()?.open_table(PROCESSED)?.get(key)?.is_some())
+            })
+            .await?;
+        if done {
+            return Ok(());
+        }
+        self.writer
+            .write(move |txn| {
+                let key = (key.0.as_str(), key.1.as_str());
                 let mut processed = txn.open_table(PROCESSED)?;
-                let absent = processed.get(key)?.is_none();
-                if absent {
+                if processed.get(key)?.is_none() {
                     processed.insert(key, unix_millis())?;
                 }
-                absent
-            };
-            finish(txn, inserted)
-        })
-        .await
+                Ok(())
+            })
+            .await
     }
 }
 
@@ -340,42 +378,6 @@ fn get_bytes(
         .open_table(table)?
         .get(key)?
         .map(|value| value.value().to_vec()))
-}
-
-/// Stores `value` under `key` unless a value is there already; returns the
-/// value that was there (`None` when this call inserted).
-fn insert_if_absent(
-    db: &Database,
-    table: RecordTable,
-    key: (&str, &str),
-    value: &[u8],
-) -> Result<Option<Vec<u8>>, redb::Error> {
-    if let Some(existing) = get_bytes(db, table, key)? {
-        return Ok(Some(existing));
-    }
-    let txn = db.begin_write()?;
-    let existing = {
-        let mut rows = txn.open_table(table)?;
-        // Checked again: another writer may have inserted since the read.
-        let existing = rows.get(key)?.map(|existing| existing.value().to_vec());
-        if existing.is_none() {
-            rows.insert(key, value)?;
-        }
-        existing
-    };
-    finish(txn, existing.is_none())?;
-    Ok(existing)
-}
-
-/// Commits `txn` when it changed something; otherwise aborts it, which
-/// skips the fsync.
-fn finish(txn: redb::WriteTransaction, changed: bool) -> Result<(), redb::Error> {
-    if changed {
-        txn.commit()?;
-    } else {
-        txn.abort()?;
-    }
-    Ok(())
 }
 
 fn get_event_position(

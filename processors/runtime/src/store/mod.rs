@@ -47,7 +47,7 @@ pub struct ClientMessageRecord {
     pub position: LogPosition,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("projection store unavailable: {0}")]
     Unavailable(String),
