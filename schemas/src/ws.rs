@@ -194,6 +194,75 @@ impl EventJson {
     }
 }
 
+impl EventJson {
+    /// The protobuf event this JSON describes (the inverse of `from_event`),
+    /// for tools and tests that write events as JSON.
+    pub fn to_event(&self) -> Result<events::Event, String> {
+        let occurred_at = if self.occurred_at.is_empty() {
+            None
+        } else {
+            Some(
+                self.occurred_at
+                    .parse::<prost_types::Timestamp>()
+                    .map_err(|e| format!("occurred_at {:?}: {e}", self.occurred_at))?,
+            )
+        };
+        let payload = match &self.body {
+            EventBody::ConversationOpened { title } => {
+                Payload::ConversationOpened(events::ConversationOpened {
+                    title: title.clone(),
+                    ..Default::default()
+                })
+            }
+            EventBody::UserMessageSent {
+                client_message_id,
+                text,
+            } => Payload::UserMessageSent(events::UserMessageSent {
+                client_message_id: client_message_id.clone(),
+                text: text.clone(),
+                ..Default::default()
+            }),
+            EventBody::AssistantMessage {
+                text,
+                model,
+                usage,
+                finish_reason,
+            } => Payload::AssistantMessage(events::AssistantMessage {
+                text: text.clone(),
+                model: model.clone(),
+                usage: Some(events::TokenUsage {
+                    prompt_tokens: usage.prompt_tokens,
+                    completion_tokens: usage.completion_tokens,
+                    total_tokens: usage.total_tokens,
+                }),
+                finish_reason: finish_reason.clone(),
+            }),
+            EventBody::ErrorOccurred {
+                code,
+                message,
+                source,
+                retryable,
+            } => Payload::ErrorOccurred(events::ErrorOccurred {
+                code: code.clone(),
+                message: message.clone(),
+                source: source.clone(),
+                retryable: *retryable,
+            }),
+        };
+        Ok(events::Event {
+            id: self.id.clone(),
+            tenant_id: self.tenant_id.clone(),
+            conversation_id: self.conversation_id.clone(),
+            r#type: crate::event::type_of(&payload).to_owned(),
+            occurred_at,
+            causation_id: self.causation_id.clone(),
+            correlation_id: self.correlation_id.clone(),
+            schema_version: self.schema_version,
+            payload: Some(payload),
+        })
+    }
+}
+
 /// Every JSON Schema this protocol publishes, by file name.
 pub fn json_schemas() -> Vec<(&'static str, schemars::Schema)> {
     vec![
@@ -244,6 +313,12 @@ mod tests {
         assert!(json["occurred_at"].as_str().unwrap().ends_with('Z'));
         let back: EventJson = serde_json::from_value(json).unwrap();
         assert_eq!(back.id, "id-1");
+        // Back to protobuf: everything the JSON carries survives.
+        let mut expected = event.clone();
+        if let Some(Payload::UserMessageSent(sent)) = &mut expected.payload {
+            sent.sent_by_key_id.clear(); // not part of the JSON mapping
+        }
+        assert_eq!(back.to_event().unwrap(), expected);
     }
 
     /// `schemas/json/` must match the types; regenerate with the `gen-json-schemas` binary.
