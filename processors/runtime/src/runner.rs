@@ -12,6 +12,7 @@ use chatstream_schemas::{Event, codec};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::log::{EventLog, LogConsumer, LogError, LogPosition, LogRecord};
 
@@ -190,9 +191,21 @@ async fn handle_record<P: Processor>(
         }
     };
 
+    // Every log line while handling carries the turn's correlation id.
+    let span = tracing::info_span!(
+        "event",
+        processor = name,
+        event_id = %event.id,
+        correlation_id = %event.correlation_id,
+        tenant_id = %event.tenant_id,
+    );
     let mut backoff = config.retry_initial_backoff;
     for attempt in 1.. {
-        match processor.handle(&event, record.position).await {
+        let handled = processor
+            .handle(&event, record.position)
+            .instrument(span.clone())
+            .await;
+        match handled {
             Ok(()) => {
                 metrics::counter!("chatstream_processor_events_processed_total", "processor" => name).increment(1);
                 return Ok(());
