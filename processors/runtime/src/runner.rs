@@ -90,6 +90,7 @@ impl<P: Processor> ProcessorRunner<P> {
         let progress: Progress = Arc::default();
         let mut committed: HashMap<u32, u64> = HashMap::new();
         let mut workers: HashMap<u32, (mpsc::Sender<LogRecord>, JoinHandle<()>)> = HashMap::new();
+        register_metrics(name);
         let mut last_lag_report = tokio::time::Instant::now();
         tracing::info!(processor = name, "processor started");
 
@@ -227,6 +228,26 @@ async fn handle_record<P: Processor>(
         }
     }
     unreachable!("the attempt counter is unbounded")
+}
+
+/// The metrics every processor emits (the shared contract dashboards and
+/// alerts rely on), registered at zero so they exist before the first event.
+pub const PROCESSOR_METRICS: [&str; 4] = [
+    "chatstream_processor_events_received_total",
+    "chatstream_processor_events_processed_total",
+    "chatstream_processor_events_failed_total",
+    "chatstream_processor_lag",
+];
+
+fn register_metrics(name: &'static str) {
+    metrics::counter!("chatstream_processor_events_received_total", "processor" => name)
+        .absolute(0);
+    metrics::counter!("chatstream_processor_events_processed_total", "processor" => name)
+        .absolute(0);
+    for reason in ["undecodable", "handler"] {
+        metrics::counter!("chatstream_processor_events_failed_total", "processor" => name, "reason" => reason)
+            .absolute(0);
+    }
 }
 
 /// How often the runner publishes its lag gauge.
