@@ -15,6 +15,134 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# The Redis backend tests use the Redis at CHATSTREAM_TEST_REDIS and, here,
+# must run (CHATSTREAM_TEST_STRICT=1 makes them fail rather than skip when it
+# is unreachable). A local one is started when none answers; the outage test
+# starts redis-server processes of its own, so the binary must be installed.
+export CHATSTREAM_TEST_REDIS="${CHATSTREAM_TEST_REDIS:-redis://127.0.0.1:6379}"
+export CHATSTREAM_TEST_STRICT=1
+
+# Host and port of redis://[user[:password]@]host[:port][/db].
+redis_address="${CHATSTREAM_TEST_REDIS#*://}"
+redis_address="${redis_address##*@}"
+redis_address="${redis_address%%/*}"
+case "$redis_address" in
+    *:*) redis_host="${redis_address%:*}" redis_port="${redis_address##*:}" ;;
+    *) redis_host="$redis_address" redis_port=6379 ;;
+esac
+
+redis_answers() {
+    if command -v redis-cli >/dev/null 2>&1; then
+        [ "$(redis-cli -u "$CHATSTREAM_TEST_REDIS" ping 2>/dev/null)" = "PONG" ]
+    else
+        # No client installed: speak RESP through bash's /dev/tcp.
+        local reply=""
+        { exec 3<>"/dev/tcp/${redis_host//[\[\]]/}/$redis_port"; } 2>/dev/null || return 1
+        printf 'PING\r\n' >&3
+        IFS= read -r -t 2 reply <&3 || true
+        exec 3>&-
+        [ "${reply%$'\r'}" = "+PONG" ]
+    fi
+}
+
+install_redis_server() {
+    command -v redis-server >/dev/null 2>&1 && return 0
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "redis-server is not installed and there is no apt-get: install Redis 6 or later" >&2
+        return 1
+    fi
+    echo "installing redis-server"
+    apt-get install -y -qq redis-server >/dev/null 2>&1 ||
+        { apt-get update -qq >/dev/null && apt-get install -y -qq redis-server >/dev/null; }
+}
+
+install_redis_server
+if ! redis_answers; then
+    case "$redis_host" in
+        127.0.0.1 | localhost | ::1 | "[::1]") ;;
+        *)
+            echo "no Redis answers at $CHATSTREAM_TEST_REDIS, and it is not local: start it" >&2
+            exit 1
+            ;;
+    esac
+    step "starting redis-server on port $redis_port"
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no >/dev/null
+    for _ in $(seq 100); do
+        redis_answers && break
+        sleep 0.1
+    done
+    redis_answers || { echo "redis-server does not answer at $CHATSTREAM_TEST_REDIS" >&2; exit 1; }
+fi
+
+# The Kafka log tests use the Kafka-protocol broker at CHATSTREAM_TEST_KAFKA
+# (and, strict as above, fail when it is unreachable). Without one, a tansu
+# broker (a Kafka-protocol broker on crates.io; see shared/SERVICES.md) is
+# installed once into ~/.cargo/bin, started here on SQLite storage in a fresh
+# temp dir on loopback, and stopped when this script exits.
+TANSU_VERSION=0.6.0
+tansu_pid=""
+tansu_dir=""
+
+port_answers() { { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null && exec 3>&-; }
+
+stop_tansu() {
+    local status=$?
+    # A failed run may be the broker's fault: show how it died, if it did.
+    if [ "$status" -ne 0 ] && [ -n "$tansu_dir" ] && grep -q panicked "$tansu_dir/tansu.log" 2>/dev/null; then
+        echo "tansu panicked during the run:" >&2
+        grep -m 1 -A 1 panicked "$tansu_dir/tansu.log" >&2 || true
+    fi
+    if [ -n "$tansu_pid" ] && kill -0 "$tansu_pid" 2>/dev/null; then
+        kill -TERM "$tansu_pid" 2>/dev/null || true
+        wait "$tansu_pid" 2>/dev/null || true
+    fi
+    if [ -n "$tansu_dir" ]; then rm -rf "$tansu_dir"; fi
+}
+
+start_tansu() {
+    export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+    if [ "$(tansu --version 2>/dev/null)" != "tansu $TANSU_VERSION" ]; then
+        step "installing tansu $TANSU_VERSION (about 30 minutes of CPU, once per machine)"
+        # In cargo's own temp dir, not the shared CARGO_TARGET_DIR: a half-hour
+        # build must not hold that dir's lock or fill it with tansu's crates.
+        env -u CARGO_TARGET_DIR cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql
+    fi
+    local port=9092
+    while port_answers "$port"; do
+        port=$((port + 1))
+        [ "$port" -le 9192 ] || { echo "no free port in 9092-9192 for tansu" >&2; return 1; }
+    done
+    tansu_dir="$(mktemp -d -t chatstream-tansu.XXXXXX)"
+    trap stop_tansu EXIT
+    # Turn an interrupt into an exit, so the EXIT trap stops the broker too.
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    # The SQLite path is relative to the working directory: the temp dir.
+    (cd "$tansu_dir" && exec tansu broker \
+        --listener-url "tcp://127.0.0.1:$port" \
+        --advertised-listener-url "tcp://127.0.0.1:$port" \
+        --storage-engine "sqlite://tansu.db" >tansu.log 2>&1) &
+    tansu_pid=$!
+    for _ in $(seq 300); do
+        port_answers "$port" && break
+        kill -0 "$tansu_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if ! port_answers "$port"; then
+        echo "tansu did not start on 127.0.0.1:$port; its log:" >&2
+        tail -n 20 "$tansu_dir/tansu.log" >&2 || true
+        return 1
+    fi
+    export CHATSTREAM_TEST_KAFKA="127.0.0.1:$port"
+    echo "Kafka tests use tansu $TANSU_VERSION (SQLite) started at $CHATSTREAM_TEST_KAFKA"
+}
+
+if [ -n "${CHATSTREAM_TEST_KAFKA:-}" ]; then
+    echo "Kafka tests use the broker at $CHATSTREAM_TEST_KAFKA"
+else
+    start_tansu
+fi
+
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast "$@"

@@ -10,6 +10,9 @@ pub mod conformance;
 pub mod fanout;
 pub mod log;
 pub mod projector;
+pub mod ratelimit;
+#[cfg(feature = "redis")]
+pub mod redis_keyspace;
 pub mod runner;
 pub mod store;
 pub mod tenants;

@@ -5,6 +5,8 @@ use chatstream_runtime::conformance::{unique, user_message};
 use chatstream_runtime::fanout::in_process::InProcessFanOut;
 use chatstream_runtime::log::embedded::EmbeddedLog;
 use chatstream_runtime::log::{EventLog, LogError, LogPosition};
+use chatstream_runtime::ratelimit::connections::in_process::InProcessConnectionCounter;
+use chatstream_runtime::ratelimit::in_process::InProcessRateLimiter;
 use chatstream_runtime::store::embedded::EmbeddedStore;
 use chatstream_runtime::store::{
     ClientMessageRecord, ConversationRecord, HistoryEntry, ProjectionStore, Recorded,
@@ -28,6 +30,10 @@ fn open_store() -> (EmbeddedStore, TempDir) {
 chatstream_runtime::log_conformance_tests!(async { open_log() });
 chatstream_runtime::store_conformance_tests!(async { open_store() });
 chatstream_runtime::fanout_conformance_tests!(async { (InProcessFanOut::new(), ()) });
+chatstream_runtime::ratelimit_conformance_tests!(async { (InProcessRateLimiter::new(), ()) });
+chatstream_runtime::connection_counter_conformance_tests!(async {
+    (InProcessConnectionCounter::new(), ())
+});
 
 #[tokio::test]
 async fn log_records_and_committed_offsets_survive_a_reopen() {

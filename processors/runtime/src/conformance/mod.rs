@@ -1,7 +1,8 @@
 //! Conformance suites for the backend seams. Every implementation of
-//! `EventLog`, `ProjectionStore` and `FanOut` (embedded, Kafka, ScyllaDB,
-//! Redis) must pass the same cases, so code above the seams can rely on the
-//! semantics the trait docs promise, whichever backend runs.
+//! `EventLog`, `ProjectionStore`, `FanOut`, `RateLimiter` and
+//! `ConnectionCounter` (embedded, Kafka, ScyllaDB, Redis) must pass the same
+//! cases, so code above the seams can rely on the semantics the trait docs
+//! promise, whichever backend runs.
 //!
 //! Each case is a public async function that takes the subject and panics
 //! with a message saying what was expected. The macros expand to one
@@ -14,7 +15,16 @@
 //! });
 //! ```
 //!
-//! (`tests/embedded_conformance.rs` runs all three suites this way.)
+//! (`tests/embedded_conformance.rs` runs every suite this way.)
+//!
+//! For a backend that needs a server, `if_available:` before the factory
+//! makes it yield `Option<(subject, guard)>`: `None` (the server cannot be
+//! reached; the factory prints a "not run" notice, or panics when the run
+//! must be strict) ends the case without running it:
+//!
+//! ```ignore
+//! chatstream_runtime::fanout_conformance_tests!(if_available: redis_fanout());
+//! ```
 //!
 //! The factory is an expression, evaluated once per case, whose value is a
 //! future resolving to `(subject, guard)`: a fresh, isolated instance and
@@ -32,8 +42,10 @@ use chatstream_schemas::ids::new_event_id;
 use chatstream_schemas::pb::events::UserMessageSent;
 use chatstream_schemas::pb::events::event::Payload;
 
+pub mod connections;
 pub mod fanout;
 pub mod log;
+pub mod ratelimit;
 pub mod store;
 
 /// How long a case waits for something that should happen promptly before
@@ -64,17 +76,19 @@ pub fn user_message(tenant_id: &str, conversation_id: &str, text: &str) -> Event
 }
 
 /// Expands to one test per case of a suite; used by the per-seam macros.
+/// `$mode` is `always` (the factory yields the subject) or `if_available`
+/// (it yields an `Option`; `None` skips the case).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_tests {
-    ($module:ident, $suite:ident, $factory:expr, [$($case:ident),+ $(,)?]) => {
+    ($mode:ident, $module:ident, $suite:ident, $factory:expr, [$($case:ident),+ $(,)?]) => {
         mod $module {
             #[allow(unused_imports)]
             use super::*;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    let (subject, guard) = $factory.await;
+                    let (subject, guard) = $crate::__conformance_subject!($mode, $factory);
                     $crate::conformance::$suite::$case(&subject).await;
                     drop(subject);
                     drop(guard);
@@ -84,11 +98,29 @@ macro_rules! __conformance_tests {
     };
 }
 
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_subject {
+    (always, $factory:expr) => {
+        $factory.await
+    };
+    (if_available, $factory:expr) => {
+        match $factory.await {
+            Some(subject_and_guard) => subject_and_guard,
+            None => return,
+        }
+    };
+}
+
 /// One `#[tokio::test]` per event-log case (see the module docs for the factory).
 #[macro_export]
 macro_rules! log_conformance_tests {
-    ($factory:expr) => {
+    (if_available: $factory:expr) => {
+        $crate::log_conformance_tests!(@with if_available, $factory);
+    };
+    (@with $mode:ident, $factory:expr) => {
         $crate::__conformance_tests!(
+            $mode,
             event_log_conformance,
             log,
             $factory,
@@ -113,13 +145,20 @@ macro_rules! log_conformance_tests {
             ]
         );
     };
+    ($factory:expr) => {
+        $crate::log_conformance_tests!(@with always, $factory);
+    };
 }
 
 /// One `#[tokio::test]` per projection-store case (see the module docs for the factory).
 #[macro_export]
 macro_rules! store_conformance_tests {
-    ($factory:expr) => {
+    (if_available: $factory:expr) => {
+        $crate::store_conformance_tests!(@with if_available, $factory);
+    };
+    (@with $mode:ident, $factory:expr) => {
         $crate::__conformance_tests!(
+            $mode,
             projection_store_conformance,
             store,
             $factory,
@@ -141,6 +180,9 @@ macro_rules! store_conformance_tests {
             ]
         );
     };
+    ($factory:expr) => {
+        $crate::store_conformance_tests!(@with always, $factory);
+    };
 }
 
 /// One `#[tokio::test]` per fan-out case (see the module docs for the factory).
@@ -148,8 +190,12 @@ macro_rules! store_conformance_tests {
 /// the subject's per-subscriber buffer must be smaller than that.
 #[macro_export]
 macro_rules! fanout_conformance_tests {
-    ($factory:expr) => {
+    (if_available: $factory:expr) => {
+        $crate::fanout_conformance_tests!(@with if_available, $factory);
+    };
+    (@with $mode:ident, $factory:expr) => {
         $crate::__conformance_tests!(
+            $mode,
             fanout_conformance,
             fanout,
             $factory,
@@ -163,5 +209,64 @@ macro_rules! fanout_conformance_tests {
                 resubscribing_after_leaving_works,
             ]
         );
+    };
+    ($factory:expr) => {
+        $crate::fanout_conformance_tests!(@with always, $factory);
+    };
+}
+
+/// One `#[tokio::test]` per rate-limiter case (see the module docs for the
+/// factory). The cases run on the real clock, a few seconds in all.
+#[macro_export]
+macro_rules! ratelimit_conformance_tests {
+    (if_available: $factory:expr) => {
+        $crate::ratelimit_conformance_tests!(@with if_available, $factory);
+    };
+    (@with $mode:ident, $factory:expr) => {
+        $crate::__conformance_tests!(
+            $mode,
+            rate_limiter_conformance,
+            ratelimit,
+            $factory,
+            [
+                allows_up_to_the_burst_then_limits,
+                retry_after_says_when_the_next_request_is_allowed,
+                tenants_are_independent,
+                concurrent_checks_never_exceed_the_burst,
+                a_raised_limit_applies_at_once,
+                invalid_limits_are_rejected,
+                rate_converges_to_the_limit,
+            ]
+        );
+    };
+    ($factory:expr) => {
+        $crate::ratelimit_conformance_tests!(@with always, $factory);
+    };
+}
+
+/// One `#[tokio::test]` per connection-counter case (see the module docs
+/// for the factory).
+#[macro_export]
+macro_rules! connection_counter_conformance_tests {
+    (if_available: $factory:expr) => {
+        $crate::connection_counter_conformance_tests!(@with if_available, $factory);
+    };
+    (@with $mode:ident, $factory:expr) => {
+        $crate::__conformance_tests!(
+            $mode,
+            connection_counter_conformance,
+            connections,
+            $factory,
+            [
+                counts_up_to_the_maximum,
+                a_release_frees_a_slot,
+                tenants_are_independent,
+                concurrent_acquires_never_exceed_the_maximum,
+                releasing_more_than_acquired_does_nothing,
+            ]
+        );
+    };
+    ($factory:expr) => {
+        $crate::connection_counter_conformance_tests!(@with always, $factory);
     };
 }

@@ -10,6 +10,8 @@ use futures::Stream;
 use crate::store::HistoryEntry;
 
 pub mod in_process;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 /// A piece of an assistant reply while it streams.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,6 +8,8 @@ use async_trait::async_trait;
 use chatstream_schemas::Event;
 
 pub mod embedded;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 mod partitioner;
 
 pub use partitioner::{murmur2, partition_for_key};

@@ -1,0 +1,447 @@
+//! Command-line flags, checked and turned into the `RunConfig` the rest of
+//! the tool works from. Anything wrong here is a usage error (exit 2),
+//! reported before a single connection is opened.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+
+use crate::gate::Thresholds;
+
+/// Where `chatstream dev` writes the key of its ready-made tenant.
+pub const DEFAULT_API_KEY_FILE: &str = "chatstream-data/dev-api-key";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "chatstream-loadtest",
+    version,
+    about = "Drives a chatstream gateway with many tenants and connections, measures ack latency, \
+             time to first token and completion latency, and gates on SLO thresholds.",
+    after_help = "\
+Transports: WebSocket (`--transport ws`) and gRPC `Converse` streams (`--transport grpc`).
+The OpenAI-compatible HTTP API is not built into the gateway yet, so it cannot be driven.
+
+Modes:
+  open loop    --rate N: N messages/s in total on a fixed schedule; latency counts from the
+               *scheduled* send time, so a stalled server cannot hide its latency
+               (no coordinated omission).
+  closed loop  (default) each connection keeps --concurrency messages in flight and sends the
+               next one after an ack (--wait-for ack) or the reply (--wait-for completion).
+
+Exit codes: 0 all gates passed, 1 internal error, 2 bad arguments or cannot connect,
+3 an SLO gate was breached.
+
+Against `chatstream dev` from the repository root (it writes chatstream-data/dev-api-key):
+  chatstream-loadtest --connections 50 --duration 10s --max-p99-ms 20"
+)]
+pub struct Cli {
+    /// Protocol to drive the gateway with.
+    #[arg(long, value_enum, default_value_t = Transport::Ws)]
+    pub transport: Transport,
+
+    /// WebSocket endpoint (for --transport ws).
+    #[arg(long, default_value = "ws://127.0.0.1:8000/api/v2/chat/ws")]
+    pub ws_url: String,
+
+    /// gRPC address, host:port or http://host:port (for --transport grpc).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub grpc_addr: String,
+
+    /// API key; repeat for several tenants. Connections take the keys in turn.
+    #[arg(long = "api-key", value_name = "KEY")]
+    pub api_keys: Vec<String>,
+
+    /// File with API keys, one per line. Default when no --api-key is given:
+    /// chatstream-data/dev-api-key (written by `chatstream dev`).
+    #[arg(long, value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
+
+    /// Connections sending messages, each with its own conversation.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub connections: u32,
+
+    /// Open loop: total messages per second over all connections.
+    #[arg(long, value_name = "MSGS_PER_S", conflicts_with_all = ["concurrency", "wait_for"])]
+    pub rate: Option<f64>,
+
+    /// Closed loop: messages in flight per connection.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: Option<u32>,
+
+    /// Closed loop: what frees a slot for the next message.
+    #[arg(long, value_enum)]
+    pub wait_for: Option<WaitFor>,
+
+    /// How long to send, e.g. 30s, 500ms, 2m (default 10s unless --messages is given).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Stop after this many messages in total.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub messages: Option<u64>,
+
+    /// Open loop: the rate climbs linearly from 0 over this period.
+    /// Closed loop: connections start one after another over this period.
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub ramp_up: Duration,
+
+    /// Size of each message's text in bytes (words, so the mock model streams
+    /// a token per word).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=16_777_216))]
+    pub message_bytes: u64,
+
+    /// Measure acks only: do not subscribe, ignore replies (also what the
+    /// ws-echo-baseline server supports).
+    #[arg(long)]
+    pub ack_only: bool,
+
+    /// Send messages without a `client_message_id` (idempotency key). Real
+    /// clients should send one; this shows what the gateway's idempotency
+    /// bookkeeping costs.
+    #[arg(long)]
+    pub no_client_message_id: bool,
+
+    /// A message with no ack (or no reply) after this long counts as a timeout.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub timeout: Duration,
+
+    /// Also hold this many idle, authenticated WebSocket connections for the
+    /// whole run (raise `ulimit -n` first).
+    #[arg(long, default_value_t = 0)]
+    pub idle_connections: u32,
+
+    /// Sample this process's resident memory (/proc/PID/status) once a second
+    /// and report the most it held.
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+
+    /// Write the results as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub json_out: Option<PathBuf>,
+
+    /// Render latency over time and the percentile distribution as SVG here.
+    #[arg(long, value_name = "FILE")]
+    pub plot_out: Option<PathBuf>,
+
+    /// A name for this run, shown in the table, the JSON and the plot.
+    #[arg(long)]
+    pub label: Option<String>,
+
+    /// Fail (exit 3) when more than this fraction of messages failed, e.g. 0.01.
+    #[arg(long, value_name = "FRACTION")]
+    pub max_error_rate: Option<f64>,
+
+    /// Fail (exit 3) when the gated latency's p50 exceeds this, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub max_p50_ms: Option<f64>,
+
+    /// Fail (exit 3) when the gated latency's p99 exceeds this, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub max_p99_ms: Option<f64>,
+
+    /// Fail (exit 3) when the gated latency's p99.9 exceeds this, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub max_p999_ms: Option<f64>,
+
+    /// Which latency the --max-p*-ms gates apply to.
+    #[arg(long, value_enum, default_value_t = Metric::Ack)]
+    pub gate_metric: Metric,
+
+    /// No progress line on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// WebSocket JSON frames.
+    Ws,
+    /// gRPC ChatService/Converse bidirectional streams.
+    Grpc,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitFor {
+    /// The message is durable (ack frame).
+    Ack,
+    /// The committed assistant reply (or error) arrived.
+    Completion,
+}
+
+/// The three latencies the tool measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Send → ack (the message is durable).
+    Ack,
+    /// Send → first token delta of the reply.
+    Ttft,
+    /// Send → committed assistant message.
+    Completion,
+}
+
+impl Metric {
+    pub fn label(self) -> &'static str {
+        match self {
+            Metric::Ack => "ack",
+            Metric::Ttft => "ttft",
+            Metric::Completion => "completion",
+        }
+    }
+}
+
+/// How messages are offered to the gateway.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LoadMode {
+    Open { rate: f64 },
+    Closed { concurrency: u32, wait_for: WaitFor },
+}
+
+/// Everything a run needs, validated.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub transport: Transport,
+    /// The WebSocket URL or the gRPC endpoint URL, whichever `transport` uses.
+    pub target: String,
+    /// Only for the idle connections, which are always WebSocket.
+    pub ws_url: String,
+    pub api_keys: Vec<String>,
+    pub connections: u32,
+    pub mode: LoadMode,
+    pub duration: Option<Duration>,
+    pub messages: Option<u64>,
+    pub ramp_up: Duration,
+    pub message_bytes: usize,
+    pub ack_only: bool,
+    pub client_message_ids: bool,
+    pub timeout: Duration,
+    pub idle_connections: u32,
+    pub server_pid: Option<u32>,
+    pub json_out: Option<PathBuf>,
+    pub plot_out: Option<PathBuf>,
+    pub label: String,
+    pub thresholds: Thresholds,
+    pub progress: bool,
+}
+
+impl Cli {
+    pub fn into_config(self) -> anyhow::Result<RunConfig> {
+        let api_keys = load_api_keys(&self.api_keys, self.api_key_file.as_deref())?;
+        let mode = match self.rate {
+            Some(rate) if !(rate.is_finite() && rate > 0.0) => {
+                bail!("--rate must be a positive number of messages per second, got {rate}")
+            }
+            Some(rate) => LoadMode::Open { rate },
+            None => LoadMode::Closed {
+                concurrency: self.concurrency.unwrap_or(1),
+                wait_for: self.wait_for.unwrap_or(WaitFor::Ack),
+            },
+        };
+        if self.ack_only
+            && matches!(
+                mode,
+                LoadMode::Closed {
+                    wait_for: WaitFor::Completion,
+                    ..
+                }
+            )
+        {
+            bail!("--wait-for completion needs replies; it cannot be combined with --ack-only");
+        }
+        if self.ack_only && self.gate_metric != Metric::Ack {
+            bail!(
+                "--gate-metric {} needs replies; it cannot be combined with --ack-only",
+                self.gate_metric.label()
+            );
+        }
+        let duration = match (self.duration, self.messages) {
+            (None, None) => Some(Duration::from_secs(10)),
+            (duration, _) => duration,
+        };
+        if duration.is_some_and(|d| d.is_zero()) {
+            bail!("--duration must be longer than 0");
+        }
+        if self.timeout.is_zero() {
+            bail!("--timeout must be longer than 0");
+        }
+        let thresholds = Thresholds {
+            metric: self.gate_metric,
+            max_error_rate: self.max_error_rate,
+            max_p50_ms: self.max_p50_ms,
+            max_p99_ms: self.max_p99_ms,
+            max_p999_ms: self.max_p999_ms,
+        };
+        thresholds.validate()?;
+        let target = match self.transport {
+            Transport::Ws => self.ws_url.clone(),
+            Transport::Grpc if self.grpc_addr.contains("://") => self.grpc_addr.clone(),
+            Transport::Grpc => format!("http://{}", self.grpc_addr),
+        };
+        let label = self.label.unwrap_or_else(|| {
+            let mode = match mode {
+                LoadMode::Open { rate } => format!("open loop {rate} msg/s"),
+                LoadMode::Closed { concurrency, .. } => {
+                    format!("closed loop, {concurrency} in flight per connection")
+                }
+            };
+            format!(
+                "{} x{} {mode}",
+                match self.transport {
+                    Transport::Ws => "WebSocket",
+                    Transport::Grpc => "gRPC",
+                },
+                self.connections
+            )
+        });
+        Ok(RunConfig {
+            transport: self.transport,
+            target,
+            ws_url: self.ws_url,
+            api_keys,
+            connections: self.connections,
+            mode,
+            duration,
+            messages: self.messages,
+            ramp_up: self.ramp_up,
+            message_bytes: self.message_bytes as usize,
+            ack_only: self.ack_only,
+            client_message_ids: !self.no_client_message_id,
+            timeout: self.timeout,
+            idle_connections: self.idle_connections,
+            server_pid: self.server_pid,
+            json_out: self.json_out,
+            plot_out: self.plot_out,
+            label,
+            thresholds,
+            progress: !self.quiet,
+        })
+    }
+}
+
+/// Keys from `--api-key`, plus the key file when one is named; the default
+/// file only when no key was given on the command line.
+fn load_api_keys(keys: &[String], file: Option<&std::path::Path>) -> anyhow::Result<Vec<String>> {
+    let mut all: Vec<String> = keys
+        .iter()
+        .map(|k| k.trim().to_owned())
+        .filter(|k| !k.is_empty())
+        .collect();
+    let file = match file {
+        Some(file) => Some(file.to_owned()),
+        None if all.is_empty() => Some(PathBuf::from(DEFAULT_API_KEY_FILE)),
+        None => None,
+    };
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(&file).with_context(|| {
+            format!(
+                "cannot read API keys from {} (pass --api-key KEY, or --api-key-file FILE; \
+                 `chatstream dev` writes chatstream-data/dev-api-key)",
+                file.display()
+            )
+        })?;
+        all.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned),
+        );
+        if all.is_empty() {
+            bail!("{} holds no API key", file.display());
+        }
+    }
+    Ok(all)
+}
+
+/// `250ms`, `10s`, `2m`, `1h`, or a plain number of seconds (`1.5`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 500ms, 10s or 2m"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{text}` (use ms, s, m or h)"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    fn config(args: &[&str]) -> anyhow::Result<RunConfig> {
+        let mut argv = vec!["chatstream-loadtest", "--api-key", "cs_test"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv)?.into_config()
+    }
+
+    #[test]
+    fn rate_selects_open_loop_and_defaults_to_closed() {
+        let open = config(&["--rate", "500"]).unwrap();
+        assert_eq!(open.mode, LoadMode::Open { rate: 500.0 });
+        let closed = config(&[]).unwrap();
+        assert_eq!(
+            closed.mode,
+            LoadMode::Closed {
+                concurrency: 1,
+                wait_for: WaitFor::Ack
+            }
+        );
+        assert_eq!(closed.duration, Some(Duration::from_secs(10)));
+        assert!(config(&["--rate", "5", "--concurrency", "2"]).is_err());
+        assert!(config(&["--rate", "-1"]).is_err());
+    }
+
+    #[test]
+    fn messages_alone_means_no_time_limit() {
+        let run = config(&["--messages", "100"]).unwrap();
+        assert_eq!(run.duration, None);
+        assert_eq!(run.messages, Some(100));
+    }
+
+    #[test]
+    fn grpc_address_becomes_an_endpoint_url() {
+        let run = config(&["--transport", "grpc", "--grpc-addr", "10.0.0.1:9"]).unwrap();
+        assert_eq!(run.target, "http://10.0.0.1:9");
+    }
+
+    #[test]
+    fn replies_cannot_be_gated_without_subscribing() {
+        assert!(config(&["--ack-only", "--gate-metric", "ttft"]).is_err());
+        assert!(config(&["--ack-only", "--wait-for", "completion"]).is_err());
+    }
+
+    #[test]
+    fn missing_key_file_names_the_file() {
+        let error = Cli::try_parse_from(["x", "--api-key-file", "/nonexistent/keys"])
+            .unwrap()
+            .into_config()
+            .unwrap_err();
+        assert!(format!("{error:#}").contains("/nonexistent/keys"));
+    }
+}

@@ -1,0 +1,111 @@
+//! A connection over whichever transport the run uses, and the session on
+//! it: authenticated, with its own conversation, subscribed to it (unless
+//! only acks are measured) so that no reply token is missed.
+use std::time::Duration;
+
+use crate::cli::{RunConfig, Transport};
+use crate::grpc_client::GrpcConnection;
+use crate::protocol::{Incoming, Outgoing, TransportError};
+use crate::ws_client::WsConnection;
+
+pub enum Connection {
+    Ws(WsConnection),
+    // Boxed: a tonic stream is large, and sessions move between tasks.
+    Grpc(Box<GrpcConnection>),
+}
+
+impl Connection {
+    async fn connect(config: &RunConfig, api_key: &str) -> Result<Self, TransportError> {
+        Ok(match config.transport {
+            Transport::Ws => Connection::Ws(WsConnection::connect(&config.target, api_key).await?),
+            Transport::Grpc => Connection::Grpc(Box::new(
+                GrpcConnection::connect(&config.target, api_key).await?,
+            )),
+        })
+    }
+
+    /// Queues a frame; never waits for the network.
+    pub fn send(&mut self, frame: Outgoing) -> Result<(), TransportError> {
+        match self {
+            Connection::Ws(ws) => ws.send(frame),
+            Connection::Grpc(grpc) => grpc.send(frame),
+        }
+    }
+
+    /// The next frame from the server. Cancel-safe, so it can sit in a `select!`.
+    pub async fn recv(&mut self) -> Result<Incoming, TransportError> {
+        match self {
+            Connection::Ws(ws) => ws.recv().await,
+            Connection::Grpc(grpc) => grpc.recv().await,
+        }
+    }
+}
+
+pub struct Session {
+    pub connection: Connection,
+    pub conversation_id: String,
+}
+
+impl Session {
+    /// Connects, opens a conversation and subscribes to it, all within `timeout`.
+    pub async fn establish(
+        config: &RunConfig,
+        api_key: &str,
+        timeout: Duration,
+    ) -> Result<Self, TransportError> {
+        let target = &config.target;
+        let setup = async {
+            let mut connection = Connection::connect(config, api_key).await?;
+            connection.send(Outgoing::Open {
+                request_id: "open".into(),
+            })?;
+            let conversation_id = loop {
+                match connection.recv().await {
+                    Ok(Incoming::Opened {
+                        conversation_id, ..
+                    }) => break conversation_id,
+                    Ok(Incoming::Error { code, message, .. }) => {
+                        return Err(TransportError::Connect(format!(
+                            "{target}: opening a conversation failed: {code}: {message}"
+                        )));
+                    }
+                    Ok(_) => continue,
+                    Err(error) => {
+                        return Err(TransportError::Connect(format!("{target}: {error}")));
+                    }
+                }
+            };
+            if !config.ack_only {
+                connection.send(Outgoing::Subscribe {
+                    request_id: "subscribe".into(),
+                    conversation_id: conversation_id.clone(),
+                })?;
+                loop {
+                    match connection.recv().await {
+                        Ok(Incoming::Subscribed) => break,
+                        Ok(Incoming::Error { code, message, .. }) => {
+                            return Err(TransportError::Connect(format!(
+                                "{target}: subscribing failed: {code}: {message}"
+                            )));
+                        }
+                        Ok(_) => continue,
+                        Err(error) => {
+                            return Err(TransportError::Connect(format!("{target}: {error}")));
+                        }
+                    }
+                }
+            }
+            Ok(Session {
+                connection,
+                conversation_id,
+            })
+        };
+        tokio::time::timeout(timeout, setup)
+            .await
+            .unwrap_or_else(|_| {
+                Err(TransportError::Connect(format!(
+                    "{target}: no answer within {timeout:?} while connecting"
+                )))
+            })
+    }
+}

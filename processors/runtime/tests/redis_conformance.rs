@@ -1,0 +1,631 @@
+//! The Redis backends against the shared conformance suites, plus what only
+//! a shared backend can be asked: two processes see each other's messages
+//! exactly once, two rate limiters enforce one limit, two gateways share a
+//! tenant's connection maximum (and a crashed one's share expires), and the
+//! fan-out and limiter survive an outage of a Redis of the test's own.
+//!
+//! Uses the Redis at `CHATSTREAM_TEST_REDIS` (default
+//! `redis://127.0.0.1:6379`), with a fresh key prefix per test. When it
+//! cannot be reached the tests print "not run: ..." and return, unless
+//! `CHATSTREAM_TEST_STRICT=1` (set by `scripts/test.sh`): then they fail.
+//! The outage test starts its own `redis-server` on a free port; it never
+//! stops the shared one.
+#![cfg(feature = "redis")]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use chatstream_runtime::conformance::ratelimit::{SATURATION_BURST, assert_rate, saturate};
+use chatstream_runtime::conformance::{unique, user_message};
+use chatstream_runtime::fanout::redis::{PubSubMode, RedisFanOut, RedisFanOutConfig};
+use chatstream_runtime::fanout::{FanOut, FanOutError, FanOutMessage, FanOutStream, TokenDelta};
+use chatstream_runtime::log::LogPosition;
+use chatstream_runtime::ratelimit::connections::ConnectionCounter;
+use chatstream_runtime::ratelimit::connections::redis::{
+    RedisConnectionCounter, RedisConnectionCounterConfig,
+};
+use chatstream_runtime::ratelimit::redis::{RedisRateLimiter, RedisRateLimiterConfig};
+use chatstream_runtime::ratelimit::{RateDecision, RateLimit, RateLimitError, RateLimiter};
+use chatstream_runtime::redis_keyspace::RedisKeyspace;
+use chatstream_runtime::store::HistoryEntry;
+use futures::StreamExt;
+use tokio::process::{Child, Command};
+
+const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
+
+/// How long anything that should be prompt may take before a test fails.
+const PROMPTLY: Duration = Duration::from_secs(5);
+
+// --- Which Redis, and whether it must be there -----------------------------
+
+fn redis_url() -> String {
+    std::env::var("CHATSTREAM_TEST_REDIS")
+        .ok()
+        .filter(|url| !url.is_empty())
+        .unwrap_or_else(|| DEFAULT_URL.to_owned())
+}
+
+fn strict() -> bool {
+    std::env::var("CHATSTREAM_TEST_STRICT").is_ok_and(|value| value == "1")
+}
+
+/// Skips (returns `None`) or, in a strict run, fails with `notice`.
+fn not_run<T>(notice: String) -> Option<T> {
+    assert!(
+        !strict(),
+        "{notice} (CHATSTREAM_TEST_STRICT=1: Redis tests must run)"
+    );
+    // Straight to stderr: the test harness captures `eprintln!` of
+    // passing tests, and this notice must be seen.
+    let _ = writeln!(std::io::stderr(), "{notice}");
+    None
+}
+
+/// The shared Redis's URL when it answers (checked once per test binary).
+fn shared_redis() -> Option<String> {
+    static REACHABLE: OnceLock<Result<(), String>> = OnceLock::new();
+    let url = redis_url();
+    match REACHABLE.get_or_init(|| ping(&url)) {
+        Ok(()) => Some(url),
+        Err(error) => not_run(format!("not run: Redis unreachable at {url}: {error}")),
+    }
+}
+
+fn ping(url: &str) -> Result<(), String> {
+    let client = redis::Client::open(url).map_err(|error| error.to_string())?;
+    let mut connection = client
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .map_err(|error| error.to_string())?;
+    redis::cmd("PING")
+        .query::<String>(&mut connection)
+        .map(drop)
+        .map_err(|error| error.to_string())
+}
+
+// --- Subjects -----------------------------------------------------------------
+
+/// A key prefix no other test (or run) uses.
+fn fresh_keyspace() -> RedisKeyspace {
+    RedisKeyspace::new(unique("cstest"))
+}
+
+fn fanout_config(
+    url: &str,
+    keyspace: &RedisKeyspace,
+    mode: Option<PubSubMode>,
+) -> RedisFanOutConfig {
+    RedisFanOutConfig {
+        mode,
+        // Below the lag case's 10,000 messages.
+        subscriber_capacity: 256,
+        health_check_interval: Duration::from_millis(500),
+        reconnect_max_delay: Duration::from_millis(500),
+        ..RedisFanOutConfig::new(url).with_keyspace(keyspace.clone())
+    }
+}
+
+async fn connect_fanout(
+    url: &str,
+    keyspace: &RedisKeyspace,
+    mode: Option<PubSubMode>,
+) -> RedisFanOut {
+    RedisFanOut::connect(fanout_config(url, keyspace, mode), PROMPTLY)
+        .await
+        .expect("connect the fan-out")
+}
+
+async fn redis_fanout(mode: Option<PubSubMode>) -> Option<(RedisFanOut, ())> {
+    let url = shared_redis()?;
+    Some((connect_fanout(&url, &fresh_keyspace(), mode).await, ()))
+}
+
+fn rate_limiter(url: &str, keyspace: &RedisKeyspace) -> RedisRateLimiter {
+    RedisRateLimiter::new(RedisRateLimiterConfig::new(url).with_keyspace(keyspace.clone()))
+        .expect("rate limiter")
+}
+
+async fn redis_rate_limiter() -> Option<(RedisRateLimiter, ())> {
+    let url = shared_redis()?;
+    Some((rate_limiter(&url, &fresh_keyspace()), ()))
+}
+
+chatstream_runtime::fanout_conformance_tests!(if_available: redis_fanout(None));
+chatstream_runtime::ratelimit_conformance_tests!(if_available: redis_rate_limiter());
+
+/// The same fan-out suite over classic pub/sub (what a Redis 6 gets).
+mod classic_pubsub {
+    use super::*;
+
+    chatstream_runtime::fanout_conformance_tests!(if_available: redis_fanout(Some(PubSubMode::Classic)));
+}
+
+// --- Helpers -------------------------------------------------------------------
+
+fn delta(index: u32) -> FanOutMessage {
+    FanOutMessage::Delta(TokenDelta {
+        conversation_id: "c".to_owned(),
+        reply_to: "event-1".to_owned(),
+        index,
+        text: format!("token {index}"),
+    })
+}
+
+fn committed(tenant: &str, offset: u64) -> FanOutMessage {
+    FanOutMessage::Committed(HistoryEntry {
+        position: LogPosition {
+            partition: 1,
+            offset,
+        },
+        event: user_message(tenant, "c", "hello"),
+    })
+}
+
+async fn next(stream: &mut FanOutStream, what: &str) -> Option<Result<FanOutMessage, FanOutError>> {
+    tokio::time::timeout(PROMPTLY, stream.next())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing within {PROMPTLY:?}"))
+}
+
+async fn next_message(stream: &mut FanOutStream, what: &str) -> FanOutMessage {
+    match next(stream, what).await {
+        Some(Ok(message)) => message,
+        other => panic!("{what}: expected a message, got {other:?}"),
+    }
+}
+
+/// Subscribers (connections) Redis counts on the conversation's channel.
+async fn redis_subscribers(url: &str, channel: &str, mode: PubSubMode) -> i64 {
+    let client = redis::Client::open(url).expect("client");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection");
+    let subcommand = match mode {
+        PubSubMode::Sharded => "SHARDNUMSUB",
+        PubSubMode::Classic => "NUMSUB",
+    };
+    let (_, count): (String, i64) = redis::cmd("PUBSUB")
+        .arg(subcommand)
+        .arg(channel)
+        .query_async(&mut connection)
+        .await
+        .expect("PUBSUB");
+    count
+}
+
+/// Polls `condition` until it holds or `PROMPTLY` passes; for effects that
+/// have no confirmation to wait for (another server's view of things).
+async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + PROMPTLY;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "{what}: not within {PROMPTLY:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// --- Two processes, one conversation -----------------------------------------
+
+async fn two_processes_deliver_every_message_exactly_once(mode: Option<PubSubMode>) {
+    let Some(url) = shared_redis() else { return };
+    let keyspace = fresh_keyspace();
+    // Like two gateway processes: separate connections, one key prefix.
+    let gateway_1 = connect_fanout(&url, &keyspace, mode).await;
+    let gateway_2 = connect_fanout(&url, &keyspace, mode).await;
+    let mode = gateway_1.pubsub_mode().expect("connected");
+    let tenant = unique("tenant");
+
+    let mut first_on_1 = gateway_1.subscribe(&tenant, "c").await.expect("subscribe");
+    let mut second_on_1 = gateway_1.subscribe(&tenant, "c").await.expect("subscribe");
+    let mut on_2 = gateway_2.subscribe(&tenant, "c").await.expect("subscribe");
+    let channel = keyspace.fanout_channel(&tenant, "c");
+    assert_eq!(gateway_1.watched_conversations(), 1);
+    assert_eq!(
+        redis_subscribers(&url, &channel, mode).await,
+        2,
+        "one Redis subscription per process, however many local subscribers"
+    );
+
+    let mut published: Vec<FanOutMessage> = (0..50).map(delta).collect();
+    published.push(committed(&tenant, 7));
+    for message in &published {
+        gateway_2
+            .publish(&tenant, "c", message.clone())
+            .await
+            .expect("publish on gateway 2");
+    }
+    let marker = delta(1_000);
+    gateway_1
+        .publish(&tenant, "c", marker.clone())
+        .await
+        .expect("publish on gateway 1");
+    for (name, stream) in [
+        ("first subscriber on gateway 1", &mut first_on_1),
+        ("second subscriber on gateway 1", &mut second_on_1),
+        ("subscriber on gateway 2", &mut on_2),
+    ] {
+        for (n, expected) in published.iter().enumerate() {
+            assert_eq!(
+                &next_message(stream, name).await,
+                expected,
+                "{name}: message {n} in publish order"
+            );
+        }
+        assert_eq!(
+            next_message(stream, name).await,
+            marker,
+            "{name}: nothing twice, then the other process's message"
+        );
+    }
+
+    // The last local subscriber leaving releases the Redis subscription.
+    drop((first_on_1, second_on_1));
+    eventually("gateway 1 unsubscribes on Redis", || async {
+        redis_subscribers(&url, &channel, mode).await == 1
+    })
+    .await;
+    assert_eq!(gateway_1.watched_conversations(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_deliver_every_message_exactly_once_sharded_when_available() {
+    two_processes_deliver_every_message_exactly_once(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_deliver_every_message_exactly_once_classic() {
+    two_processes_deliver_every_message_exactly_once(Some(PubSubMode::Classic)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_pubsub_is_used_when_the_server_has_it() {
+    let Some(url) = shared_redis() else { return };
+    let client = redis::Client::open(url.as_str()).expect("client");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection");
+    let server_has_spublish = redis::cmd("SPUBLISH")
+        .arg(unique("probe"))
+        .arg("")
+        .query_async::<i64>(&mut connection)
+        .await
+        .is_ok();
+    let (fanout, ()) = redis_fanout(None).await.expect("reachable");
+    let expected = if server_has_spublish {
+        PubSubMode::Sharded
+    } else {
+        PubSubMode::Classic
+    };
+    assert_eq!(fanout.pubsub_mode(), Some(expected));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_message_on_the_channel_is_skipped() {
+    let Some(url) = shared_redis() else { return };
+    let keyspace = fresh_keyspace();
+    let fanout = connect_fanout(&url, &keyspace, None).await;
+    let tenant = unique("tenant");
+    let mut stream = fanout.subscribe(&tenant, "c").await.expect("subscribe");
+
+    let client = redis::Client::open(url.as_str()).expect("client");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection");
+    let publish = match fanout.pubsub_mode() {
+        Some(PubSubMode::Sharded) => "SPUBLISH",
+        _ => "PUBLISH",
+    };
+    let channel = keyspace.fanout_channel(&tenant, "c");
+    for garbage in [&b"not an envelope"[..], &[], &[1, 2, 0, 0, 0, 9]] {
+        redis::cmd(publish)
+            .arg(&channel)
+            .arg(garbage)
+            .query_async::<i64>(&mut connection)
+            .await
+            .expect("publish garbage");
+    }
+    fanout
+        .publish(&tenant, "c", delta(1))
+        .await
+        .expect("publish");
+    assert_eq!(
+        next_message(&mut stream, "subscriber").await,
+        delta(1),
+        "the garbage is skipped, the subscription lives on"
+    );
+}
+
+// --- One rate limit across gateways -------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_rate_limiters_enforce_one_limit() {
+    let Some(url) = shared_redis() else { return };
+    let keyspace = fresh_keyspace();
+    let (gateway_1, gateway_2) = (rate_limiter(&url, &keyspace), rate_limiter(&url, &keyspace));
+    let tenant = unique("tenant");
+    let limit = RateLimit {
+        per_second: 200.0,
+        burst: SATURATION_BURST,
+    };
+    let window = Duration::from_millis(1500);
+    let ((allowed_1, elapsed_1), (allowed_2, elapsed_2)) = tokio::join!(
+        saturate(&gateway_1, &tenant, limit, window),
+        saturate(&gateway_2, &tenant, limit, window),
+    );
+    eprintln!(
+        "two gateways: {allowed_1} + {allowed_2} allowed in {:?} at {}/s, burst {}",
+        elapsed_1.max(elapsed_2),
+        limit.per_second,
+        limit.burst
+    );
+    assert!(allowed_1 > 0 && allowed_2 > 0, "both gateways got a share");
+    assert_rate(
+        allowed_1 + allowed_2,
+        limit,
+        elapsed_1.max(elapsed_2),
+        "two gateways sharing one limit",
+    );
+}
+
+// --- An outage of a Redis of our own -------------------------------------------
+
+/// A `redis-server` this test owns, on a port of its own, with nothing on
+/// disk; killed when dropped.
+struct OwnRedis {
+    port: u16,
+    process: Option<Child>,
+}
+
+impl OwnRedis {
+    /// `None` (after a notice) when `redis-server` is not installed and the
+    /// run is not strict.
+    async fn start() -> Option<Self> {
+        let port = free_port();
+        let mut server = Self {
+            port,
+            process: None,
+        };
+        match server.spawn() {
+            Ok(()) => {}
+            Err(error) => {
+                return not_run(format!("not run: cannot start redis-server: {error}"));
+            }
+        }
+        server.wait_until_it_answers().await;
+        Some(server)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) -> std::io::Result<()> {
+        let process = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        self.process = Some(process);
+        Ok(())
+    }
+
+    async fn wait_until_it_answers(&self) {
+        let url = self.url();
+        eventually("the test's redis-server answers", || {
+            let url = url.clone();
+            async move {
+                tokio::task::spawn_blocking(move || ping(&url).is_ok())
+                    .await
+                    .unwrap_or(false)
+            }
+        })
+        .await;
+    }
+
+    async fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill().await.expect("kill the test's redis-server");
+        }
+    }
+
+    async fn restart(&mut self) {
+        self.spawn().expect("restart redis-server");
+        self.wait_until_it_answers().await;
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_reported_and_recovered_from_by_itself() {
+    let Some(mut server) = OwnRedis::start().await else {
+        return;
+    };
+    let url = server.url();
+    let keyspace = fresh_keyspace();
+    let fanout = connect_fanout(&url, &keyspace, None).await;
+    let limiter = rate_limiter(&url, &keyspace);
+    let limit = RateLimit {
+        per_second: 1000.0,
+        burst: 1000,
+    };
+    let tenant = unique("tenant");
+    assert_eq!(
+        limiter.check(&tenant, limit).await,
+        Ok(RateDecision::Allowed)
+    );
+    let mut stream = fanout.subscribe(&tenant, "c").await.expect("subscribe");
+    fanout
+        .publish(&tenant, "c", delta(0))
+        .await
+        .expect("publish");
+    assert_eq!(
+        next_message(&mut stream, "before the outage").await,
+        delta(0)
+    );
+
+    server.kill().await;
+
+    // Every live subscription is told, then ends.
+    match next(&mut stream, "during the outage").await {
+        Some(Err(FanOutError::Unavailable(reason))) => {
+            eprintln!("subscriber told: {reason}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(
+        next(&mut stream, "after Unavailable").await.is_none(),
+        "the stream ends"
+    );
+    assert!(!fanout.is_connected());
+    assert_eq!(fanout.watched_conversations(), 0);
+    assert!(matches!(
+        fanout.publish(&tenant, "c", delta(1)).await,
+        Err(FanOutError::Unavailable(_))
+    ));
+    assert!(matches!(
+        fanout.subscribe(&tenant, "c").await,
+        Err(FanOutError::Unavailable(_))
+    ));
+    assert!(matches!(
+        limiter.check(&tenant, limit).await,
+        Err(RateLimitError::Unavailable(_))
+    ));
+
+    server.restart().await;
+    let restarted = Instant::now();
+
+    // Both reconnect by themselves.
+    assert!(
+        fanout.wait_until_connected(PROMPTLY).await,
+        "the fan-out reconnects within {PROMPTLY:?}"
+    );
+    eprintln!(
+        "fan-out reconnected {:?} after the restart",
+        restarted.elapsed()
+    );
+    let mut stream = fanout
+        .subscribe(&tenant, "c")
+        .await
+        .expect("subscribe again");
+    fanout
+        .publish(&tenant, "c", delta(2))
+        .await
+        .expect("publish again");
+    assert_eq!(
+        next_message(&mut stream, "after the outage").await,
+        delta(2)
+    );
+    eventually("the rate limiter answers again", || async {
+        limiter.check(&tenant, limit).await == Ok(RateDecision::Allowed)
+    })
+    .await;
+    eprintln!(
+        "rate limiter answered {:?} after the restart",
+        restarted.elapsed()
+    );
+}
+
+// --- Connection counts across gateways -------------------------------------------
+
+fn connection_counter(
+    url: &str,
+    keyspace: &RedisKeyspace,
+    gateway_id: &str,
+    lease: Duration,
+) -> RedisConnectionCounter {
+    let config = RedisConnectionCounterConfig {
+        lease,
+        ..RedisConnectionCounterConfig::new(url, gateway_id).with_keyspace(keyspace.clone())
+    };
+    RedisConnectionCounter::new(config).expect("connection counter")
+}
+
+async fn redis_connection_counter() -> Option<(RedisConnectionCounter, ())> {
+    let url = shared_redis()?;
+    let counter = connection_counter(
+        &url,
+        &fresh_keyspace(),
+        "gateway-1",
+        Duration::from_secs(30),
+    );
+    Some((counter, ()))
+}
+
+chatstream_runtime::connection_counter_conformance_tests!(if_available: redis_connection_counter());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_share_a_tenants_maximum() {
+    let Some(url) = shared_redis() else { return };
+    let keyspace = fresh_keyspace();
+    let lease = Duration::from_secs(30);
+    let gateway_1 = connection_counter(&url, &keyspace, "gateway-1", lease);
+    let gateway_2 = connection_counter(&url, &keyspace, "gateway-2", lease);
+    let tenant = unique("tenant");
+    for _ in 0..3 {
+        assert!(gateway_1.acquire(&tenant, 5).await.expect("acquire"));
+    }
+    for _ in 0..2 {
+        assert!(gateway_2.acquire(&tenant, 5).await.expect("acquire"));
+    }
+    assert!(!gateway_1.acquire(&tenant, 5).await.expect("acquire"));
+    assert!(!gateway_2.acquire(&tenant, 5).await.expect("acquire"));
+    gateway_1.release(&tenant).await.expect("release");
+    assert!(
+        gateway_2.acquire(&tenant, 5).await.expect("acquire"),
+        "a connection closed on gateway 1 frees a slot on gateway 2"
+    );
+    gateway_2.renew().await.expect("renew");
+    assert!(
+        !gateway_1.acquire(&tenant, 5).await.expect("acquire"),
+        "renewing keeps the counts"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_gateways_connections_stop_counting_after_its_lease() {
+    let Some(url) = shared_redis() else { return };
+    let keyspace = fresh_keyspace();
+    let tenant = unique("tenant");
+    let lease = Duration::from_millis(400);
+    let crashing = connection_counter(&url, &keyspace, "gateway-crashing", lease);
+    let surviving = connection_counter(&url, &keyspace, "gateway-surviving", lease);
+    assert!(crashing.acquire(&tenant, 3).await.expect("acquire"));
+    assert!(crashing.acquire(&tenant, 3).await.expect("acquire"));
+    assert!(surviving.acquire(&tenant, 3).await.expect("acquire"));
+    // Several renewals of the survivor's lease pass while the crashed
+    // gateway's counts still hold...
+    let crashed_at = Instant::now();
+    drop(crashing);
+    assert!(!surviving.acquire(&tenant, 3).await.expect("acquire"));
+    // ...until its lease runs out; the survivor's own connection still counts.
+    eventually("the crashed gateway's lease runs out", || async {
+        surviving.acquire(&tenant, 3).await.expect("acquire")
+    })
+    .await;
+    let freed_after = crashed_at.elapsed();
+    assert!(
+        freed_after >= lease / 2,
+        "freed after {freed_after:?}, before the {lease:?} lease could run out"
+    );
+    assert!(surviving.acquire(&tenant, 3).await.expect("acquire"));
+    assert!(
+        !surviving.acquire(&tenant, 3).await.expect("acquire"),
+        "the survivor's 3 connections (renewed meanwhile) still count"
+    );
+}
