@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use chatstream_gateway::chat::ChatLimits;
 use chatstream_gateway::{ChatCore, EdgeLimits, Gateway, Readiness};
 use chatstream_router::ModelRouter;
 use chatstream_router::mock::MockModel;
@@ -15,6 +16,7 @@ use chatstream_runtime::fanout::in_process::InProcessFanOut;
 use chatstream_runtime::log::EventLog;
 use chatstream_runtime::log::embedded::EmbeddedLog;
 use chatstream_runtime::projector::ConversationProjector;
+use chatstream_runtime::ratelimit::in_process::InProcessRateLimiter;
 use chatstream_runtime::runner::{Processor, ProcessorRunner, RunnerConfig};
 use chatstream_runtime::store::ProjectionStore;
 use chatstream_runtime::store::embedded::EmbeddedStore;
@@ -104,7 +106,12 @@ async fn run_platform(
             log.clone(),
             store.clone(),
             fanout.clone(),
-            config.limits.max_message_bytes,
+            Arc::new(InProcessRateLimiter::new()),
+            ChatLimits {
+                max_message_bytes: config.limits.max_message_bytes,
+                requests_per_second: config.limits.requests_per_second,
+                burst: config.limits.burst,
+            },
         )),
         tenants: tenants.clone(),
         metrics: Some(metrics),

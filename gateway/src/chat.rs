@@ -7,6 +7,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use chatstream_runtime::fanout::{FanOut, FanOutError, FanOutMessage, FanOutStream};
 use chatstream_runtime::log::EventLog;
+use chatstream_runtime::ratelimit::{RateDecision, RateLimit, RateLimiter};
 use chatstream_runtime::store::{
     ClientMessageRecord, ConversationRecord, HistoryEntry, ProjectionStore,
 };
@@ -30,11 +31,21 @@ const REPLAY_PAGE: usize = 500;
 pub const MAX_HISTORY_PAGE: usize = 1000;
 pub const MAX_HISTORY_PAGE_BYTES: usize = 3 * 1024 * 1024;
 
+/// Platform-wide limits; a tenant's own limits override them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatLimits {
+    pub max_message_bytes: usize,
+    /// Sends and opens per second per tenant; unlimited when `None`.
+    pub requests_per_second: Option<f64>,
+    pub burst: Option<u32>,
+}
+
 pub struct ChatCore {
     log: Arc<dyn EventLog>,
     store: Arc<dyn ProjectionStore>,
     fanout: Arc<dyn FanOut>,
-    default_max_message_bytes: usize,
+    rate_limiter: Arc<dyn RateLimiter>,
+    limits: ChatLimits,
     /// Striped locks so concurrent sends with one client message id
     /// (a retry racing its original) are appended once.
     send_locks: Vec<Mutex<()>>,
@@ -45,13 +56,15 @@ impl ChatCore {
         log: Arc<dyn EventLog>,
         store: Arc<dyn ProjectionStore>,
         fanout: Arc<dyn FanOut>,
-        default_max_message_bytes: usize,
+        rate_limiter: Arc<dyn RateLimiter>,
+        limits: ChatLimits,
     ) -> Self {
         Self {
             log,
             store,
             fanout,
-            default_max_message_bytes,
+            rate_limiter,
+            limits,
             send_locks: (0..64).map(|_| Mutex::new(())).collect(),
         }
     }
@@ -73,6 +86,16 @@ impl ChatCore {
         title: &str,
     ) -> Result<(String, u64), ChatError> {
         check_len("title", title)?;
+        self.check_rate(who).await?;
+        self.append_conversation_opened(who, title).await
+    }
+
+    /// The work of `open_conversation`, without counting a request.
+    async fn append_conversation_opened(
+        &self,
+        who: &Principal,
+        title: &str,
+    ) -> Result<(String, u64), ChatError> {
         let conversation_id = new_event_id();
         let id = new_event_id();
         let event = new_event(
@@ -114,7 +137,7 @@ impl ChatCore {
             .tenant
             .limits
             .max_message_bytes
-            .unwrap_or(self.default_max_message_bytes);
+            .unwrap_or(self.limits.max_message_bytes);
         if message.text.len() > limit {
             return Err(ChatError::MessageTooLarge {
                 size: message.text.len(),
@@ -130,6 +153,7 @@ impl ChatCore {
         if let Some(id) = &message.conversation_id {
             self.require_conversation(who, id).await?;
         }
+        self.check_rate(who).await?;
 
         let _guard = match &message.client_message_id {
             Some(id) => Some(self.send_lock(&who.tenant.id, id).lock().await),
@@ -146,7 +170,8 @@ impl ChatCore {
 
         let conversation_id = match &message.conversation_id {
             Some(id) => id.clone(),
-            None => self.open_conversation(who, "").await?.0,
+            // Part of this send: no second rate-limit check.
+            None => self.append_conversation_opened(who, "").await?.0,
         };
         let id = new_event_id();
         let event = new_event(
@@ -266,6 +291,37 @@ impl ChatCore {
             }
         });
         Ok(())
+    }
+
+    /// Counts a request against the tenant's rate limit, if it has one.
+    async fn check_rate(&self, who: &Principal) -> Result<(), ChatError> {
+        let Some(limit) = self.rate_limit_of(who) else {
+            return Ok(());
+        };
+        match self.rate_limiter.check(&who.tenant.id, limit).await {
+            Ok(RateDecision::Allowed) => Ok(()),
+            Ok(RateDecision::Limited { retry_after }) => {
+                metrics::counter!("chatstream_gateway_rate_limited_total", "tenant" => who.tenant.id.clone())
+                    .increment(1);
+                Err(ChatError::RateLimited { retry_after })
+            }
+            Err(error) => {
+                tracing::warn!(%error, "rate limiter error");
+                Err(ChatError::Unavailable("rate limiter".into()))
+            }
+        }
+    }
+
+    fn rate_limit_of(&self, who: &Principal) -> Option<RateLimit> {
+        let tenant = &who.tenant.limits;
+        let per_second = tenant
+            .requests_per_second
+            .or(self.limits.requests_per_second)?;
+        let burst = tenant
+            .burst
+            .or(self.limits.burst)
+            .unwrap_or_else(|| per_second.ceil().max(1.0) as u32);
+        Some(RateLimit { per_second, burst })
     }
 
     /// The conversation must exist for this tenant; another tenant's id is

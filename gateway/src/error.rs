@@ -20,6 +20,8 @@ pub enum ChatError {
     ConversationNotFound(String),
     #[error("client_message_id {0:?} was already used in another conversation")]
     ClientMessageConflict(String),
+    #[error("rate limit exceeded; retry after {} ms", retry_after.as_millis())]
+    RateLimited { retry_after: std::time::Duration },
     #[error("at most {0} subscriptions per connection")]
     TooManySubscriptions(usize),
     #[error("{0}: temporarily unavailable, retry")]
@@ -37,8 +39,17 @@ impl ChatError {
             Self::MessageTooLarge { .. } => "message_too_large",
             Self::ConversationNotFound(_) => "conversation_not_found",
             Self::ClientMessageConflict(_) => "client_message_conflict",
+            Self::RateLimited { .. } => "rate_limited",
             Self::TooManySubscriptions(_) => "too_many_subscriptions",
             Self::Unavailable(_) => "unavailable",
+        }
+    }
+
+    /// When to retry, for errors that say.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::RateLimited { retry_after } => Some(*retry_after),
+            _ => None,
         }
     }
 
@@ -52,10 +63,18 @@ impl ChatError {
             | Self::MessageTooLarge { .. } => Code::InvalidArgument,
             Self::ConversationNotFound(_) => Code::NotFound,
             Self::ClientMessageConflict(_) => Code::AlreadyExists,
-            Self::TooManySubscriptions(_) => Code::ResourceExhausted,
+            Self::RateLimited { .. } | Self::TooManySubscriptions(_) => Code::ResourceExhausted,
             Self::Unavailable(_) => Code::Unavailable,
         };
-        tonic::Status::new(code, self.to_string())
+        let mut status = tonic::Status::new(code, self.to_string());
+        if let Some(retry_after) = self.retry_after() {
+            // Whole seconds, rounded up, as HTTP's Retry-After.
+            let seconds = retry_after.as_millis().div_ceil(1000).max(1);
+            if let Ok(value) = seconds.to_string().parse() {
+                status.metadata_mut().insert("retry-after", value);
+            }
+        }
+        status
     }
 }
 

@@ -324,6 +324,7 @@ fn frame_from_reply(reply: ChatReply) -> Option<pb::ServerFrame> {
             request_id: request_id.unwrap_or_default(),
             code: error.code().to_owned(),
             message: error.to_string(),
+            retry_after_ms: error.retry_after().map_or(0, |d| d.as_millis() as u64),
         }),
     };
     Some(pb::ServerFrame { frame: Some(frame) })

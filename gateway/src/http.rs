@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -28,6 +29,10 @@ pub fn router(gateway: Gateway) -> Router {
 /// Serves HTTP on `listener` until the gateway shuts down.
 pub async fn serve(gateway: Gateway, listener: TcpListener) -> std::io::Result<()> {
     let shutdown = gateway.shutdown.clone();
+    // Acks and deltas are small frames: send them now, not after Nagle's delay.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(gateway))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

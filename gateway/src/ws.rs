@@ -53,6 +53,9 @@ pub async fn upgrade(
     upgrade
         .max_message_size(gateway.limits.max_frame_bytes)
         .max_frame_size(gateway.limits.max_frame_bytes)
+        // Small initial buffers (they grow for big frames): idle connections stay cheap.
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(8 * 1024)
         .on_upgrade(move |socket| connection(socket, gateway, principal))
 }
 
@@ -254,6 +257,7 @@ pub fn error_frame(request_id: Option<String>, error: &ChatError) -> ServerFrame
         request_id,
         code: error.code().to_owned(),
         message: error.to_string(),
+        retry_after_ms: error.retry_after().map(|d| d.as_millis() as u64),
     }
 }
 

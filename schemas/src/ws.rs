@@ -98,6 +98,9 @@ pub enum ServerFrame {
         request_id: Option<String>,
         code: String,
         message: String,
+        /// For `rate_limited`: milliseconds until a retry can succeed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
 }
 

@@ -45,6 +45,12 @@ pub struct LogConfig {
 pub struct LimitsConfig {
     /// Largest user message text in bytes, unless the tenant sets its own.
     pub max_message_bytes: usize,
+    /// Sustained sends and opens per second per tenant, unless the tenant
+    /// sets its own; unlimited when unset.
+    pub requests_per_second: Option<f64>,
+    /// Requests a tenant may make at once on top of the sustained rate
+    /// (default: the rate, rounded up).
+    pub burst: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,6 +96,8 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_message_bytes: 1024 * 1024,
+            requests_per_second: None,
+            burst: None,
         }
     }
 }
@@ -208,6 +216,28 @@ pub const ENV_VARS: &[(&str, EnvSetter)] = &[
     }),
     ("CHATSTREAM_MAX_MESSAGE_BYTES", |c, v| {
         set_parsed(&mut c.limits.max_message_bytes, v)
+    }),
+    ("CHATSTREAM_REQUESTS_PER_SECOND", |c, v| {
+        let rate: f64 = v
+            .trim()
+            .parse()
+            .map_err(|e: std::num::ParseFloatError| e.to_string())?;
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err("must be a positive number".into());
+        }
+        c.limits.requests_per_second = Some(rate);
+        Ok(())
+    }),
+    ("CHATSTREAM_BURST", |c, v| {
+        let burst: u32 = v
+            .trim()
+            .parse()
+            .map_err(|e: std::num::ParseIntError| e.to_string())?;
+        if burst == 0 {
+            return Err("must be at least 1".into());
+        }
+        c.limits.burst = Some(burst);
+        Ok(())
     }),
     ("CHATSTREAM_MOCK_TOKEN_DELAY_MS", |c, v| {
         set_parsed(&mut c.mock_model.token_delay_ms, v)

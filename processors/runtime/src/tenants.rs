@@ -36,16 +36,23 @@ pub struct ApiKeyConfig {
     pub sha256: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TenantLimits {
     /// Largest user message in bytes; the platform default when absent.
     #[serde(default)]
     pub max_message_bytes: Option<usize>,
+    /// Sustained sends and opens per second; the platform default when absent.
+    #[serde(default)]
+    pub requests_per_second: Option<f64>,
+    /// Requests allowed at once on top of the sustained rate; the platform
+    /// default when absent.
+    #[serde(default)]
+    pub burst: Option<u32>,
 }
 
 /// A tenant as the platform uses it at runtime.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Tenant {
     pub id: String,
     pub name: String,
@@ -102,6 +109,19 @@ impl TenantRegistry {
             validate_tenant_id(&config.id)?;
             if !tenant_ids.insert(config.id.clone()) {
                 return Err(format!("tenant {:?} is listed twice", config.id));
+            }
+            if config
+                .limits
+                .requests_per_second
+                .is_some_and(|rate| !(rate.is_finite() && rate > 0.0))
+            {
+                return Err(format!(
+                    "tenant {:?}: requests_per_second must be a positive number",
+                    config.id
+                ));
+            }
+            if config.limits.burst == Some(0) {
+                return Err(format!("tenant {:?}: burst must be at least 1", config.id));
             }
             if config.api_keys.is_empty() {
                 return Err(format!("tenant {:?} has no api_keys", config.id));
