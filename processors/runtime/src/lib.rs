@@ -1,9 +1,11 @@
-//! The runtime every chatstream component shares: the three backend seams
-//! (event log, projection store, fan-out) with their embedded implementations,
-//! the processor runner, the conversation projection, config and tenants.
+//! The runtime every chatstream component shares: the backend seams (event
+//! log, projection store, fan-out, rate limits and connection counts) with
+//! their embedded / in-process implementations and the distributed ones
+//! (Kafka, Redis) behind features, the processor runner, the conversation
+//! projection, config and tenants.
 //!
 //! `conformance` holds the test suites every implementation of a seam must
-//! pass; the Kafka, ScyllaDB and Redis implementations run the same suites.
+//! pass; each backend runs the same suites.
 
 pub mod config;
 pub mod conformance;
