@@ -98,9 +98,37 @@ async fn websocket_turn_streams_deltas_and_commits_the_answer() {
     );
 
     // A second turn on the same connection arrives live, deltas included.
-    let (second_id, _, same_conversation) = ws.send_message(Some(&conversation_id), "again").await;
+    // Deltas may arrive before the ack, so keep every frame from the send on.
+    ws.send(&ClientFrame::Send {
+        request_id: None,
+        conversation_id: Some(conversation_id.clone()),
+        client_message_id: None,
+        text: "again".into(),
+    })
+    .await;
+    let mut frames = ws
+        .frames_until(|f| matches!(f, ServerFrame::Ack { .. }))
+        .await;
+    let Some(ServerFrame::Ack {
+        event_id: second_id,
+        conversation_id: same_conversation,
+        ..
+    }) = frames.last().cloned()
+    else {
+        unreachable!()
+    };
     assert_eq!(same_conversation, conversation_id);
-    let (deltas, answer, _) = read_turn(&mut ws, &second_id).await;
+    let (_, answer, rest) = read_turn(&mut ws, &second_id).await;
+    frames.extend(rest);
+    let deltas: String = frames
+        .iter()
+        .filter_map(|f| match f {
+            ServerFrame::Delta { reply_to, text, .. } if *reply_to == second_id => {
+                Some(text.as_str())
+            }
+            _ => None,
+        })
+        .collect();
     assert_eq!(answer, "You said: again");
     assert_eq!(deltas, answer, "a live subscriber sees every delta");
 }
