@@ -97,15 +97,9 @@ impl ChatCore {
         title: &str,
     ) -> Result<(String, u64), ChatError> {
         let conversation_id = new_event_id();
-        let id = new_event_id();
-        let event = new_event(
-            id.clone(),
-            EventContext {
-                tenant_id: &who.tenant.id,
-                conversation_id: &conversation_id,
-                causation_id: "",
-                correlation_id: &id,
-            },
+        let event = client_event(
+            who,
+            &conversation_id,
             Payload::ConversationOpened(ConversationOpened {
                 title: title.to_owned(),
                 opened_by_key_id: who.key_id.clone(),
@@ -173,15 +167,9 @@ impl ChatCore {
             // Part of this send: no second rate-limit check.
             None => self.append_conversation_opened(who, "").await?.0,
         };
-        let id = new_event_id();
-        let event = new_event(
-            id.clone(),
-            EventContext {
-                tenant_id: &who.tenant.id,
-                conversation_id: &conversation_id,
-                causation_id: "",
-                correlation_id: &id,
-            },
+        let event = client_event(
+            who,
+            &conversation_id,
             Payload::UserMessageSent(UserMessageSent {
                 client_message_id: message.client_message_id.clone().unwrap_or_default(),
                 text: message.text.clone(),
@@ -198,7 +186,7 @@ impl ChatCore {
         let ack = MessageAck {
             request_id: message.request_id.clone(),
             conversation_id,
-            event_id: id,
+            event_id: event.id.clone(),
             position: position.offset,
             duplicate: false,
         };
@@ -384,6 +372,26 @@ fn fitting_in_page(entries: &[HistoryEntry], limit: usize) -> usize {
         }
     }
     entries.len().min(limit)
+}
+
+/// An event caused by a client: a fresh id, which also starts the turn's
+/// correlation.
+fn client_event(
+    who: &Principal,
+    conversation_id: &str,
+    payload: Payload,
+) -> chatstream_schemas::Event {
+    let id = new_event_id();
+    new_event(
+        id.clone(),
+        EventContext {
+            tenant_id: &who.tenant.id,
+            conversation_id,
+            causation_id: "",
+            correlation_id: &id,
+        },
+        payload,
+    )
 }
 
 fn check_len(field: &str, value: &str) -> Result<(), ChatError> {

@@ -76,6 +76,17 @@ impl Recorder {
     }
 }
 
+/// Runs `recorder` over `log` until it has handled `count` events, then
+/// shuts the runner down gracefully.
+async fn run_until_handled(log: &Arc<dyn EventLog>, recorder: &Arc<Recorder>, count: usize) {
+    let shutdown = CancellationToken::new();
+    let runner = ProcessorRunner::new(log.clone(), recorder.clone(), fast_config());
+    let run = tokio::spawn(runner.run(shutdown.clone()));
+    recorder.wait_for(count).await;
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+}
+
 fn fast_config() -> RunnerConfig {
     RunnerConfig {
         poll_timeout: Duration::from_millis(10),
@@ -109,13 +120,7 @@ async fn keeps_per_tenant_order_and_commits_after_handling() {
         }
     }
     let recorder = Arc::new(Recorder::default());
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(
-        ProcessorRunner::new(log.clone(), recorder.clone(), fast_config()).run(shutdown.clone()),
-    );
-    recorder.wait_for(240).await;
-    shutdown.cancel();
-    run.await.unwrap().unwrap();
+    run_until_handled(&log, &recorder, 240).await;
 
     let handled = recorder.handled.lock().unwrap().clone();
     let mut per_tenant: HashMap<&str, Vec<u32>> = HashMap::new();
@@ -181,13 +186,7 @@ async fn shutdown_finishes_the_record_in_hand_and_the_next_run_resumes_after_it(
 
     // A new run handles the rest, and not the first one again.
     let recorder = Arc::new(Recorder::default());
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(
-        ProcessorRunner::new(log.clone(), recorder.clone(), fast_config()).run(shutdown.clone()),
-    );
-    recorder.wait_for(4).await;
-    shutdown.cancel();
-    run.await.unwrap().unwrap();
+    run_until_handled(&log, &recorder, 4).await;
     let texts: Vec<String> = recorder
         .handled
         .lock()
@@ -219,13 +218,7 @@ async fn poison_records_and_permanent_failures_do_not_stop_the_partition() {
         permanent_failure_text: Some("unhandleable".into()),
         ..Recorder::default()
     });
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(
-        ProcessorRunner::new(log.clone(), recorder.clone(), fast_config()).run(shutdown.clone()),
-    );
-    recorder.wait_for(2).await;
-    shutdown.cancel();
-    run.await.unwrap().unwrap();
+    run_until_handled(&log, &recorder, 2).await;
     let texts: Vec<String> = recorder
         .handled
         .lock()
@@ -252,13 +245,7 @@ async fn retryable_failures_are_retried_until_they_succeed() {
         fail_first: 3,
         ..Recorder::default()
     });
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(
-        ProcessorRunner::new(log.clone(), recorder.clone(), fast_config()).run(shutdown.clone()),
-    );
-    recorder.wait_for(1).await;
-    shutdown.cancel();
-    run.await.unwrap().unwrap();
+    run_until_handled(&log, &recorder, 1).await;
     assert_eq!(
         recorder.attempts.load(Ordering::SeqCst),
         4,
