@@ -1,7 +1,9 @@
 //! Runs a `Processor` over the log: records are handled in order within a
 //! partition and concurrently across partitions, and a partition's position
 //! is committed only after its records were handled, so a crash redelivers
-//! rather than loses. Stops on a cancellation token, finishing the record in
+//! rather than loses. A record that cannot be processed (undecodable, or its
+//! handler failed for good) goes to the dead-letter sink before the runner
+//! moves past it. Stops on a cancellation token, finishing the record in
 //! hand and committing before it returns.
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,6 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::deadletter::{DeadLetter, DeadLetterReason, DeadLetterSink, LoggedDeadLetters};
 use crate::log::{EventLog, LogConsumer, LogError, LogPosition, LogRecord};
 
 /// A consumer of events; one instance per processor kind, shared by the
@@ -33,7 +36,7 @@ pub enum ProcessError {
     /// A backend is briefly unavailable: the runner retries with backoff.
     #[error("retryable: {0}")]
     Retryable(String),
-    /// Retrying cannot help: the runner records the failure and moves on.
+    /// Retrying cannot help: the runner dead-letters the event and moves on.
     #[error("permanent: {0}")]
     Permanent(String),
 }
@@ -68,6 +71,7 @@ pub struct ProcessorRunner<P: Processor> {
     log: Arc<dyn EventLog>,
     processor: Arc<P>,
     config: RunnerConfig,
+    dead_letters: Arc<dyn DeadLetterSink>,
 }
 
 /// Offset after the last handled record, per partition; shared between the
@@ -80,7 +84,15 @@ impl<P: Processor> ProcessorRunner<P> {
             log,
             processor,
             config,
+            dead_letters: Arc::new(LoggedDeadLetters),
         }
+    }
+
+    /// Sends records this processor gives up on to `sink` (by default they
+    /// are only logged).
+    pub fn with_dead_letters(mut self, sink: Arc<dyn DeadLetterSink>) -> Self {
+        self.dead_letters = sink;
+        self
     }
 
     /// Consumes until `shutdown` is cancelled, then drains and commits.
@@ -146,6 +158,7 @@ impl<P: Processor> ProcessorRunner<P> {
     ) -> (mpsc::Sender<LogRecord>, JoinHandle<()>) {
         let (queue, mut records) = mpsc::channel::<LogRecord>(self.config.partition_queue);
         let processor = self.processor.clone();
+        let dead_letters = self.dead_letters.clone();
         let config = self.config.clone();
         let worker = tokio::spawn(async move {
             while let Some(record) = records.recv().await {
@@ -153,10 +166,15 @@ impl<P: Processor> ProcessorRunner<P> {
                     break;
                 }
                 let offset = record.position.offset;
-                if handle_record(processor.as_ref(), &record, &config, &shutdown)
-                    .await
-                    .is_err()
-                {
+                let handled = handle_record(processor.as_ref(), &record, &config, &shutdown).await;
+                let settled = match handled {
+                    Ok(Handled::Done) => Ok(()),
+                    Ok(Handled::GaveUp(letter)) => {
+                        send_dead_letter(dead_letters.as_ref(), &letter, &config, &shutdown).await
+                    }
+                    Err(Interrupted) => Err(Interrupted),
+                };
+                if settled.is_err() {
                     break; // shut down mid-retry: leave the record uncommitted
                 }
                 progress
@@ -169,15 +187,22 @@ impl<P: Processor> ProcessorRunner<P> {
     }
 }
 
-/// Interrupted by shutdown before the record was handled.
+/// Interrupted by shutdown before the record was settled.
 struct Interrupted;
+
+/// What became of a record.
+enum Handled {
+    Done,
+    /// Cannot be processed: dead-letter it, then move on.
+    GaveUp(Box<DeadLetter>),
+}
 
 async fn handle_record<P: Processor>(
     processor: &P,
     record: &LogRecord,
     config: &RunnerConfig,
     shutdown: &CancellationToken,
-) -> Result<(), Interrupted> {
+) -> Result<Handled, Interrupted> {
     let name = processor.name();
     metrics::counter!("chatstream_processor_events_received_total", "processor" => name)
         .increment(1);
@@ -186,9 +211,16 @@ async fn handle_record<P: Processor>(
         Err(error) => {
             // Poison: a record no processor can read must not stop the partition.
             tracing::error!(processor = name, partition = record.position.partition,
-                offset = record.position.offset, %error, "skipping undecodable record");
+                offset = record.position.offset, %error, "undecodable record; dead-lettering it");
             metrics::counter!("chatstream_processor_events_failed_total", "processor" => name, "reason" => "undecodable").increment(1);
-            return Ok(());
+            let letter = DeadLetter::new(
+                name,
+                record,
+                DeadLetterReason::Undecodable,
+                error.to_string(),
+                0,
+            );
+            return Ok(Handled::GaveUp(Box::new(letter)));
         }
     };
 
@@ -209,7 +241,7 @@ async fn handle_record<P: Processor>(
         match handled {
             Ok(()) => {
                 metrics::counter!("chatstream_processor_events_processed_total", "processor" => name).increment(1);
-                return Ok(());
+                return Ok(Handled::Done);
             }
             Err(ProcessError::Retryable(error)) if attempt < config.max_attempts => {
                 tracing::warn!(processor = name, event_id = %event.id, attempt, %error, "handling failed; retrying");
@@ -221,9 +253,45 @@ async fn handle_record<P: Processor>(
             }
             Err(error) => {
                 tracing::error!(processor = name, event_id = %event.id, partition = record.position.partition,
-                    offset = record.position.offset, %error, "giving up on event");
+                    offset = record.position.offset, %error, "giving up on event; dead-lettering it");
                 metrics::counter!("chatstream_processor_events_failed_total", "processor" => name, "reason" => "handler").increment(1);
-                return Ok(());
+                let letter = DeadLetter::new(
+                    name,
+                    record,
+                    DeadLetterReason::HandlerFailed,
+                    error.to_string(),
+                    attempt,
+                )
+                .with_event_id(&event.id);
+                return Ok(Handled::GaveUp(Box::new(letter)));
+            }
+        }
+    }
+    unreachable!("the attempt counter is unbounded")
+}
+
+/// Sends `letter`, retrying with backoff for as long as it takes: moving
+/// past the record without it stored would lose it. Only shutdown stops
+/// the retries, and then the record stays uncommitted.
+async fn send_dead_letter(
+    sink: &dyn DeadLetterSink,
+    letter: &DeadLetter,
+    config: &RunnerConfig,
+    shutdown: &CancellationToken,
+) -> Result<(), Interrupted> {
+    let mut backoff = config.retry_initial_backoff;
+    for attempt in 1u64.. {
+        match sink.send(letter).await {
+            Ok(()) => return Ok(()),
+            Err(error) => {
+                tracing::error!(processor = %letter.processor, partition = letter.position.partition,
+                    offset = letter.position.offset, attempt, %error,
+                    "cannot store dead letter; the partition waits and retries");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Err(Interrupted),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(config.retry_max_backoff);
             }
         }
     }

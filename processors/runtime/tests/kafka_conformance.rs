@@ -1,7 +1,8 @@
 //! The Kafka event log against the shared log conformance suite, plus what
 //! only Kafka can be asked: the record as other Kafka clients see it (key,
 //! CloudEvents headers), murmur2 agreement with librdkafka's own
-//! partitioner, topic creation, consumer-group sharing and takeover.
+//! partitioner, topic creation, consumer-group sharing and takeover, and
+//! the processor runner's dead letters on the dead-letter topic.
 //!
 //! Uses the broker at `CHATSTREAM_TEST_KAFKA` (default `127.0.0.1:9092`),
 //! with a fresh topic per test (the suite asserts exact offsets). When it
@@ -19,16 +20,27 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
+
 use chatstream_runtime::conformance::{PATIENCE, unique, user_message};
+use chatstream_runtime::log::kafka::dead_letters::{
+    DLQ_ATTEMPTS, DLQ_ERROR, DLQ_EVENT_ID, DLQ_PROCESSOR, DLQ_REASON, DLQ_SOURCE_OFFSET,
+    DLQ_SOURCE_PARTITION, DLQ_SOURCE_TOPIC,
+};
 use chatstream_runtime::log::kafka::headers::{
     CE_ID, CE_SOURCE, CE_SPECVERSION, CE_SUBJECT, CE_TIME, CE_TYPE, CONTENT_TYPE, TRACEPARENT,
 };
-use chatstream_runtime::log::kafka::{KafkaLog, KafkaLogConfig, TopicCreation, create_topic};
+use chatstream_runtime::log::kafka::{
+    KafkaDeadLetters, KafkaLog, KafkaLogConfig, TopicCreation, TopicsCreation, create_topic,
+    create_topics,
+};
 use chatstream_runtime::log::{EventLog, LogConsumer, LogError, LogPosition, partition_for_key};
-use chatstream_schemas::codec;
+use chatstream_runtime::runner::{ProcessError, Processor, ProcessorRunner, RunnerConfig};
+use chatstream_schemas::pb::events::event::Payload;
+use chatstream_schemas::{Event, codec};
 use futures::future::join_all;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
@@ -36,6 +48,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
 
 const DEFAULT_BROKER: &str = "127.0.0.1:9092";
 /// Partitions of every test topic: enough for keys to spread, few enough
@@ -358,8 +371,12 @@ async fn creating_a_topic_is_idempotent_but_keeps_its_partition_count() {
     };
     let (config, guard) = fresh_topic(&servers).await;
     assert_eq!(
-        create_topic(&config).await.expect("create again"),
-        TopicCreation::AlreadyExisted
+        create_topics(&config).await.expect("create again"),
+        TopicsCreation {
+            events: TopicCreation::AlreadyExisted,
+            dead_letters: TopicCreation::AlreadyExisted,
+        },
+        "the first create made the dead-letter topic too"
     );
     let other_count = KafkaLogConfig {
         partitions: PARTITIONS * 2,
@@ -496,4 +513,199 @@ async fn group_members_share_partitions_and_a_leaver_is_taken_over() {
     first.close().await.expect("close");
     drop(log);
     drop(guard);
+}
+
+// --- Dead letters ------------------------------------------------------------------
+
+/// Handles user messages, failing for good on the text "unhandleable".
+#[derive(Default)]
+struct PickyProcessor {
+    handled: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Processor for PickyProcessor {
+    fn name(&self) -> &'static str {
+        "picky"
+    }
+
+    async fn handle(&self, event: &Event, _position: LogPosition) -> Result<(), ProcessError> {
+        let Some(Payload::UserMessageSent(sent)) = &event.payload else {
+            return Ok(());
+        };
+        if sent.text == "unhandleable" {
+            return Err(ProcessError::Permanent("cannot handle this one".into()));
+        }
+        self.handled.lock().unwrap().push(sent.text.clone());
+        Ok(())
+    }
+}
+
+/// Every record on `topic` (all partitions) until `count` arrived, read by
+/// a plain rdkafka consumer group member that knows nothing of chatstream.
+fn consume_raw(servers: &str, topic: &str, count: usize) -> Vec<rdkafka::message::OwnedMessage> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", unique("dead-letter-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .expect("raw consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let deadline = Instant::now() + PATIENCE;
+    let mut received = Vec::new();
+    while received.len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "{count} records on {topic} within {PATIENCE:?}; got {}",
+            received.len()
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => received.push(message.detach()),
+            Some(Err(error)) => panic!("raw consumer of {topic}: {error}"),
+            None => {}
+        }
+    }
+    received
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runner_sends_poison_to_the_dead_letter_topic_and_moves_on() {
+    let Some((log, guard)) = kafka_log().await else {
+        return;
+    };
+    let config = log.config().clone();
+    let tenant = unique("tenant");
+    log.append(&tenant, &user_message(&tenant, "c", "before"))
+        .await
+        .expect("append");
+    let poison = log
+        .append_bytes(&tenant, vec![0xde, 0xad, 0xbe, 0xef])
+        .await
+        .expect("append poison");
+    let unhandleable = user_message(&tenant, "c", "unhandleable");
+    let failed = log.append(&tenant, &unhandleable).await.expect("append");
+    let last = log
+        .append(&tenant, &user_message(&tenant, "c", "after"))
+        .await
+        .expect("append");
+
+    let sink = KafkaDeadLetters::connect(&config)
+        .await
+        .expect("connect to the dead-letter topic");
+    assert_eq!(sink.topic(), config.dead_letter_topic());
+    let processor = Arc::new(PickyProcessor::default());
+    let shared_log: Arc<dyn EventLog> = Arc::new(log.clone());
+    let runner_config = RunnerConfig {
+        poll_timeout: Duration::from_millis(50),
+        ..RunnerConfig::default()
+    };
+    let runner = ProcessorRunner::new(shared_log, processor.clone(), runner_config)
+        .with_dead_letters(Arc::new(sink));
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(runner.run(shutdown.clone()));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while processor.handled.lock().unwrap().len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "events after the poison were not processed within {PATIENCE:?}: {:?}",
+            processor.handled.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    run.await.expect("runner task").expect("runner");
+    assert_eq!(*processor.handled.lock().unwrap(), ["before", "after"]);
+    assert_eq!(
+        log.committed("picky", last.partition)
+            .await
+            .expect("committed"),
+        Some(last.offset + 1),
+        "the partition moved past the poison and committed"
+    );
+
+    let servers = config.bootstrap_servers.clone();
+    let dead_letter_topic = config.dead_letter_topic();
+    let letters = tokio::task::spawn_blocking(move || consume_raw(&servers, &dead_letter_topic, 2))
+        .await
+        .expect("raw read");
+    let header_maps: Vec<HashMap<String, Option<String>>> = letters
+        .iter()
+        .map(|message| {
+            message
+                .headers()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .map(|header| {
+                            let value = header
+                                .value
+                                .map(|value| String::from_utf8_lossy(value).into_owned());
+                            (header.key.to_owned(), value)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    let header = |index: usize, name: &str| header_maps[index].get(name).cloned().flatten();
+    // Same key, so both letters are in one partition, in the order they failed.
+    for (index, message) in letters.iter().enumerate() {
+        assert_eq!(message.key(), Some(tenant.as_bytes()), "the key is kept");
+        assert_eq!(header(index, DLQ_PROCESSOR).as_deref(), Some("picky"));
+        assert_eq!(header(index, DLQ_SOURCE_TOPIC), Some(config.topic.clone()));
+        assert_eq!(
+            header(index, DLQ_SOURCE_PARTITION),
+            Some(poison.partition.to_string())
+        );
+    }
+    assert_eq!(letters[0].payload(), Some(&[0xde, 0xad, 0xbe, 0xef][..]));
+    assert_eq!(header(0, DLQ_REASON).as_deref(), Some("undecodable"));
+    assert_eq!(
+        header(0, DLQ_SOURCE_OFFSET),
+        Some(poison.offset.to_string())
+    );
+    assert_eq!(header(0, DLQ_ATTEMPTS).as_deref(), Some("0"));
+    assert!(header(0, DLQ_ERROR).is_some_and(|error| !error.is_empty()));
+    assert_eq!(header(0, DLQ_EVENT_ID), None);
+
+    assert_eq!(
+        letters[1].payload().map(<[u8]>::to_vec),
+        Some(codec::encode(&unhandleable)),
+        "the original value, byte for byte"
+    );
+    assert_eq!(header(1, DLQ_REASON).as_deref(), Some("handler_failed"));
+    assert_eq!(
+        header(1, DLQ_SOURCE_OFFSET),
+        Some(failed.offset.to_string())
+    );
+    assert_eq!(header(1, DLQ_ATTEMPTS).as_deref(), Some("1"));
+    assert_eq!(header(1, DLQ_EVENT_ID), Some(unhandleable.id.clone()));
+    assert!(
+        header(1, DLQ_ERROR).is_some_and(|error| error.contains("cannot handle this one")),
+        "{:?}",
+        header(1, DLQ_ERROR)
+    );
+    drop(log);
+    drop(guard);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dead_letter_sink_needs_its_topic() {
+    let Some(servers) = shared_broker() else {
+        return;
+    };
+    let config = KafkaLogConfig {
+        dead_letter_topic: Some(unique("chatstream-missing-dlq")),
+        ..config(&servers, &unique("chatstream-missing"))
+    };
+    let error = match KafkaDeadLetters::connect(&config).await {
+        Ok(_) => panic!("the dead-letter topic does not exist"),
+        Err(error) => error.to_string(),
+    };
+    assert!(
+        error.contains("does not exist") && error.contains("chatstream topics create"),
+        "{error}"
+    );
 }

@@ -1,5 +1,6 @@
 //! The processor runner over the embedded log: per-partition order, commits
-//! only after handling, graceful shutdown, poison records and retries.
+//! only after handling, graceful shutdown, poison records (dead-lettered,
+//! never lost) and retries.
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -7,6 +8,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chatstream_runtime::conformance::user_message;
+use chatstream_runtime::deadletter::embedded::EmbeddedDeadLetters;
+use chatstream_runtime::deadletter::{
+    DeadLetter, DeadLetterError, DeadLetterReason, DeadLetterSink,
+};
 use chatstream_runtime::log::embedded::EmbeddedLog;
 use chatstream_runtime::log::{EventLog, LogPosition};
 use chatstream_runtime::runner::{ProcessError, Processor, ProcessorRunner, RunnerConfig};
@@ -61,6 +66,11 @@ impl Processor for Recorder {
 }
 
 impl Recorder {
+    fn texts(&self) -> Vec<String> {
+        let handled = self.handled.lock().unwrap();
+        handled.iter().map(|(_, text)| text.clone()).collect()
+    }
+
     async fn wait_for(&self, count: usize) {
         tokio::time::timeout(WAIT, async {
             loop {
@@ -79,8 +89,16 @@ impl Recorder {
 /// Runs `recorder` over `log` until it has handled `count` events, then
 /// shuts the runner down gracefully.
 async fn run_until_handled(log: &Arc<dyn EventLog>, recorder: &Arc<Recorder>, count: usize) {
-    let shutdown = CancellationToken::new();
     let runner = ProcessorRunner::new(log.clone(), recorder.clone(), fast_config());
+    run_runner_until_handled(runner, recorder, count).await;
+}
+
+async fn run_runner_until_handled(
+    runner: ProcessorRunner<Recorder>,
+    recorder: &Arc<Recorder>,
+    count: usize,
+) {
+    let shutdown = CancellationToken::new();
     let run = tokio::spawn(runner.run(shutdown.clone()));
     recorder.wait_for(count).await;
     shutdown.cancel();
@@ -252,4 +270,146 @@ async fn retryable_failures_are_retried_until_they_succeed() {
         "three failures, then success"
     );
     assert_eq!(recorder.handled.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn poison_records_and_permanent_failures_land_in_the_dead_letter_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
+    let dead_letters = EmbeddedDeadLetters::open(dir.path()).unwrap();
+    log.append("acme", &user_message("acme", "c", "before"))
+        .await
+        .unwrap();
+    let poison = log
+        .append_bytes("acme", vec![0xde, 0xad, 0xbe, 0xef])
+        .await
+        .unwrap();
+    let unhandleable = user_message("acme", "c", "unhandleable");
+    let failed = log.append("acme", &unhandleable).await.unwrap();
+    log.append("acme", &user_message("acme", "c", "after"))
+        .await
+        .unwrap();
+
+    let recorder = Arc::new(Recorder {
+        permanent_failure_text: Some("unhandleable".into()),
+        ..Recorder::default()
+    });
+    let runner = ProcessorRunner::new(log.clone(), recorder.clone(), fast_config())
+        .with_dead_letters(Arc::new(dead_letters.clone()));
+    run_runner_until_handled(runner, &recorder, 2).await;
+
+    assert_eq!(recorder.texts(), ["before", "after"]);
+    assert_eq!(
+        log.committed("recorder", 0).await.unwrap(),
+        Some(4),
+        "the partition moved past both"
+    );
+    let letters = dead_letters.list("recorder").await.unwrap();
+    assert_eq!(letters.len(), 2, "{letters:?}");
+
+    let undecodable = &letters[0];
+    assert_eq!(undecodable.position, poison);
+    assert_eq!(undecodable.reason, DeadLetterReason::Undecodable);
+    assert_eq!(undecodable.key, "acme");
+    assert_eq!(
+        undecodable.value,
+        [0xde, 0xad, 0xbe, 0xef],
+        "original bytes kept"
+    );
+    assert_eq!(undecodable.event_id, None);
+    assert_eq!(undecodable.attempts, 0);
+    assert!(!undecodable.error.is_empty(), "the decode error is kept");
+
+    let handler_failed = &letters[1];
+    assert_eq!(handler_failed.position, failed);
+    assert_eq!(handler_failed.reason, DeadLetterReason::HandlerFailed);
+    assert_eq!(
+        handler_failed.event_id.as_deref(),
+        Some(unhandleable.id.as_str())
+    );
+    assert_eq!(
+        handler_failed.attempts, 1,
+        "permanent failures are not retried"
+    );
+    assert!(
+        handler_failed.error.contains("cannot handle this one"),
+        "{}",
+        handler_failed.error
+    );
+    assert_eq!(
+        handler_failed.value,
+        chatstream_schemas::codec::encode(&unhandleable)
+    );
+    assert!(handler_failed.failed_at_ms > 0);
+}
+
+/// Refuses every dead letter until `healthy` is set; counts the refusals.
+#[derive(Default)]
+struct BrokenSink {
+    healthy: std::sync::atomic::AtomicBool,
+    refused: AtomicU32,
+    stored: Mutex<Vec<DeadLetter>>,
+}
+
+#[async_trait]
+impl DeadLetterSink for BrokenSink {
+    async fn send(&self, letter: &DeadLetter) -> Result<(), DeadLetterError> {
+        if !self.healthy.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(DeadLetterError::Unavailable("sink is down".into()));
+        }
+        self.stored.lock().unwrap().push(letter.clone());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_failing_dead_letter_sink_holds_the_partition_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
+    let poison = log.append_bytes("acme", vec![0xff]).await.unwrap();
+    log.append("acme", &user_message("acme", "c", "after"))
+        .await
+        .unwrap();
+
+    let sink = Arc::new(BrokenSink::default());
+    let recorder = Arc::new(Recorder::default());
+    let shutdown = CancellationToken::new();
+    let runner = ProcessorRunner::new(log.clone(), recorder.clone(), fast_config())
+        .with_dead_letters(sink.clone());
+    let run = tokio::spawn(runner.run(shutdown.clone()));
+    tokio::time::timeout(WAIT, async {
+        while sink.refused.load(Ordering::SeqCst) < 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the runner keeps retrying the sink");
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, run)
+        .await
+        .expect("runner stops while the sink is down")
+        .unwrap()
+        .unwrap();
+    assert!(
+        recorder.texts().is_empty(),
+        "nothing after the poison record was handled while it was not stored"
+    );
+    assert_eq!(
+        log.committed("recorder", 0).await.unwrap().unwrap_or(0),
+        poison.offset,
+        "not committed past the poison record"
+    );
+
+    // The sink recovers: the next run stores the record and moves on.
+    sink.healthy.store(true, Ordering::SeqCst);
+    let runner = ProcessorRunner::new(log.clone(), recorder.clone(), fast_config())
+        .with_dead_letters(sink.clone());
+    run_runner_until_handled(runner, &recorder, 1).await;
+    let stored = sink.stored.lock().unwrap().clone();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].position, poison);
+    assert_eq!(stored[0].value, [0xff]);
+    assert_eq!(recorder.texts(), ["after"]);
+    assert_eq!(log.committed("recorder", 0).await.unwrap(), Some(2));
 }

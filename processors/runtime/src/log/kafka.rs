@@ -7,7 +7,9 @@
 //! Appends go through one idempotent producer and return after the delivery
 //! report (`producer`); consumer groups are Kafka consumer groups
 //! (`consumer`); ranged reads use self-assigned consumers (`reader`); the
-//! topic is created separately (`admin`), never on connect.
+//! topics are created separately (`admin`), never on connect, and described
+//! for operators (`describe`). Records the runner gives up on go to the
+//! dead-letter topic (`dead_letters`).
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -18,6 +20,8 @@ use super::{EventLog, LogConsumer, LogError, LogPosition, LogRecord};
 mod admin;
 mod config;
 mod consumer;
+pub mod dead_letters;
+mod describe;
 mod error;
 pub mod headers;
 mod offsets;
@@ -25,8 +29,10 @@ mod producer;
 mod reader;
 mod record;
 
-pub use admin::{TopicCreation, create_topic};
+pub use admin::{TopicCreation, TopicsCreation, create_topic, create_topics};
 pub use config::{GUARANTEED_SETTINGS, KafkaLogConfig};
+pub use dead_letters::KafkaDeadLetters;
+pub use describe::{Broker, GroupProgress, PartitionDescription, TopicDescription, describe_topic};
 
 use consumer::KafkaConsumer;
 use offsets::OffsetsClient;
@@ -56,7 +62,9 @@ impl KafkaLog {
         let offsets = OffsetsClient::new(Arc::clone(&config))?;
         match offsets.partition_count().await? {
             Some(existing) if existing == config.partitions => {}
-            Some(existing) => return Err(admin::partition_mismatch(&config, existing)),
+            Some(existing) => {
+                return Err(admin::partition_mismatch(&config, &config.topic, existing));
+            }
             None => {
                 return Err(LogError::Unavailable(format!(
                     "topic {:?} does not exist at {}; create it first (`chatstream topics create`)",

@@ -27,6 +27,9 @@ pub struct KafkaLogConfig {
     pub bootstrap_servers: String,
     /// The topic holding the event log.
     pub topic: String,
+    /// The topic records no processor could handle go to; `None` means
+    /// `<topic>.dead-letter` (see `dead_letter_topic()`).
+    pub dead_letter_topic: Option<String>,
     /// Partitions of the topic; fixed once created, because it decides which
     /// partition holds each tenant.
     pub partitions: u32,
@@ -50,18 +53,29 @@ impl KafkaLogConfig {
     pub const DEFAULT_PARTITIONS: u32 = 8;
     pub const DEFAULT_FETCH_WAIT_MAX_MS: u32 = 10;
     pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Appended to the event topic's name to name its dead-letter topic.
+    pub const DEAD_LETTER_SUFFIX: &'static str = ".dead-letter";
 
     /// A config with defaults for everything but where the log is.
     pub fn new(bootstrap_servers: impl Into<String>, topic: impl Into<String>) -> Self {
         Self {
             bootstrap_servers: bootstrap_servers.into(),
             topic: topic.into(),
+            dead_letter_topic: None,
             partitions: Self::DEFAULT_PARTITIONS,
             replication_factor: 1,
             client_id: "chatstream".to_owned(),
             fetch_wait_max_ms: Self::DEFAULT_FETCH_WAIT_MAX_MS,
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             extra: BTreeMap::new(),
+        }
+    }
+
+    /// The dead-letter topic: as configured, or `<topic>.dead-letter`.
+    pub fn dead_letter_topic(&self) -> String {
+        match &self.dead_letter_topic {
+            Some(topic) => topic.clone(),
+            None => format!("{}{}", self.topic, Self::DEAD_LETTER_SUFFIX),
         }
     }
 
@@ -77,6 +91,16 @@ impl KafkaLogConfig {
         }
         if self.topic.trim().is_empty() {
             return invalid("topic is empty".into());
+        }
+        let dead_letter_topic = self.dead_letter_topic();
+        if dead_letter_topic.trim().is_empty() {
+            return invalid("dead_letter_topic is empty".into());
+        }
+        if dead_letter_topic == self.topic {
+            return invalid(format!(
+                "dead_letter_topic must differ from the event topic {:?}",
+                self.topic
+            ));
         }
         if self.partitions == 0 || i32::try_from(self.partitions).is_err() {
             return invalid(format!(
@@ -219,6 +243,16 @@ mod tests {
     }
 
     #[test]
+    fn the_dead_letter_topic_defaults_to_a_suffix_of_the_event_topic() {
+        assert_eq!(config().dead_letter_topic(), "events.dead-letter");
+        let named = KafkaLogConfig {
+            dead_letter_topic: Some("poison".into()),
+            ..config()
+        };
+        assert_eq!(named.dead_letter_topic(), "poison");
+    }
+
+    #[test]
     fn extra_may_not_override_a_guarantee() {
         let mut config = config();
         config
@@ -248,6 +282,14 @@ mod tests {
             },
             KafkaLogConfig {
                 replication_factor: 0,
+                ..config()
+            },
+            KafkaLogConfig {
+                dead_letter_topic: Some("events".into()),
+                ..config()
+            },
+            KafkaLogConfig {
+                dead_letter_topic: Some(String::new()),
                 ..config()
             },
         ] {

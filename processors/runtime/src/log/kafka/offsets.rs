@@ -55,8 +55,14 @@ impl OffsetsClient {
 
     /// How many partitions the topic has, `None` when it does not exist.
     pub(super) async fn partition_count(&self) -> Result<Option<u32>, LogError> {
+        self.partition_count_of(&self.config.topic).await
+    }
+
+    /// How many partitions `topic` has, `None` when it does not exist.
+    pub(super) async fn partition_count_of(&self, topic: &str) -> Result<Option<u32>, LogError> {
         let this = self.clone();
-        blocking(move || topic_partition_count(&this.consumer, &this.config)).await
+        let topic = topic.to_owned();
+        blocking(move || topic_partition_count(&this.consumer, &this.config, &topic)).await
     }
 
     pub(super) async fn watermarks(&self, partition: u32) -> Result<Watermarks, LogError> {
@@ -142,25 +148,22 @@ impl OffsetsClient {
     }
 }
 
-/// The topic's partition count from a metadata request.
+/// The partition count of `name` from a metadata request.
 fn topic_partition_count(
     consumer: &BaseConsumer,
     config: &KafkaLogConfig,
+    name: &str,
 ) -> Result<Option<u32>, LogError> {
     let metadata = consumer
-        .fetch_metadata(Some(&config.topic), config.request_timeout)
+        .fetch_metadata(Some(name), config.request_timeout)
         .map_err(|error| {
             log_error(
                 &config.bootstrap_servers,
-                &format!("fetching the metadata of topic {:?}", config.topic),
+                &format!("fetching the metadata of topic {name:?}"),
                 &error,
             )
         })?;
-    let Some(topic) = metadata
-        .topics()
-        .iter()
-        .find(|topic| topic.name() == config.topic)
-    else {
+    let Some(topic) = metadata.topics().iter().find(|topic| topic.name() == name) else {
         return Ok(None);
     };
     if let Some(error) = topic.error() {
@@ -169,14 +172,14 @@ fn topic_partition_count(
             Some(rdkafka::error::RDKafkaErrorCode::UnknownTopicOrPartition) => Ok(None),
             _ => Err(log_error(
                 &config.bootstrap_servers,
-                &format!("looking up topic {:?}", config.topic),
+                &format!("looking up topic {name:?}"),
                 &error,
             )),
         };
     }
     u32::try_from(topic.partitions().len())
         .map(Some)
-        .map_err(|_| LogError::Storage(format!("topic {:?} has too many partitions", config.topic)))
+        .map_err(|_| LogError::Storage(format!("topic {name:?} has too many partitions")))
 }
 
 /// Reads one committed offset. librdkafka's answer is dropped before this
