@@ -85,16 +85,40 @@ macro_rules! __conformance_tests {
         mod $module {
             #[allow(unused_imports)]
             use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let (subject, guard) = $crate::__conformance_subject!($mode, $factory);
-                    $crate::conformance::$suite::$case(&subject).await;
-                    drop(subject);
-                    drop(guard);
-                }
-            )+
+            $crate::__conformance_cases!($mode, $suite, $factory, [$($case),+]);
         }
+    };
+}
+
+/// The tests of `__conformance_tests`, without the module around them.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_cases {
+    ($mode:ident, $suite:ident, $factory:expr, [$($case:ident),+ $(,)?]) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let (subject, guard) = $crate::__conformance_subject!($mode, $factory);
+                $crate::conformance::$suite::$case(&subject).await;
+                drop(subject);
+                drop(guard);
+            }
+        )+
+    };
+}
+
+/// One test per case that cannot run against this subject: each calls
+/// `$not_run(case, what_it_needs)`, which says so (and may fail the run).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_not_run {
+    ($not_run:expr, [$($case:ident => $needs:expr),+ $(,)?]) => {
+        $(
+            #[test]
+            fn $case() {
+                $not_run(stringify!($case), $needs);
+            }
+        )+
     };
 }
 
@@ -151,37 +175,73 @@ macro_rules! log_conformance_tests {
 }
 
 /// One `#[tokio::test]` per projection-store case (see the module docs for the factory).
+///
+/// A CQL server that lacks range reads on clustering columns (the
+/// in-memory CQL test server) runs the other cases with
+/// `store_conformance_tests!(if_available: factory, lacking_range_reads: not_run)`:
+/// each case that needs them becomes a test calling
+/// `not_run(case_name, what_it_needs)` instead, which reports it as not run.
 #[macro_export]
 macro_rules! store_conformance_tests {
-    (if_available: $factory:expr) => {
-        $crate::store_conformance_tests!(@with if_available, $factory);
+    (if_available: $factory:expr, lacking_range_reads: $not_run:expr) => {
+        $crate::store_conformance_tests!(@module if_available, $factory, (not_run $not_run));
     };
-    (@with $mode:ident, $factory:expr) => {
-        $crate::__conformance_tests!(
+    (if_available: $factory:expr) => {
+        $crate::store_conformance_tests!(@module if_available, $factory, (run));
+    };
+    (@module $mode:ident, $factory:expr, $range_reads:tt) => {
+        mod projection_store_conformance {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__conformance_cases!(
+                $mode,
+                store,
+                $factory,
+                [
+                    ping_answers,
+                    first_conversation_record_wins,
+                    conversations_are_isolated_between_tenants,
+                    history_round_trips_events,
+                    history_is_isolated_between_tenants_and_conversations,
+                    replayed_event_is_a_duplicate_at_the_same_position,
+                    reproduced_event_is_a_duplicate_of_the_first_position,
+                    event_ids_are_deduplicated_per_tenant,
+                    first_client_message_claim_wins,
+                    client_messages_are_isolated_between_tenants,
+                    processed_marks_are_per_scope_and_event,
+                ]
+            );
+            $crate::store_conformance_tests!(@range_reads $mode, $factory, $range_reads);
+        }
+    };
+    // The cases that read "after" a clustering key (both lists name them).
+    (@range_reads $mode:ident, $factory:expr, (run)) => {
+        $crate::__conformance_cases!(
             $mode,
-            projection_store_conformance,
             store,
             $factory,
             [
-                ping_answers,
-                first_conversation_record_wins,
                 conversations_are_listed_in_id_order_and_paged,
-                conversations_are_isolated_between_tenants,
                 tenant_ids_that_prefix_each_other_do_not_leak,
-                history_round_trips_events,
                 history_is_ordered_by_offset_and_pages_after_an_offset,
-                history_is_isolated_between_tenants_and_conversations,
-                replayed_event_is_a_duplicate_at_the_same_position,
-                reproduced_event_is_a_duplicate_of_the_first_position,
-                event_ids_are_deduplicated_per_tenant,
-                first_client_message_claim_wins,
-                client_messages_are_isolated_between_tenants,
-                processed_marks_are_per_scope_and_event,
+            ]
+        );
+    };
+    (@range_reads $mode:ident, $factory:expr, (not_run $not_run:expr)) => {
+        $crate::__conformance_not_run!(
+            $not_run,
+            [
+                conversations_are_listed_in_id_order_and_paged =>
+                    "range reads on a clustering column (conversation_id > ?)",
+                tenant_ids_that_prefix_each_other_do_not_leak =>
+                    "range reads on a clustering column (conversation_id > ?)",
+                history_is_ordered_by_offset_and_pages_after_an_offset =>
+                    "range reads on a clustering column (log_offset > ?)",
             ]
         );
     };
     ($factory:expr) => {
-        $crate::store_conformance_tests!(@with always, $factory);
+        $crate::store_conformance_tests!(@module always, $factory, (run));
     };
 }
 

@@ -7,6 +7,8 @@ use chatstream_schemas::Event;
 use crate::log::LogPosition;
 
 pub mod embedded;
+#[cfg(feature = "scylla")]
+pub mod scylla;
 
 /// A conversation as the tenant sees it in lists.
 #[derive(Debug, Clone, PartialEq, Eq)]
