@@ -1,11 +1,19 @@
 //! The `chatstream` binary: one executable, one subcommand per role.
+mod backends;
 mod dev;
+mod edge;
+mod gateway_role;
 mod keygen;
+mod lifecycle;
+mod probes;
+mod processor_role;
+mod processors;
 mod telemetry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use chatstream_runtime::config::{Config, LogBackend};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -24,34 +32,99 @@ enum Command {
     /// Run the gateway and every processor in one process on the embedded
     /// backends with the built-in mock model.
     Dev(DevArgs),
+    /// Run the gateway alone (one replica of many) on Kafka, ScyllaDB and Redis.
+    Gateway(ServeArgs),
+    /// Run one processor kind alone (one replica of its consumer group) on
+    /// Kafka, ScyllaDB and Redis.
+    Processor(ProcessorArgs),
     /// Print a new API key and the tenants-file entry that holds its hash.
     Keygen(keygen::KeygenArgs),
 }
 
 /// Flags win over environment variables, which win over `chatstream.yaml`.
 #[derive(Args, Debug, Default)]
-pub struct DevArgs {
+pub struct ServeArgs {
     /// YAML config file (default: ./chatstream.yaml when present).
     #[arg(long, env = "CHATSTREAM_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Directory for the log, the store and the dev tenant's key.
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
     /// HTTP and WebSocket port (env CHATSTREAM_HTTP_PORT).
     #[arg(long)]
     pub http_port: Option<u16>,
     /// gRPC port (env CHATSTREAM_GRPC_PORT).
     #[arg(long)]
     pub grpc_port: Option<u16>,
-    /// Tenants file; without it a `dev` tenant is created in the data dir.
+    /// Tenants file (env CHATSTREAM_TENANTS_FILE).
     #[arg(long)]
     pub tenants: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// The config with these flags applied on top.
+    pub fn load_config(&self) -> anyhow::Result<Config> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(port) = self.http_port {
+            config.server.http_port = port;
+        }
+        if let Some(port) = self.grpc_port {
+            config.server.grpc_port = port;
+        }
+        if let Some(path) = &self.tenants {
+            config.tenants_file = Some(path.clone());
+        }
+        Ok(config)
+    }
+}
+
+#[derive(Args, Debug, Default)]
+pub struct DevArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Directory for the embedded log and store and the dev tenant's key.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Where the event log lives: `embedded` (default) or `kafka`
+    /// (KAFKA_BOOTSTRAP_SERVERS; the topic must exist: `chatstream topics create`).
+    #[arg(long, value_parser = parse_log_backend)]
+    pub log: Option<LogBackend>,
+}
+
+#[derive(Args, Debug)]
+pub struct ProcessorArgs {
+    /// Which processor to run.
+    #[arg(value_enum)]
+    pub kind: processors::ProcessorKind,
+    /// YAML config file (default: ./chatstream.yaml when present).
+    #[arg(long, env = "CHATSTREAM_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Port of the health, readiness and metrics endpoints (env CHATSTREAM_HTTP_PORT).
+    #[arg(long)]
+    pub http_port: Option<u16>,
+}
+
+impl ProcessorArgs {
+    pub fn load_config(&self) -> anyhow::Result<Config> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(port) = self.http_port {
+            config.server.http_port = port;
+        }
+        Ok(config)
+    }
+}
+
+fn parse_log_backend(value: &str) -> Result<LogBackend, String> {
+    match value {
+        "embedded" => Ok(LogBackend::Embedded),
+        "kafka" => Ok(LogBackend::Kafka),
+        _ => Err("expected `embedded` or `kafka`".into()),
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Dev(args) => dev::run(args),
+        Command::Gateway(args) => gateway_role::run(args),
+        Command::Processor(args) => processor_role::run(args),
         Command::Keygen(args) => keygen::run(args),
     };
     match result {

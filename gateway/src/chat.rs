@@ -77,6 +77,10 @@ impl ChatCore {
         &self.store
     }
 
+    pub fn fanout(&self) -> &Arc<dyn FanOut> {
+        &self.fanout
+    }
+
     /// Opens a conversation: appended to the log, then recorded in the store
     /// before the reply, so a send right after the reply finds it (the
     /// projector would record it too, but maybe not that soon).

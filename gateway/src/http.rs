@@ -9,6 +9,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
+use chatstream_runtime::fanout::FanOut;
+use chatstream_runtime::log::EventLog;
+use chatstream_runtime::store::ProjectionStore;
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -42,28 +45,75 @@ async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready when startup finished and the log and the store answer.
+/// Ready when startup finished and the log, the store and the fan-out answer.
 async fn ready(State(gateway): State<Gateway>) -> Response {
-    let log = tokio::time::timeout(PROBE_TIMEOUT, gateway.core.log().ping()).await;
-    let store = tokio::time::timeout(PROBE_TIMEOUT, gateway.core.store().ping()).await;
-    let describe = |ok: bool, error: String| if ok { "ok".to_owned() } else { error };
-    let log_ok = matches!(log, Ok(Ok(())));
-    let store_ok = matches!(store, Ok(Ok(())));
+    let core = &gateway.core;
+    let mut checks = check_backends(
+        core.log().as_ref(),
+        core.store().as_ref(),
+        core.fanout().as_ref(),
+    )
+    .await;
     let started = gateway.readiness.is_ready();
-    let body = json!({
-        "status": if log_ok && store_ok && started { "ready" } else { "not_ready" },
-        "checks": {
-            "started": if started { "ok" } else { "starting" },
-            "event_log": describe(log_ok, format!("{log:?}")),
-            "projection_store": describe(store_ok, format!("{store:?}")),
-        }
-    });
-    let status = if log_ok && store_ok && started {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    checks.add("started", started, || "starting".to_owned());
+    checks.into_response()
+}
+
+/// Outcome of the readiness checks, one entry per dependency.
+pub struct ReadinessChecks {
+    ready: bool,
+    checks: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ReadinessChecks {
+    pub fn add(&mut self, name: &str, ok: bool, problem: impl FnOnce() -> String) {
+        self.ready &= ok;
+        let outcome = if ok { "ok".to_owned() } else { problem() };
+        self.checks.insert(name.to_owned(), outcome.into());
+    }
+}
+
+impl IntoResponse for ReadinessChecks {
+    /// 200 with `status: ready`, or 503 naming what is not.
+    fn into_response(self) -> Response {
+        let (status, word) = if self.ready {
+            (StatusCode::OK, "ready")
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
+        };
+        (
+            status,
+            Json(json!({ "status": word, "checks": self.checks })),
+        )
+            .into_response()
+    }
+}
+
+/// Pings the log, the store and the fan-out at once, each bounded by a timeout.
+pub async fn check_backends(
+    log: &dyn EventLog,
+    store: &dyn ProjectionStore,
+    fanout: &dyn FanOut,
+) -> ReadinessChecks {
+    let (log, store, fanout) = tokio::join!(
+        tokio::time::timeout(PROBE_TIMEOUT, log.ping()),
+        tokio::time::timeout(PROBE_TIMEOUT, store.ping()),
+        tokio::time::timeout(PROBE_TIMEOUT, fanout.ping()),
+    );
+    let mut checks = ReadinessChecks {
+        ready: true,
+        checks: serde_json::Map::new(),
     };
-    (status, Json(body)).into_response()
+    checks.add("event_log", matches!(log, Ok(Ok(()))), || {
+        format!("{log:?}")
+    });
+    checks.add("projection_store", matches!(store, Ok(Ok(()))), || {
+        format!("{store:?}")
+    });
+    checks.add("fanout", matches!(fanout, Ok(Ok(()))), || {
+        format!("{fanout:?}")
+    });
+    checks
 }
 
 async fn metrics(State(gateway): State<Gateway>) -> Response {

@@ -1,6 +1,7 @@
 //! Layered configuration: built-in defaults, then `chatstream.yaml`, then
 //! environment variables (which win). Command-line flags are applied on top
 //! by the binary.
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,10 @@ pub struct Config {
     pub tenants_file: Option<PathBuf>,
     pub server: ServerConfig,
     pub log: LogConfig,
+    pub kafka: KafkaConfig,
+    pub store: StoreConfig,
+    pub scylla: ScyllaConfig,
+    pub redis: RedisConfig,
     pub limits: LimitsConfig,
     pub mock_model: MockModelConfig,
 }
@@ -36,8 +41,85 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
-    /// Partitions of the event log; fixed once the log exists.
+    /// Where the event log lives (`CHATSTREAM_LOG_BACKEND`).
+    pub backend: LogBackend,
+    /// Partitions of the event log; fixed once the log exists, because it
+    /// decides which partition holds each tenant.
     pub partitions: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogBackend {
+    /// Files in the data dir; one process only (`chatstream dev`).
+    Embedded,
+    /// A Kafka topic, shared by every gateway and processor replica.
+    Kafka,
+}
+
+/// The Kafka event log (used when `log.backend` is `kafka`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list (`KAFKA_BOOTSTRAP_SERVERS`).
+    pub bootstrap_servers: String,
+    /// The topic holding the event log (`CHATSTREAM_KAFKA_TOPIC`).
+    pub topic: String,
+    /// Replicas per partition when `chatstream topics create` makes the topics.
+    pub replication_factor: u16,
+    pub client_id: String,
+    /// How long the broker may hold a fetch waiting for data; low because
+    /// the chat path is latency-sensitive.
+    pub fetch_wait_max_ms: u32,
+    /// Bound on each blocking call to the cluster.
+    pub request_timeout_ms: u64,
+    /// Raw librdkafka settings (TLS, SASL, tuning) for every client.
+    pub settings: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Where projections live (`CHATSTREAM_STORE_BACKEND`).
+    pub backend: StoreBackend,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// Files in the data dir; one process only.
+    Embedded,
+    /// A ScyllaDB (or Cassandra) keyspace shared by every replica.
+    Scylla,
+}
+
+/// The ScyllaDB projection store (used when `store.backend` is `scylla`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScyllaConfig {
+    /// Contact points, `host:port` (`SCYLLA_NODES`, comma-separated).
+    pub nodes: Vec<String>,
+    /// `CHATSTREAM_SCYLLA_KEYSPACE`.
+    pub keyspace: String,
+    /// Replication of the keyspace when `chatstream schema apply` creates
+    /// it: data center name to replica count (NetworkTopologyStrategy).
+    pub replication: BTreeMap<String, u32>,
+    /// Wait for schema agreement after schema changes. Keep it on for real
+    /// clusters; single-node test servers without a peers table need it off.
+    pub await_schema_agreement: bool,
+    pub request_timeout_ms: u64,
+}
+
+/// Redis: shared hot state (fan-out between replicas, tenant rate limits,
+/// connection counts). Without a URL everything stays in-process, which is
+/// right for one process only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// e.g. `redis://127.0.0.1:6379/0` (`REDIS_URL`).
+    pub url: Option<String>,
+    /// Prefix of every key and channel, so platforms can share a Redis.
+    pub key_prefix: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +152,10 @@ impl Default for Config {
             tenants_file: None,
             server: ServerConfig::default(),
             log: LogConfig::default(),
+            kafka: KafkaConfig::default(),
+            store: StoreConfig::default(),
+            scylla: ScyllaConfig::default(),
+            redis: RedisConfig::default(),
             limits: LimitsConfig::default(),
             mock_model: MockModelConfig::default(),
         }
@@ -88,7 +174,70 @@ impl Default for ServerConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { partitions: 8 }
+        Self {
+            backend: LogBackend::Embedded,
+            partitions: 8,
+        }
+    }
+}
+
+#[cfg(feature = "kafka")]
+impl Config {
+    /// The Kafka log's client settings, from the `kafka` and `log` sections.
+    pub fn kafka_log(&self) -> crate::log::kafka::KafkaLogConfig {
+        let kafka = &self.kafka;
+        let mut log =
+            crate::log::kafka::KafkaLogConfig::new(&kafka.bootstrap_servers, &kafka.topic);
+        log.partitions = self.log.partitions;
+        log.replication_factor = kafka.replication_factor;
+        log.client_id = kafka.client_id.clone();
+        log.fetch_wait_max_ms = kafka.fetch_wait_max_ms;
+        log.request_timeout = std::time::Duration::from_millis(kafka.request_timeout_ms);
+        log.extra = kafka.settings.clone();
+        log
+    }
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            topic: "chatstream.events".into(),
+            replication_factor: 1,
+            client_id: "chatstream".into(),
+            fetch_wait_max_ms: 10,
+            request_timeout_ms: 10_000,
+            settings: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            backend: StoreBackend::Embedded,
+        }
+    }
+}
+
+impl Default for ScyllaConfig {
+    fn default() -> Self {
+        Self {
+            nodes: vec!["127.0.0.1:9042".into()],
+            keyspace: "chatstream".into(),
+            replication: BTreeMap::from([("datacenter1".into(), 1)]),
+            await_schema_agreement: true,
+            request_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            key_prefix: "chatstream".into(),
+        }
     }
 }
 
@@ -214,6 +363,47 @@ pub const ENV_VARS: &[(&str, EnvSetter)] = &[
             Ok(())
         }
     }),
+    ("CHATSTREAM_LOG_BACKEND", |c, v| {
+        c.log.backend = parse_choice(
+            v,
+            &[
+                ("embedded", LogBackend::Embedded),
+                ("kafka", LogBackend::Kafka),
+            ],
+        )?;
+        Ok(())
+    }),
+    ("KAFKA_BOOTSTRAP_SERVERS", |c, v| {
+        set_string(&mut c.kafka.bootstrap_servers, v)
+    }),
+    ("CHATSTREAM_KAFKA_BOOTSTRAP_SERVERS", |c, v| {
+        set_string(&mut c.kafka.bootstrap_servers, v)
+    }),
+    ("CHATSTREAM_KAFKA_TOPIC", |c, v| {
+        set_string(&mut c.kafka.topic, v)
+    }),
+    ("CHATSTREAM_STORE_BACKEND", |c, v| {
+        c.store.backend = parse_choice(
+            v,
+            &[
+                ("embedded", StoreBackend::Embedded),
+                ("scylla", StoreBackend::Scylla),
+            ],
+        )?;
+        Ok(())
+    }),
+    ("SCYLLA_NODES", |c, v| set_list(&mut c.scylla.nodes, v)),
+    ("CHATSTREAM_SCYLLA_NODES", |c, v| {
+        set_list(&mut c.scylla.nodes, v)
+    }),
+    ("CHATSTREAM_SCYLLA_KEYSPACE", |c, v| {
+        set_string(&mut c.scylla.keyspace, v)
+    }),
+    ("CHATSTREAM_SCYLLA_AWAIT_SCHEMA_AGREEMENT", |c, v| {
+        set_parsed(&mut c.scylla.await_schema_agreement, v)
+    }),
+    ("REDIS_URL", |c, v| set_redis_url(c, v)),
+    ("CHATSTREAM_REDIS_URL", |c, v| set_redis_url(c, v)),
     ("CHATSTREAM_MAX_MESSAGE_BYTES", |c, v| {
         set_parsed(&mut c.limits.max_message_bytes, v)
     }),
@@ -249,6 +439,43 @@ fn set_string(field: &mut String, value: &str) -> Result<(), String> {
         return Err("must not be empty".into());
     }
     *field = value.to_owned();
+    Ok(())
+}
+
+/// One of `choices` by name, or an error listing them.
+fn parse_choice<T: Copy>(value: &str, choices: &[(&str, T)]) -> Result<T, String> {
+    let value = value.trim();
+    choices
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(value))
+        .map(|&(_, choice)| choice)
+        .ok_or_else(|| {
+            let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+            format!("expected one of: {}", names.join(", "))
+        })
+}
+
+/// A comma-separated, non-empty list.
+fn set_list(field: &mut Vec<String>, value: &str) -> Result<(), String> {
+    let items: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if items.is_empty() {
+        return Err("must list at least one host:port".into());
+    }
+    *field = items;
+    Ok(())
+}
+
+fn set_redis_url(config: &mut Config, value: &str) -> Result<(), String> {
+    let value = value.trim();
+    if !(value.starts_with("redis://") || value.starts_with("rediss://")) {
+        return Err("expected a redis:// or rediss:// URL".into());
+    }
+    config.redis.url = Some(value.to_owned());
     Ok(())
 }
 
@@ -302,5 +529,53 @@ mod tests {
         std::fs::write(&path, "server:\n  htp_port: 1\n").unwrap();
         let err = Config::from_yaml_file(&path).unwrap_err().to_string();
         assert!(err.contains("htp_port"), "{err}");
+    }
+
+    #[test]
+    fn backends_come_from_file_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chatstream.yaml");
+        std::fs::write(
+            &path,
+            "log:\n  backend: kafka\nkafka:\n  topic: events\n  settings:\n    security.protocol: ssl\nstore:\n  backend: scylla\nscylla:\n  replication:\n    dc1: 3\n",
+        )
+        .unwrap();
+        let mut config = Config::from_yaml_file(&path).unwrap();
+        assert_eq!(config.log.backend, LogBackend::Kafka);
+        assert_eq!(config.kafka.topic, "events");
+        assert_eq!(config.kafka.settings["security.protocol"], "ssl");
+        assert_eq!(config.store.backend, StoreBackend::Scylla);
+        assert_eq!(
+            config.scylla.replication,
+            BTreeMap::from([("dc1".into(), 3)])
+        );
+        assert_eq!(config.redis.url, None, "Redis stays off unless configured");
+        config
+            .apply_env(|name| match name {
+                "KAFKA_BOOTSTRAP_SERVERS" => Some("k1:9092,k2:9092".into()),
+                "SCYLLA_NODES" => Some("s1:9042, s2:9042".into()),
+                "REDIS_URL" => Some("redis://cache:6379/2".into()),
+                "CHATSTREAM_LOG_BACKEND" => Some("embedded".into()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(config.kafka.bootstrap_servers, "k1:9092,k2:9092");
+        assert_eq!(config.scylla.nodes, ["s1:9042", "s2:9042"]);
+        assert_eq!(config.redis.url.as_deref(), Some("redis://cache:6379/2"));
+        assert_eq!(config.log.backend, LogBackend::Embedded);
+    }
+
+    #[test]
+    fn bad_backend_names_list_the_choices() {
+        let err = Config::default()
+            .apply_env(|name| (name == "CHATSTREAM_LOG_BACKEND").then(|| "kafak".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("embedded, kafka"), "{err}");
+        let err = Config::default()
+            .apply_env(|name| (name == "REDIS_URL").then(|| "localhost:6379".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("redis://"), "{err}");
     }
 }

@@ -62,4 +62,10 @@ pub trait FanOut: Send + Sync + 'static {
         tenant_id: &str,
         conversation_id: &str,
     ) -> Result<FanOutStream, FanOutError>;
+
+    /// Cheap check that publishing and subscribing can work now (for
+    /// readiness). An in-process fan-out always can.
+    async fn ping(&self) -> Result<(), FanOutError> {
+        Ok(())
+    }
 }

@@ -262,6 +262,16 @@ impl FanOut for RedisFanOut {
             )),
         }
     }
+
+    async fn ping(&self) -> Result<(), FanOutError> {
+        if self.is_connected() {
+            Ok(())
+        } else {
+            Err(FanOutError::Unavailable(
+                "not connected to Redis (reconnecting)".into(),
+            ))
+        }
+    }
 }
 
 impl Shared {

@@ -1,0 +1,103 @@
+//! Opens the backend behind each seam as the config chooses: the embedded
+//! ones for one process, Kafka, ScyllaDB and Redis for many.
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chatstream_runtime::config::{Config, LogBackend, StoreBackend};
+use chatstream_runtime::fanout::FanOut;
+use chatstream_runtime::fanout::in_process::InProcessFanOut;
+use chatstream_runtime::fanout::redis::{RedisFanOut, RedisFanOutConfig};
+use chatstream_runtime::log::EventLog;
+use chatstream_runtime::log::embedded::EmbeddedLog;
+use chatstream_runtime::log::kafka::KafkaLog;
+use chatstream_runtime::ratelimit::RateLimiter;
+use chatstream_runtime::ratelimit::in_process::InProcessRateLimiter;
+use chatstream_runtime::ratelimit::redis::{RedisRateLimiter, RedisRateLimiterConfig};
+use chatstream_runtime::redis_keyspace::RedisKeyspace;
+use chatstream_runtime::store::ProjectionStore;
+use chatstream_runtime::store::embedded::EmbeddedStore;
+
+/// How long startup waits for Redis before it fails.
+const REDIS_CONNECT_WAIT: Duration = Duration::from_secs(10);
+
+/// Fails unless every backend can be shared by several processes: a role
+/// that runs alone (`gateway`, `processor`) would otherwise serve a
+/// platform of its own that no other replica sees.
+pub fn require_shared(config: &Config, role: &str) -> anyhow::Result<()> {
+    let mut missing = Vec::new();
+    if config.log.backend != LogBackend::Kafka {
+        missing.push("log.backend: kafka (CHATSTREAM_LOG_BACKEND=kafka, KAFKA_BOOTSTRAP_SERVERS)");
+    }
+    if config.store.backend != StoreBackend::Scylla {
+        missing.push("store.backend: scylla (CHATSTREAM_STORE_BACKEND=scylla, SCYLLA_NODES)");
+    }
+    if config.redis.url.is_none() {
+        missing.push("redis.url (REDIS_URL)");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "`chatstream {role}` runs beside other replicas, so its backends must be shared; \
+         configure {} (or run everything in one process with `chatstream dev`)",
+        missing.join(", ")
+    )
+}
+
+pub async fn open_log(config: &Config, data_dir: &Path) -> anyhow::Result<Arc<dyn EventLog>> {
+    Ok(match config.log.backend {
+        LogBackend::Embedded => Arc::new(
+            EmbeddedLog::open(data_dir, config.log.partitions)
+                .context("cannot open the embedded event log")?,
+        ),
+        LogBackend::Kafka => Arc::new(
+            KafkaLog::connect(config.kafka_log())
+                .await
+                .context("cannot connect to the Kafka event log")?,
+        ),
+    })
+}
+
+pub async fn open_store(
+    config: &Config,
+    data_dir: &Path,
+) -> anyhow::Result<Arc<dyn ProjectionStore>> {
+    Ok(match config.store.backend {
+        StoreBackend::Embedded => Arc::new(
+            EmbeddedStore::open(data_dir).context("cannot open the embedded projection store")?,
+        ),
+        StoreBackend::Scylla => {
+            anyhow::bail!("the ScyllaDB projection store is not available in this build yet")
+        }
+    })
+}
+
+/// Redis pub/sub when Redis is configured, so replicas see each other's
+/// deltas; in-process otherwise.
+pub async fn open_fanout(config: &Config) -> anyhow::Result<Arc<dyn FanOut>> {
+    let Some(url) = &config.redis.url else {
+        return Ok(Arc::new(InProcessFanOut::default()));
+    };
+    let fanout_config = RedisFanOutConfig::new(url.clone()).with_keyspace(keyspace(config));
+    let fanout = RedisFanOut::connect(fanout_config, REDIS_CONNECT_WAIT)
+        .await
+        .context("cannot start the Redis fan-out")?;
+    Ok(Arc::new(fanout))
+}
+
+/// One limit per tenant across every replica when Redis is configured.
+pub fn open_rate_limiter(config: &Config) -> anyhow::Result<Arc<dyn RateLimiter>> {
+    let Some(url) = &config.redis.url else {
+        return Ok(Arc::new(InProcessRateLimiter::new()));
+    };
+    let limiter_config = RedisRateLimiterConfig::new(url.clone()).with_keyspace(keyspace(config));
+    Ok(Arc::new(
+        RedisRateLimiter::new(limiter_config).context("cannot start the Redis rate limiter")?,
+    ))
+}
+
+fn keyspace(config: &Config) -> RedisKeyspace {
+    RedisKeyspace::new(config.redis.key_prefix.clone())
+}

@@ -1,0 +1,55 @@
+//! `chatstream processor <kind>`: one processor kind alone, as one replica
+//! of its consumer group, on the shared backends. Partitions are spread
+//! over the group's replicas, so adding replicas (up to the partition
+//! count) adds throughput. Serves probes and metrics on its HTTP port.
+use chatstream_runtime::config::Config;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::processors::{ProcessorBackends, ProcessorKind};
+use crate::{ProcessorArgs, backends, lifecycle, probes, processors, telemetry};
+
+pub fn run(args: ProcessorArgs) -> anyhow::Result<()> {
+    let config = args.load_config()?;
+    backends::require_shared(&config, "processor")?;
+    telemetry::init_logging(&config.log_level, &config.log_format)?;
+    let metrics = telemetry::init_metrics()?;
+    lifecycle::runtime()?.block_on(serve(args.kind, config, metrics))
+}
+
+async fn serve(
+    kind: ProcessorKind,
+    config: Config,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+) -> anyhow::Result<()> {
+    let group = kind.group();
+    tracing::info!(processor = group, environment = %config.environment, "starting chatstream processor");
+    let backends = ProcessorBackends {
+        log: backends::open_log(&config, &config.data_dir).await?,
+        store: backends::open_store(&config, &config.data_dir).await?,
+        fanout: backends::open_fanout(&config).await?,
+    };
+    let host = config.server.host.as_str();
+    let listener = lifecycle::bind(host, config.server.http_port, "probes", "--http-port").await?;
+    let probes_address = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    tasks.spawn(lifecycle::log_failure(
+        "probe server",
+        probes::serve(listener, backends.clone(), metrics, shutdown.clone()),
+    ));
+    processors::spawn(kind, &config, &backends, &tasks, &shutdown);
+
+    println!(
+        "chatstream processor {group} is running ({} environment)",
+        config.environment
+    );
+    println!("  probes     http://{probes_address}/health  /ready  /metrics");
+    println!(
+        "  event log  Kafka topic {} at {}, consumer group {group}",
+        config.kafka.topic, config.kafka.bootstrap_servers
+    );
+
+    lifecycle::run_until_stopped(shutdown, tasks).await;
+    Ok(())
+}
