@@ -9,6 +9,7 @@ mod probes;
 mod processor_role;
 mod processors;
 mod telemetry;
+mod topics;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +40,8 @@ enum Command {
     Processor(ProcessorArgs),
     /// Print a new API key and the tenants-file entry that holds its hash.
     Keygen(keygen::KeygenArgs),
+    /// Create or describe the Kafka topics (events and dead letters).
+    Topics(topics::TopicsArgs),
 }
 
 /// Flags win over environment variables, which win over `chatstream.yaml`.
@@ -126,6 +129,7 @@ fn main() -> ExitCode {
         Command::Gateway(args) => gateway_role::run(args),
         Command::Processor(args) => processor_role::run(args),
         Command::Keygen(args) => keygen::run(args),
+        Command::Topics(args) => topics::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
