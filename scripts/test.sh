@@ -143,6 +143,66 @@ else
     start_tansu
 fi
 
+# The ScyllaDB store tests use the CQL server at CHATSTREAM_TEST_CQL (and,
+# strict as above, fail when it is unreachable). Without one, the in-memory
+# CQL test server (tools/cql-test-server, the kassandra crate; see
+# shared/SERVICES.md for what it lacks) is built, started on a free loopback
+# port and stopped when this script exits. The cases it cannot run need a
+# real ScyllaDB: set CHATSTREAM_TEST_SCYLLA to one.
+cql_server_pid=""
+cql_server_dir=""
+
+stop_cql_test_server() {
+    if [ -n "$cql_server_pid" ] && kill -0 "$cql_server_pid" 2>/dev/null; then
+        kill -TERM "$cql_server_pid" 2>/dev/null || true
+        wait "$cql_server_pid" 2>/dev/null || true
+    fi
+    if [ -n "$cql_server_dir" ]; then rm -rf "$cql_server_dir"; fi
+}
+
+# Stops every service this script started; stop_tansu goes first because
+# it reads the script's exit status.
+stop_services() {
+    stop_tansu
+    stop_cql_test_server
+}
+
+start_cql_test_server() {
+    step "building and starting the CQL test server"
+    cargo build --locked --quiet -p cql-test-server
+    cql_server_dir="$(mktemp -d -t chatstream-cql.XXXXXX)"
+    trap stop_services EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    "${CARGO_TARGET_DIR:-target}/debug/cql-test-server" --listen 127.0.0.1:0 \
+        >"$cql_server_dir/address" 2>"$cql_server_dir/server.log" &
+    cql_server_pid=$!
+    # It prints `listening on HOST:PORT` once bound.
+    local address=""
+    for _ in $(seq 100); do
+        address="$(sed -n '1s/^listening on //p' "$cql_server_dir/address")"
+        [ -n "$address" ] && port_answers "${address##*:}" && break
+        kill -0 "$cql_server_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [ -z "$address" ] || ! port_answers "${address##*:}"; then
+        echo "the CQL test server did not start; its log:" >&2
+        tail -n 20 "$cql_server_dir/server.log" >&2 || true
+        return 1
+    fi
+    export CHATSTREAM_TEST_CQL="$address"
+    echo "ScyllaDB store tests use the CQL test server at $CHATSTREAM_TEST_CQL"
+}
+
+if [ -n "${CHATSTREAM_TEST_CQL:-}" ]; then
+    echo "ScyllaDB store tests use the CQL server at $CHATSTREAM_TEST_CQL"
+else
+    start_cql_test_server
+fi
+if [ -z "${CHATSTREAM_TEST_SCYLLA:-}" ]; then
+    echo "CHATSTREAM_TEST_SCYLLA is not set: the store cases that need a real ScyllaDB are reported as not run"
+fi
+
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast "$@"
