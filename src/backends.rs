@@ -18,6 +18,7 @@ use chatstream_runtime::ratelimit::redis::{RedisRateLimiter, RedisRateLimiterCon
 use chatstream_runtime::redis_keyspace::RedisKeyspace;
 use chatstream_runtime::store::ProjectionStore;
 use chatstream_runtime::store::embedded::EmbeddedStore;
+use chatstream_runtime::store::scylla::ScyllaStore;
 
 /// How long startup waits for Redis before it fails.
 const REDIS_CONNECT_WAIT: Duration = Duration::from_secs(10);
@@ -69,7 +70,12 @@ pub async fn open_store(
             EmbeddedStore::open(data_dir).context("cannot open the embedded projection store")?,
         ),
         StoreBackend::Scylla => {
-            anyhow::bail!("the ScyllaDB projection store is not available in this build yet")
+            let store_config = config
+                .scylla_store()
+                .context("the scylla section of the config is not valid")?;
+            Arc::new(ScyllaStore::connect(store_config).await.context(
+                "cannot connect to the ScyllaDB projection store (has `chatstream schema apply` run?)",
+            )?)
         }
     })
 }

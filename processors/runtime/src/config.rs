@@ -101,12 +101,20 @@ pub struct ScyllaConfig {
     pub nodes: Vec<String>,
     /// `CHATSTREAM_SCYLLA_KEYSPACE`.
     pub keyspace: String,
-    /// Replication of the keyspace when `chatstream schema apply` creates
-    /// it: data center name to replica count (NetworkTopologyStrategy).
-    pub replication: BTreeMap<String, u32>,
+    /// Replicas per datacenter (NetworkTopologyStrategy) when `chatstream
+    /// schema apply` creates the keyspace, e.g. `{dc1: 3}`: production.
+    pub datacenters: BTreeMap<String, u32>,
+    /// Replicas (SimpleStrategy) when `datacenters` is empty: development.
+    pub replication_factor: u32,
+    /// `LOCAL_QUORUM`, `QUORUM`, `ONE`, ... for every read and write
+    /// (`CHATSTREAM_SCYLLA_CONSISTENCY`).
+    pub consistency: String,
     /// Wait for schema agreement after schema changes. Keep it on for real
     /// clusters; single-node test servers without a peers table need it off.
     pub await_schema_agreement: bool,
+    /// First-wins writes use `IF NOT EXISTS`. Keep it on for real clusters;
+    /// only a server that ignores it (the CQL test server) needs it off.
+    pub lightweight_transactions: bool,
     pub request_timeout_ms: u64,
 }
 
@@ -181,6 +189,33 @@ impl Default for LogConfig {
     }
 }
 
+#[cfg(feature = "scylla")]
+impl Config {
+    /// The ScyllaDB store's settings, from the `scylla` section.
+    pub fn scylla_store(
+        &self,
+    ) -> Result<crate::store::scylla::ScyllaStoreConfig, crate::store::StoreError> {
+        use crate::store::scylla::{Replication, ScyllaStoreConfig, parse_consistency};
+        let scylla = &self.scylla;
+        let mut store = ScyllaStoreConfig::new(scylla.nodes.clone(), scylla.keyspace.clone());
+        store.replication = if scylla.datacenters.is_empty() {
+            Replication::Simple {
+                replication_factor: scylla.replication_factor,
+            }
+        } else {
+            Replication::NetworkTopology {
+                datacenters: scylla.datacenters.clone(),
+            }
+        };
+        store.consistency = parse_consistency(&scylla.consistency)?;
+        store.await_schema_agreement = scylla.await_schema_agreement;
+        store.lightweight_transactions = scylla.lightweight_transactions;
+        store.request_timeout = std::time::Duration::from_millis(scylla.request_timeout_ms);
+        store.validate()?;
+        Ok(store)
+    }
+}
+
 #[cfg(feature = "kafka")]
 impl Config {
     /// The Kafka log's client settings, from the `kafka` and `log` sections.
@@ -225,8 +260,11 @@ impl Default for ScyllaConfig {
         Self {
             nodes: vec!["127.0.0.1:9042".into()],
             keyspace: "chatstream".into(),
-            replication: BTreeMap::from([("datacenter1".into(), 1)]),
+            datacenters: BTreeMap::new(),
+            replication_factor: 1,
+            consistency: "LOCAL_QUORUM".into(),
             await_schema_agreement: true,
+            lightweight_transactions: true,
             request_timeout_ms: 5_000,
         }
     }
@@ -399,8 +437,14 @@ pub const ENV_VARS: &[(&str, EnvSetter)] = &[
     ("CHATSTREAM_SCYLLA_KEYSPACE", |c, v| {
         set_string(&mut c.scylla.keyspace, v)
     }),
+    ("CHATSTREAM_SCYLLA_CONSISTENCY", |c, v| {
+        set_string(&mut c.scylla.consistency, v)
+    }),
     ("CHATSTREAM_SCYLLA_AWAIT_SCHEMA_AGREEMENT", |c, v| {
         set_parsed(&mut c.scylla.await_schema_agreement, v)
+    }),
+    ("CHATSTREAM_SCYLLA_LIGHTWEIGHT_TRANSACTIONS", |c, v| {
+        set_parsed(&mut c.scylla.lightweight_transactions, v)
     }),
     ("REDIS_URL", |c, v| set_redis_url(c, v)),
     ("CHATSTREAM_REDIS_URL", |c, v| set_redis_url(c, v)),
@@ -537,7 +581,7 @@ mod tests {
         let path = dir.path().join("chatstream.yaml");
         std::fs::write(
             &path,
-            "log:\n  backend: kafka\nkafka:\n  topic: events\n  settings:\n    security.protocol: ssl\nstore:\n  backend: scylla\nscylla:\n  replication:\n    dc1: 3\n",
+            "log:\n  backend: kafka\nkafka:\n  topic: events\n  settings:\n    security.protocol: ssl\nstore:\n  backend: scylla\nscylla:\n  datacenters:\n    dc1: 3\n",
         )
         .unwrap();
         let mut config = Config::from_yaml_file(&path).unwrap();
@@ -546,7 +590,7 @@ mod tests {
         assert_eq!(config.kafka.settings["security.protocol"], "ssl");
         assert_eq!(config.store.backend, StoreBackend::Scylla);
         assert_eq!(
-            config.scylla.replication,
+            config.scylla.datacenters,
             BTreeMap::from([("dc1".into(), 3)])
         );
         assert_eq!(config.redis.url, None, "Redis stays off unless configured");
