@@ -8,6 +8,7 @@ mod lifecycle;
 mod probes;
 mod processor_role;
 mod processors;
+mod schema;
 mod telemetry;
 mod topics;
 
@@ -42,6 +43,8 @@ enum Command {
     Keygen(keygen::KeygenArgs),
     /// Create or describe the Kafka topics (events and dead letters).
     Topics(topics::TopicsArgs),
+    /// Create or migrate the ScyllaDB keyspace and tables (safe to run again).
+    Schema(schema::SchemaArgs),
 }
 
 /// Flags win over environment variables, which win over `chatstream.yaml`.
@@ -130,6 +133,7 @@ fn main() -> ExitCode {
         Command::Processor(args) => processor_role::run(args),
         Command::Keygen(args) => keygen::run(args),
         Command::Topics(args) => topics::run(args),
+        Command::Schema(args) => schema::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,122 @@
+//! `chatstream schema apply`: creates or migrates the ScyllaDB keyspace and
+//! tables of the projection store. Safe to run again (every statement is
+//! `IF NOT EXISTS`), so deployments run it before each rollout.
+use std::path::PathBuf;
+
+use anyhow::Context;
+use chatstream_runtime::config::Config;
+use chatstream_runtime::store::scylla::{Replication, ScyllaStore, ScyllaStoreConfig};
+use clap::{Args, Subcommand};
+
+#[derive(Args, Debug)]
+pub struct SchemaArgs {
+    #[command(subcommand)]
+    command: SchemaCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum SchemaCommand {
+    /// Create the keyspace and tables, or add what a newer version needs.
+    Apply(ApplyArgs),
+}
+
+/// Flags win over environment variables (`SCYLLA_NODES`,
+/// `CHATSTREAM_SCYLLA_*`), which win over `chatstream.yaml`.
+#[derive(Args, Debug)]
+struct ApplyArgs {
+    /// YAML config file (default: ./chatstream.yaml when present).
+    #[arg(long, env = "CHATSTREAM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Comma-separated `host:port` contact points.
+    #[arg(long, value_delimiter = ',')]
+    nodes: Vec<String>,
+    /// The keyspace to create or migrate.
+    #[arg(long)]
+    keyspace: Option<String>,
+    /// Replicas per datacenter, `DC=N` (repeatable): NetworkTopologyStrategy.
+    #[arg(long = "replication", value_parser = parse_datacenter_factor, conflicts_with = "replication_factor")]
+    replication: Vec<(String, u32)>,
+    /// One replication factor for the whole cluster: SimpleStrategy (a
+    /// single datacenter or a development cluster).
+    #[arg(long)]
+    replication_factor: Option<u32>,
+    /// Do not wait for every node to agree on the schema: only for a
+    /// single-node test server that has no peers table.
+    #[arg(long)]
+    no_await_schema_agreement: bool,
+}
+
+pub fn run(args: SchemaArgs) -> anyhow::Result<()> {
+    let SchemaCommand::Apply(apply_args) = args.command;
+    let config = Config::load(apply_args.config.as_deref())?;
+    let store_config = apply_args.store_config(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = runtime
+        .block_on(ScyllaStore::apply_schema(&store_config))
+        .with_context(|| {
+            format!(
+                "cannot apply the schema of keyspace {} on {}",
+                store_config.keyspace,
+                store_config.known_nodes.join(",")
+            )
+        })?;
+    println!(
+        "schema of keyspace {} is up to date on {} ({} statements, each safe to run again)",
+        report.keyspace,
+        store_config.known_nodes.join(","),
+        report.statements.len()
+    );
+    Ok(())
+}
+
+impl ApplyArgs {
+    /// The `scylla` section of the config with these flags applied on top.
+    fn store_config(&self, file_and_env: &Config) -> anyhow::Result<ScyllaStoreConfig> {
+        let mut config = file_and_env.scylla_store()?;
+        if !self.nodes.is_empty() {
+            config.known_nodes = self.nodes.clone();
+        }
+        if let Some(keyspace) = &self.keyspace {
+            config.keyspace = keyspace.clone();
+        }
+        if !self.replication.is_empty() {
+            config.replication = Replication::NetworkTopology {
+                datacenters: self.replication.iter().cloned().collect(),
+            };
+        }
+        if let Some(replication_factor) = self.replication_factor {
+            config.replication = Replication::Simple { replication_factor };
+        }
+        if self.no_await_schema_agreement {
+            config.await_schema_agreement = false;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn parse_datacenter_factor(value: &str) -> Result<(String, u32), String> {
+    let (datacenter, factor) = value
+        .split_once('=')
+        .ok_or_else(|| format!("expected DC=N, got {value:?}"))?;
+    let factor = factor
+        .trim()
+        .parse()
+        .map_err(|_| format!("the replication factor of {datacenter:?} must be a number"))?;
+    Ok((datacenter.trim().to_owned(), factor))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datacenter_factors_parse() {
+        assert_eq!(parse_datacenter_factor("dc1=3"), Ok(("dc1".to_owned(), 3)));
+        assert!(parse_datacenter_factor("dc1").is_err());
+        assert!(parse_datacenter_factor("dc1=three").is_err());
+    }
+}
