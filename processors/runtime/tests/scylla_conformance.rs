@@ -17,8 +17,9 @@
 //!   Unset, those tests say "not run" (never failing: no such server can
 //!   run on the test machines).
 //!
-//! Every case gets a fresh keyspace; the CQL test server keeps them in
-//! memory only, and a real cluster's test keyspaces are named `cstest_*`.
+//! Every case gets a fresh keyspace, named `cstest_*`: the CQL test server
+//! keeps them in memory only; on a real cluster each is dropped when its
+//! test ends.
 #![cfg(feature = "scylla")]
 
 use std::io::Write;
@@ -32,6 +33,7 @@ use chatstream_runtime::store::scylla::{Replication, ScyllaStore, ScyllaStoreCon
 use chatstream_runtime::store::{
     ClientMessageRecord, ConversationRecord, HistoryEntry, ProjectionStore, Recorded, StoreError,
 };
+use scylla::client::session_builder::SessionBuilder;
 
 const DEFAULT_CQL: &str = "127.0.0.1:9042";
 
@@ -159,10 +161,53 @@ async fn test_server_store() -> Option<(ScyllaStore, ())> {
     Some((store_with(config).await, ()))
 }
 
-async fn real_scylla_store() -> Option<(ScyllaStore, ())> {
+/// Drops its test keyspace from the real cluster when dropped (best effort).
+struct TestKeyspace {
+    nodes: Vec<String>,
+    keyspace: String,
+}
+
+impl Drop for TestKeyspace {
+    fn drop(&mut self) {
+        let (nodes, keyspace) = (self.nodes.clone(), self.keyspace.clone());
+        // Dropped inside the test's runtime, which must not block: the
+        // statement runs on a thread and runtime of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|error| error.to_string())?;
+            runtime.block_on(async {
+                let session = SessionBuilder::new()
+                    .known_nodes(&nodes)
+                    .build()
+                    .await
+                    .map_err(|error| error.to_string())?;
+                session
+                    .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
+                    .await
+                    .map(drop)
+                    .map_err(|error| error.to_string())
+            })
+        })
+        .join();
+        if let Ok(Err(error)) = dropped {
+            say(&format!(
+                "could not drop test keyspace {}: {error}",
+                self.keyspace
+            ));
+        }
+    }
+}
+
+async fn real_scylla_store() -> Option<(ScyllaStore, TestKeyspace)> {
     let nodes = real_scylla("the store conformance suite on ScyllaDB")?;
     let config = real_scylla_config(&nodes, &fresh_keyspace());
-    Some((store_with(config).await, ()))
+    let guard = TestKeyspace {
+        nodes: config.known_nodes.clone(),
+        keyspace: config.keyspace.clone(),
+    };
+    Some((store_with(config).await, guard))
 }
 
 mod cql_test_server {
@@ -407,7 +452,7 @@ async fn concurrent_first_writes_agree_on_one_winner() {
         ));
         return;
     }
-    let Some((store, ())) = real_scylla_store().await else {
+    let Some((store, _keyspace)) = real_scylla_store().await else {
         return;
     };
     let tenant = unique("tenant");
