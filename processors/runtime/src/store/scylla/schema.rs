@@ -45,12 +45,21 @@ pub struct SchemaReport {
     pub statements: Vec<String>,
 }
 
-/// Every schema statement for `config`, in the order they must run.
-pub fn schema_statements(config: &ScyllaStoreConfig) -> Vec<String> {
+/// Every schema statement for `config`, in the order they must run;
+/// `on_scylla` when the cluster is ScyllaDB rather than Cassandra.
+pub fn schema_statements(config: &ScyllaStoreConfig, on_scylla: bool) -> Vec<String> {
     let ks = &config.keyspace;
+    // ScyllaDB (up to at least 2025.3) does not run lightweight transactions
+    // in keyspaces with tablets, which newer releases enable by default, so
+    // the keyspace keeps vnodes. Cassandra does not know the option.
+    let tablets = if on_scylla && config.lightweight_transactions {
+        " AND tablets = {'enabled': false}"
+    } else {
+        ""
+    };
     vec![
         format!(
-            "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {} AND durable_writes = true",
+            "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {} AND durable_writes = true{tablets}",
             config.replication.to_cql()
         ),
         format!(
@@ -98,7 +107,13 @@ pub(crate) async fn apply(
     session: &Session,
     config: &ScyllaStoreConfig,
 ) -> Result<SchemaReport, StoreError> {
-    let statements = schema_statements(config);
+    // Only ScyllaDB nodes announce a shard layout.
+    let on_scylla = session
+        .get_cluster_state()
+        .get_nodes_info()
+        .iter()
+        .any(|node| node.sharder().is_some());
+    let statements = schema_statements(config, on_scylla);
     for statement in &statements {
         session
             .query_unpaged(statement.as_str(), ())
@@ -109,4 +124,26 @@ pub(crate) async fn apply(
         keyspace: config.keyspace.clone(),
         statements,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tablets_are_off_only_where_scylla_needs_it_for_lightweight_transactions() {
+        let mut config = ScyllaStoreConfig::new(["n1:9042"], "chatstream");
+        let keyspace =
+            |config: &ScyllaStoreConfig, on_scylla| schema_statements(config, on_scylla).remove(0);
+        assert!(keyspace(&config, true).ends_with("AND tablets = {'enabled': false}"));
+        assert!(!keyspace(&config, false).contains("tablets"), "Cassandra");
+        config.lightweight_transactions = false;
+        assert!(!keyspace(&config, true).contains("tablets"));
+        assert!(
+            schema_statements(&config, true)
+                .iter()
+                .all(|statement| statement.contains(" IF NOT EXISTS ")),
+            "every statement is safe to run again"
+        );
+    }
 }
