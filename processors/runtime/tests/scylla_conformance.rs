@@ -514,3 +514,116 @@ async fn concurrent_first_writes_agree_on_one_winner() {
         }
     }
 }
+
+// --- An outage between the store and the server ------------------------------------------
+
+/// A TCP proxy in front of the CQL server that the test can cut (every
+/// connection closed, nothing listening) and restore on the same port: a
+/// network outage without touching the shared server.
+struct CuttableProxy {
+    upstream: String,
+    port: u16,
+    accepting: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl CuttableProxy {
+    async fn start(upstream: &str) -> Self {
+        let mut proxy = Self {
+            upstream: upstream.to_owned(),
+            port: 0,
+            accepting: None,
+        };
+        proxy.restore().await;
+        proxy
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    async fn restore(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .expect("bind the proxy");
+        self.port = listener.local_addr().expect("proxy address").port();
+        let upstream = self.upstream.clone();
+        self.accepting = Some(tokio::spawn(async move {
+            // Dropped with this task, which aborts every connection.
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                connections.spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    async fn cut(&mut self) {
+        if let Some(accepting) = self.accepting.take() {
+            accepting.abort();
+            let _ = accepting.await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_unavailable_and_the_store_recovers_by_itself() {
+    let Some(address) = cql_test_server() else {
+        return;
+    };
+    let mut proxy = CuttableProxy::start(&address).await;
+    let config = ScyllaStoreConfig {
+        request_timeout: Duration::from_secs(2),
+        connection_timeout: Duration::from_secs(1),
+        ..test_server_config(&proxy.address(), &fresh_keyspace())
+    };
+    let store = store_with(config).await;
+    let tenant = unique("tenant");
+    let entry = |offset| HistoryEntry {
+        position: LogPosition {
+            partition: 0,
+            offset,
+        },
+        event: user_message(&tenant, "c", "survives"),
+    };
+    let before = entry(1);
+    store.append_history(&before).await.expect("append");
+
+    proxy.cut().await;
+    for outcome in [
+        store.ping().await.err(),
+        store.read_history(&tenant, "c", None, 10).await.err(),
+        store.append_history(&entry(2)).await.err(),
+    ] {
+        assert!(
+            matches!(outcome, Some(StoreError::Unavailable(_))),
+            "during the outage: retryable Unavailable, got {outcome:?}"
+        );
+    }
+
+    proxy.restore().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while let Err(error) = store.ping().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store did not reconnect within 30 s: {error}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = entry(3);
+    store
+        .append_history(&after)
+        .await
+        .expect("append after the outage");
+    assert_eq!(
+        store
+            .read_history(&tenant, "c", None, 10)
+            .await
+            .expect("read after the outage"),
+        vec![before, after],
+        "nothing written before the outage is lost"
+    );
+}
