@@ -203,6 +203,37 @@ if [ -z "${CHATSTREAM_TEST_SCYLLA:-}" ]; then
     echo "CHATSTREAM_TEST_SCYLLA is not set: the store cases that need a real ScyllaDB are reported as not run"
 fi
 
+# The OpenAI SDK test (tests/openai_sdk_e2e.rs) drives the gateway with the
+# official `openai` Python package, from a venv that is kept and reused;
+# the package is installed from PyPI only when the venv lacks it.
+CHATSTREAM_VENV="${CHATSTREAM_VENV:-$HOME/.cache/chatstream-venv}"
+
+setup_openai_venv() {
+    if [ ! -x "$CHATSTREAM_VENV/bin/python" ]; then
+        if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c "import ensurepip" 2>/dev/null; then
+            command -v apt-get >/dev/null 2>&1 ||
+                { echo "python3 with venv is not installed and there is no apt-get: install Python 3.9 or later" >&2; return 1; }
+            echo "installing python3-venv"
+            apt-get install -y -qq python3 python3-venv >/dev/null 2>&1 ||
+                { apt-get update -qq >/dev/null && apt-get install -y -qq python3 python3-venv >/dev/null; }
+        fi
+        step "creating a Python venv at $CHATSTREAM_VENV"
+        python3 -m venv "$CHATSTREAM_VENV"
+    fi
+    if ! "$CHATSTREAM_VENV/bin/python" -c "import openai" 2>/dev/null; then
+        step "installing the openai Python SDK into $CHATSTREAM_VENV"
+        "$CHATSTREAM_VENV/bin/python" -m pip install --quiet --disable-pip-version-check openai
+    fi
+    export CHATSTREAM_TEST_PYTHON="$CHATSTREAM_VENV/bin/python"
+    echo "OpenAI SDK tests use $("$CHATSTREAM_TEST_PYTHON" -c 'import openai; print("openai", openai.__version__)') in $CHATSTREAM_VENV"
+}
+
+if [ -n "${CHATSTREAM_TEST_PYTHON:-}" ]; then
+    echo "OpenAI SDK tests use the Python at $CHATSTREAM_TEST_PYTHON"
+else
+    setup_openai_venv
+fi
+
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast "$@"

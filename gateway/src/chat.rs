@@ -40,6 +40,13 @@ pub struct ChatLimits {
     pub burst: Option<u32>,
 }
 
+/// Where `send_message_watched` delivers the conversation a send opens,
+/// as `subscribe` would, until `stop` is cancelled or `out` closes.
+pub struct Watcher {
+    pub out: mpsc::Sender<ChatReply>,
+    pub stop: CancellationToken,
+}
+
 pub struct ChatCore {
     log: Arc<dyn EventLog>,
     store: Arc<dyn ProjectionStore>,
@@ -131,6 +138,19 @@ impl ChatCore {
         who: &Principal,
         message: SendMessage,
     ) -> Result<MessageAck, ChatError> {
+        self.send_message_watched(who, message, None).await
+    }
+
+    /// `send_message` for a caller that waits for the reply: when the send
+    /// opens a new conversation, `watcher` is subscribed to it before the
+    /// message is appended, so it misses no delta. A retried send (a
+    /// duplicate ack) opens nothing and leaves `watcher` unused.
+    pub async fn send_message_watched(
+        &self,
+        who: &Principal,
+        message: SendMessage,
+        watcher: Option<Watcher>,
+    ) -> Result<MessageAck, ChatError> {
         let limit = who
             .tenant
             .limits
@@ -169,7 +189,14 @@ impl ChatCore {
         let conversation_id = match &message.conversation_id {
             Some(id) => id.clone(),
             // Part of this send: no second rate-limit check.
-            None => self.append_conversation_opened(who, "").await?.0,
+            None => {
+                let (id, opened_at) = self.append_conversation_opened(who, "").await?;
+                if let Some(Watcher { out, stop }) = watcher {
+                    self.subscribe(who, None, &id, Some(opened_at), out, stop)
+                        .await?;
+                }
+                id
+            }
         };
         let event = client_event(
             who,

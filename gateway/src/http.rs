@@ -15,12 +15,13 @@ use chatstream_runtime::store::ProjectionStore;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::{Gateway, ws};
+use crate::{Gateway, openai, ws};
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub fn router(gateway: Gateway) -> Router {
     Router::new()
+        .merge(openai::routes(&gateway.limits))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))

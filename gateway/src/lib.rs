@@ -1,17 +1,19 @@
 //! The gateway: authenticates clients, validates what they send, appends it
-//! to the log and streams back what the processors produce. Three edges
-//! (WebSocket, gRPC, HTTP probes) convert their wire format into one
-//! internal `ChatCommand`; nothing below the edge knows the protocol.
+//! to the log and streams back what the processors produce. The edges
+//! (WebSocket, gRPC, OpenAI-compatible HTTP) convert their wire format into
+//! calls on one `ChatCore`; nothing below the edge knows the protocol.
 
 pub mod chat;
 pub mod command;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod openai;
 mod session;
 pub mod ws;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chatstream_runtime::tenants::TenantRegistry;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -39,6 +41,10 @@ pub struct EdgeLimits {
     /// close the connection (WebSocket 1009) or fail the call.
     pub max_frame_bytes: usize,
     pub max_subscriptions_per_connection: usize,
+    /// How long a request that waits for the assistant's reply (the
+    /// OpenAI-compatible HTTP API) waits for it, or between two parts of a
+    /// streamed reply, before answering 504.
+    pub reply_timeout: Duration,
 }
 
 impl EdgeLimits {
@@ -49,6 +55,7 @@ impl EdgeLimits {
                 .saturating_mul(2)
                 .saturating_add(64 * 1024),
             max_subscriptions_per_connection: 100,
+            reply_timeout: Duration::from_secs(60),
         }
     }
 }
