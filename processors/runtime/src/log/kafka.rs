@@ -9,7 +9,8 @@
 //! (`consumer`); ranged reads use self-assigned consumers (`reader`); the
 //! topics are created separately (`admin`), never on connect, and described
 //! for operators (`describe`). Records the runner gives up on go to the
-//! dead-letter topic (`dead_letters`).
+//! dead-letter topic (`dead_letters`). `transactions` is the optional
+//! Kafka-transactions mode for real Kafka clusters.
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -28,11 +29,13 @@ mod offsets;
 mod producer;
 mod reader;
 mod record;
+mod transactions;
 
 pub use admin::{TopicCreation, TopicsCreation, create_topic, create_topics};
 pub use config::{GUARANTEED_SETTINGS, KafkaLogConfig};
 pub use dead_letters::KafkaDeadLetters;
 pub use describe::{Broker, GroupProgress, PartitionDescription, TopicDescription, describe_topic};
+pub use transactions::{Transaction, TransactionError, TransactionalMember};
 
 use consumer::KafkaConsumer;
 use offsets::OffsetsClient;

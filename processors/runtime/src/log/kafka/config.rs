@@ -18,6 +18,8 @@ pub const GUARANTEED_SETTINGS: &[&str] = &[
     "request.required.acks",
     "enable.auto.commit",
     "group.id",
+    "isolation.level",
+    "transactional.id",
 ];
 
 /// Where the event log lives and how to talk to it.
@@ -44,6 +46,11 @@ pub struct KafkaLogConfig {
     /// Bound on each blocking call to the cluster (metadata, watermarks,
     /// committed offsets, sync commits) and on a ranged read.
     pub request_timeout: Duration,
+    /// Turns on the transactional mode (`TransactionalMember`, real Kafka
+    /// only): the `transactional.id` of this replica's producer. Must be
+    /// stable across restarts of the same replica and unique among live
+    /// replicas, so a restarted replica fences its own zombie.
+    pub transactional_id: Option<String>,
     /// Raw librdkafka settings (TLS, SASL, tuning), applied to every client
     /// before the settings in `GUARANTEED_SETTINGS`, which they may not name.
     pub extra: BTreeMap<String, String>,
@@ -67,6 +74,7 @@ impl KafkaLogConfig {
             client_id: "chatstream".to_owned(),
             fetch_wait_max_ms: Self::DEFAULT_FETCH_WAIT_MAX_MS,
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+            transactional_id: None,
             extra: BTreeMap::new(),
         }
     }
@@ -112,6 +120,13 @@ impl KafkaLogConfig {
         if self.replication_factor == 0 {
             return invalid("replication_factor must be at least 1".into());
         }
+        if self
+            .transactional_id
+            .as_ref()
+            .is_some_and(|id| id.trim().is_empty())
+        {
+            return invalid("transactional_id is empty".into());
+        }
         if let Some(key) = self
             .extra
             .keys()
@@ -148,6 +163,14 @@ impl KafkaLogConfig {
         config
     }
 
+    /// The idempotent producer registered under `transactional_id`: its
+    /// records become visible only when their transaction commits.
+    pub(super) fn transactional_producer(&self, transactional_id: &str) -> ClientConfig {
+        let mut config = self.producer();
+        config.set("transactional.id", transactional_id);
+        config
+    }
+
     /// A member of consumer group `group`, which commits only when told to.
     pub(super) fn group_member(&self, group: &str) -> ClientConfig {
         let mut config = ClientConfig::new();
@@ -160,7 +183,10 @@ impl KafkaLogConfig {
         merge(&mut config, self.base());
         config
             .set("group.id", group)
-            .set("enable.auto.commit", "false");
+            .set("enable.auto.commit", "false")
+            // Records of aborted (or still open) transactions are never
+            // handed out (librdkafka's default, pinned here).
+            .set("isolation.level", "read_committed");
         config
     }
 
@@ -235,6 +261,7 @@ mod tests {
         assert_eq!(member.get("group.id"), Some("router"));
         assert_eq!(member.get("enable.auto.commit"), Some("false"));
         assert_eq!(member.get("fetch.wait.max.ms"), Some("10"));
+        assert_eq!(member.get("isolation.level"), Some("read_committed"));
         assert_eq!(
             member.get("partition.assignment.strategy"),
             Some("range"),
@@ -290,6 +317,10 @@ mod tests {
             },
             KafkaLogConfig {
                 dead_letter_topic: Some(String::new()),
+                ..config()
+            },
+            KafkaLogConfig {
+                transactional_id: Some(" ".into()),
                 ..config()
             },
         ] {

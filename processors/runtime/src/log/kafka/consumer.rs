@@ -59,6 +59,12 @@ impl KafkaConsumer {
         })
     }
 
+    /// What a transactional producer sends with the offsets it commits, so
+    /// the group coordinator can fence stale members.
+    pub(super) fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {
+        self.consumer.as_ref()?.group_metadata()
+    }
+
     fn consumer(&self) -> Result<&Arc<GroupConsumer>, LogError> {
         self.consumer.as_ref().ok_or(LogError::Closed)
     }
