@@ -123,14 +123,17 @@ async fn create(config: KafkaLogConfig) -> anyhow::Result<()> {
         (config.topic.clone(), created.events),
         (config.dead_letter_topic(), created.dead_letters),
     ] {
-        let what = match creation {
-            TopicCreation::Created => "created",
-            TopicCreation::AlreadyExisted => "already exists",
-        };
-        println!(
-            "topic {topic}: {what} ({} partitions, replication factor {})",
-            config.partitions, config.replication_factor
-        );
+        match creation {
+            TopicCreation::Created => println!(
+                "topic {topic}: created ({} partitions, replication factor {})",
+                config.partitions, config.replication_factor
+            ),
+            // Its replication is whatever it was created with: not changed here.
+            TopicCreation::AlreadyExisted => println!(
+                "topic {topic}: already exists with {} partitions (left as it is)",
+                config.partitions
+            ),
+        }
     }
     Ok(())
 }
