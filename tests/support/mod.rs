@@ -18,6 +18,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tonic::transport::Channel;
 
+pub mod cluster;
+
 pub const WAIT: Duration = Duration::from_secs(20);
 
 /// A tenant with a fresh API key, written into the test's tenants file.
@@ -166,21 +168,7 @@ impl Platform {
     }
 
     pub async fn ws(&self, api_key: &str) -> Ws {
-        let mut request = format!("ws://{}/api/v2/chat/ws", self.http_addr)
-            .into_client_request()
-            .unwrap();
-        request.headers_mut().insert(
-            "authorization",
-            format!("Bearer {api_key}").parse().unwrap(),
-        );
-        let (stream, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .expect("websocket connects");
-        let mut ws = Ws { stream };
-        match ws.next_frame().await {
-            ServerFrame::Authenticated { .. } => ws,
-            other => panic!("expected authenticated, got {other:?}"),
-        }
+        connect_ws(&self.http_addr, api_key).await
     }
 
     /// A WebSocket connection that has not authenticated yet.
@@ -203,6 +191,25 @@ impl Platform {
     }
 }
 
+/// An authenticated WebSocket connection to the gateway at `http_addr`.
+pub async fn connect_ws(http_addr: &str, api_key: &str) -> Ws {
+    let mut request = format!("ws://{http_addr}/api/v2/chat/ws")
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {api_key}").parse().unwrap(),
+    );
+    let (stream, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("websocket connects");
+    let mut ws = Ws { stream };
+    match ws.next_frame().await {
+        ServerFrame::Authenticated { .. } => ws,
+        other => panic!("expected authenticated, got {other:?}"),
+    }
+}
+
 pub fn write_tenants_file(path: &Path, tenants: &[TestTenant]) {
     let mut yaml = String::from("tenants:\n");
     for tenant in tenants {
@@ -213,6 +220,12 @@ pub fn write_tenants_file(path: &Path, tenants: &[TestTenant]) {
         );
     }
     std::fs::write(path, yaml).expect("write tenants file");
+}
+
+pub async fn grpc_client(addr: &str) -> ChatServiceClient<Channel> {
+    ChatServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("grpc connects")
 }
 
 /// A gRPC request carrying an API key.

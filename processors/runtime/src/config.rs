@@ -448,6 +448,9 @@ pub const ENV_VARS: &[(&str, EnvSetter)] = &[
     }),
     ("REDIS_URL", |c, v| set_redis_url(c, v)),
     ("CHATSTREAM_REDIS_URL", |c, v| set_redis_url(c, v)),
+    ("CHATSTREAM_REDIS_KEY_PREFIX", |c, v| {
+        set_string(&mut c.redis.key_prefix, v)
+    }),
     ("CHATSTREAM_MAX_MESSAGE_BYTES", |c, v| {
         set_parsed(&mut c.limits.max_message_bytes, v)
     }),

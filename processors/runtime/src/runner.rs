@@ -5,7 +5,7 @@
 //! handler failed for good) goes to the dead-letter sink before the runner
 //! moves past it. Stops on a cancellation token, finishing the record in
 //! hand and committing before it returns.
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -104,6 +104,7 @@ impl<P: Processor> ProcessorRunner<P> {
         let mut workers: HashMap<u32, (mpsc::Sender<LogRecord>, JoinHandle<()>)> = HashMap::new();
         register_metrics(name);
         let mut last_lag_report = tokio::time::Instant::now();
+        let mut reported_assignment = BTreeSet::new();
         tracing::info!(processor = name, "processor started");
 
         'polling: loop {
@@ -134,7 +135,9 @@ impl<P: Processor> ProcessorRunner<P> {
             commit_progress(consumer.as_mut(), &progress, &mut committed, name).await;
             if last_lag_report.elapsed() >= LAG_REPORT_INTERVAL {
                 last_lag_report = tokio::time::Instant::now();
-                report_lag(self.log.as_ref(), consumer.assignment(), &committed, name).await;
+                let assignment = consumer.assignment();
+                report_assignment(&assignment, &mut reported_assignment, name);
+                report_lag(self.log.as_ref(), assignment, &committed, name).await;
             }
         }
 
@@ -300,11 +303,12 @@ async fn send_dead_letter(
 
 /// The metrics every processor emits (the shared contract dashboards and
 /// alerts rely on), registered at zero so they exist before the first event.
-pub const PROCESSOR_METRICS: [&str; 4] = [
+pub const PROCESSOR_METRICS: [&str; 5] = [
     "chatstream_processor_events_received_total",
     "chatstream_processor_events_processed_total",
     "chatstream_processor_events_failed_total",
     "chatstream_processor_lag",
+    "chatstream_processor_partition_assigned",
 ];
 
 fn register_metrics(name: &'static str) {
@@ -320,6 +324,21 @@ fn register_metrics(name: &'static str) {
 
 /// How often the runner publishes its lag gauge.
 const LAG_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Publishes `chatstream_processor_partition_assigned{processor, partition}`:
+/// 1 while this replica owns the partition, 0 once it lost it.
+fn report_assignment(assignment: &[u32], reported: &mut BTreeSet<u32>, name: &'static str) {
+    let owned: BTreeSet<u32> = assignment.iter().copied().collect();
+    for &partition in reported.difference(&owned) {
+        metrics::gauge!("chatstream_processor_partition_assigned", "processor" => name, "partition" => partition.to_string())
+            .set(0.0);
+    }
+    for &partition in &owned {
+        metrics::gauge!("chatstream_processor_partition_assigned", "processor" => name, "partition" => partition.to_string())
+            .set(1.0);
+    }
+    *reported = owned;
+}
 
 /// Publishes `chatstream_processor_lag{processor, partition}`: records on
 /// the log that the group has not committed yet.
