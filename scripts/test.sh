@@ -234,6 +234,37 @@ else
     setup_openai_venv
 fi
 
+# The same test drives it with the official `openai` JavaScript package on
+# Node.js, installed from npm into a kept directory only when missing.
+CHATSTREAM_NPM_DIR="${CHATSTREAM_NPM_DIR:-$HOME/.cache/chatstream-npm}"
+
+openai_js_loads() {
+    node -e "require('node:module').createRequire(process.argv[1] + '/')('openai')" "$1" 2>/dev/null
+}
+
+setup_openai_js() {
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        command -v apt-get >/dev/null 2>&1 ||
+            { echo "Node.js and npm are not installed and there is no apt-get: install Node.js 18 or later" >&2; return 1; }
+        echo "installing nodejs and npm"
+        apt-get install -y -qq nodejs npm >/dev/null 2>&1 ||
+            { apt-get update -qq >/dev/null && apt-get install -y -qq nodejs npm >/dev/null; }
+    fi
+    if ! openai_js_loads "$CHATSTREAM_NPM_DIR"; then
+        step "installing the openai JavaScript SDK into $CHATSTREAM_NPM_DIR"
+        mkdir -p "$CHATSTREAM_NPM_DIR"
+        npm install --prefix "$CHATSTREAM_NPM_DIR" --no-audit --no-fund --silent openai
+    fi
+    export CHATSTREAM_TEST_OPENAI_JS="$CHATSTREAM_NPM_DIR"
+    echo "OpenAI SDK tests use the openai JavaScript package in $CHATSTREAM_NPM_DIR on Node.js $(node --version)"
+}
+
+if [ -n "${CHATSTREAM_TEST_OPENAI_JS:-}" ]; then
+    echo "OpenAI SDK tests use the openai JavaScript package in $CHATSTREAM_TEST_OPENAI_JS"
+else
+    setup_openai_js
+fi
+
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast "$@"

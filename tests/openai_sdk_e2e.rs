@@ -1,7 +1,9 @@
-//! The official `openai` Python SDK against `chatstream dev`, streaming and
-//! not (tests/python/openai_sdk_check.py), then the events its requests
-//! left, read back over gRPC. Needs CHATSTREAM_TEST_PYTHON: a Python with
-//! the `openai` package (scripts/test.sh makes a venv for it).
+//! The official OpenAI SDKs against `chatstream dev`, streaming and not:
+//! Python (tests/python/openai_sdk_check.py, with the Python at
+//! CHATSTREAM_TEST_PYTHON) and JavaScript on Node.js
+//! (tests/js/openai_sdk_check.cjs, with the `openai` package installed
+//! under CHATSTREAM_TEST_OPENAI_JS). Then the events their requests left,
+//! read back over gRPC. scripts/test.sh installs both SDKs.
 mod support;
 
 use chatstream_schemas::pb::events::event::Payload;
@@ -9,70 +11,100 @@ use chatstream_schemas::pb::gateway as pb;
 use serde_json::Value;
 use support::{Platform, authed};
 
-/// The Python to run the SDK with, or why there is none.
+/// A Python that can import the `openai` package, or why there is none.
 fn python_with_openai() -> Result<String, String> {
     let python = std::env::var("CHATSTREAM_TEST_PYTHON")
         .map_err(|_| "CHATSTREAM_TEST_PYTHON is not set (scripts/test.sh sets it)".to_owned())?;
-    let check = std::process::Command::new(&python)
-        .args(["-c", "import openai"])
-        .output()
-        .map_err(|e| format!("cannot run {python}: {e}"))?;
-    if !check.status.success() {
-        let stderr = String::from_utf8_lossy(&check.stderr);
-        let reason = stderr.lines().last().unwrap_or("no output");
-        return Err(format!("{python} cannot import openai: {reason}"));
-    }
+    can_run(&python, &["-c", "import openai"])?;
     Ok(python)
 }
 
-#[tokio::test]
-async fn the_official_python_sdk_works_unchanged() {
-    let python = match python_with_openai() {
-        Ok(python) => python,
+/// The directory whose `node_modules` holds the `openai` package, or why
+/// there is none (Node.js itself must be on PATH).
+fn openai_js_dir() -> Result<String, String> {
+    let dir = std::env::var("CHATSTREAM_TEST_OPENAI_JS")
+        .map_err(|_| "CHATSTREAM_TEST_OPENAI_JS is not set (scripts/test.sh sets it)".to_owned())?;
+    let load = "require('node:module').createRequire(process.argv[1] + '/')('openai')";
+    can_run("node", &["-e", load, &dir])?;
+    Ok(dir)
+}
+
+fn can_run(program: &str, args: &[&str]) -> Result<(), String> {
+    let output = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // Python ends its traceback with the error; Node.js prints it first.
+    let reason = stderr
+        .lines()
+        .find(|line| line.contains("Error"))
+        .or_else(|| stderr.lines().rfind(|line| !line.trim().is_empty()))
+        .unwrap_or("no output");
+    Err(format!("{program} cannot load the openai SDK: {reason}"))
+}
+
+/// Whether to go on: a missing SDK fails the test when CHATSTREAM_TEST_STRICT=1
+/// and is reported as not run otherwise.
+fn required<T>(found: Result<T, String>) -> Option<T> {
+    match found {
+        Ok(found) => Some(found),
         Err(reason) if std::env::var("CHATSTREAM_TEST_STRICT").as_deref() == Ok("1") => {
             panic!("the OpenAI SDK test must run here: {reason}")
         }
         Err(reason) => {
             println!("not run: {reason}");
-            return;
+            None
         }
-    };
-    let platform = Platform::start(&[]).await;
-    let key = platform.key("acme");
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/openai_sdk_check.py"
-    );
-    let output = tokio::process::Command::new(&python)
-        .arg(script)
+    }
+}
+
+/// Runs an SDK check script against the platform as tenant `acme` and
+/// returns the JSON line it prints.
+async fn run_check(
+    platform: &Platform,
+    program: &str,
+    script: &str,
+    env: &[(&str, &str)],
+) -> Value {
+    let script = format!("{}/tests/{script}", env!("CARGO_MANIFEST_DIR"));
+    let output = tokio::process::Command::new(program)
+        .arg(&script)
         .env(
             "CHATSTREAM_OPENAI_BASE_URL",
             format!("http://{}/v1", platform.http_addr),
         )
-        .env("CHATSTREAM_OPENAI_API_KEY", key)
+        .env("CHATSTREAM_OPENAI_API_KEY", platform.key("acme"))
+        .envs(env.iter().copied())
         .output()
         .await
         .expect("run the SDK script");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
-        "the SDK script failed:\n{stdout}\n{}",
+        "{script} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let report: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    serde_json::from_str(stdout.trim()).expect("one JSON line")
+}
 
+/// Each conversation the SDK reported holds the user message and the reply
+/// it saw, tied to the completion id, and another tenant cannot read it.
+async fn check_events(platform: &Platform, report: &Value) {
+    let key = platform.key("acme");
     let mut client = platform.grpc().await;
     for mode in ["plain", "streamed"] {
         let seen = &report[mode];
         let conversation_id = seen["conversation_id"].as_str().unwrap();
+        let request = || pb::GetConversationRequest {
+            conversation_id: conversation_id.to_owned(),
+            ..Default::default()
+        };
         let events = client
-            .get_conversation(authed(
-                pb::GetConversationRequest {
-                    conversation_id: conversation_id.to_owned(),
-                    ..Default::default()
-                },
-                key,
-            ))
+            .get_conversation(authed(request(), key))
             .await
             .expect("the conversation exists")
             .into_inner()
@@ -96,17 +128,31 @@ async fn the_official_python_sdk_works_unchanged() {
             "{mode}: {reply:?}"
         );
 
-        // Another tenant cannot read what the SDK created.
         let status = client
-            .get_conversation(authed(
-                pb::GetConversationRequest {
-                    conversation_id: conversation_id.to_owned(),
-                    ..Default::default()
-                },
-                platform.key("globex"),
-            ))
+            .get_conversation(authed(request(), platform.key("globex")))
             .await
             .unwrap_err();
         assert_eq!(status.code(), tonic::Code::NotFound, "{mode}");
     }
+}
+
+#[tokio::test]
+async fn the_official_python_sdk_works_unchanged() {
+    let Some(python) = required(python_with_openai()) else {
+        return;
+    };
+    let platform = Platform::start(&[]).await;
+    let report = run_check(&platform, &python, "python/openai_sdk_check.py", &[]).await;
+    check_events(&platform, &report).await;
+}
+
+#[tokio::test]
+async fn the_official_javascript_sdk_works_unchanged() {
+    let Some(sdk_dir) = required(openai_js_dir()) else {
+        return;
+    };
+    let platform = Platform::start(&[]).await;
+    let env = [("CHATSTREAM_TEST_OPENAI_JS", sdk_dir.as_str())];
+    let report = run_check(&platform, "node", "js/openai_sdk_check.cjs", &env).await;
+    check_events(&platform, &report).await;
 }
