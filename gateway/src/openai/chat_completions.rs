@@ -20,6 +20,7 @@ use super::models::find_model;
 use super::request::{ChatRequest, parse_chat_request};
 use super::turn::{ReplyUpdate, ReplyWatch, start_turn};
 use crate::Gateway;
+use crate::error::ChatError;
 
 /// The conversation each completion was recorded in, for clients that
 /// want to read its events (WebSocket `subscribe`, gRPC `GetConversation`).
@@ -112,7 +113,7 @@ async fn whole_reply(
                         return Err(OpenAiError::model_failed(&error.code, &error.message));
                     }
                     Some(ReplyUpdate::Interrupted(error)) => return Err(error.into()),
-                    None => return Err(OpenAiError::shutting_down()),
+                    None => return Err(delivery_ended()),
                 },
             }
         }
@@ -214,7 +215,7 @@ impl SseReply {
                         self.end_with(OpenAiError::model_failed(&error.code, &error.message))
                     }
                     Ok(Some(ReplyUpdate::Interrupted(error))) => self.end_with(error.into()),
-                    Ok(None) => self.end_with(OpenAiError::shutting_down()),
+                    Ok(None) => self.end_with(delivery_ended()),
                     Err(error) => self.end_with(error),
                 });
             },
@@ -233,6 +234,11 @@ impl SseReply {
         self.state = SseState::Ended;
         sse_event(&error.body())
     }
+}
+
+/// The conversation's delivery stopped without saying why.
+fn delivery_ended() -> OpenAiError {
+    ChatError::Unavailable("live delivery".into()).into()
 }
 
 fn unix_seconds() -> u64 {

@@ -126,6 +126,8 @@ pub async fn start_turn(
 ) -> Result<(MessageAck, ReplyWatch), ChatError> {
     let (out, replies) = mpsc::channel(REPLY_BUFFER);
     let stop = CancellationToken::new();
+    // Guarded from here: a send that fails after subscribing stops the delivery too.
+    let stop_on_drop = stop.clone().drop_guard();
     let message = SendMessage {
         request_id: None,
         conversation_id: None,
@@ -156,7 +158,7 @@ pub async fn start_turn(
     let watch = ReplyWatch {
         replies,
         tracker: ReplyTracker::new(ack.event_id.clone()),
-        _stop: stop.drop_guard(),
+        _stop: stop_on_drop,
     };
     Ok((ack, watch))
 }
