@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chatstream_runtime::config::{Config, LogBackend, StoreBackend};
+use chatstream_runtime::deadletter::DeadLetterSink;
+use chatstream_runtime::deadletter::embedded::EmbeddedDeadLetters;
 use chatstream_runtime::fanout::FanOut;
 use chatstream_runtime::fanout::in_process::InProcessFanOut;
 use chatstream_runtime::fanout::redis::{RedisFanOut, RedisFanOutConfig};
 use chatstream_runtime::log::EventLog;
 use chatstream_runtime::log::embedded::EmbeddedLog;
-use chatstream_runtime::log::kafka::KafkaLog;
+use chatstream_runtime::log::kafka::{KafkaDeadLetters, KafkaLog};
 use chatstream_runtime::ratelimit::RateLimiter;
 use chatstream_runtime::ratelimit::in_process::InProcessRateLimiter;
 use chatstream_runtime::ratelimit::redis::{RedisRateLimiter, RedisRateLimiterConfig};
@@ -57,6 +59,25 @@ pub async fn open_log(config: &Config, data_dir: &Path) -> anyhow::Result<Arc<dy
             KafkaLog::connect(config.kafka_log())
                 .await
                 .context("cannot connect to the Kafka event log")?,
+        ),
+    })
+}
+
+/// Where processors put records they give up on: beside the log (the
+/// data dir, or the log's dead-letter topic).
+pub async fn open_dead_letters(
+    config: &Config,
+    data_dir: &Path,
+) -> anyhow::Result<Arc<dyn DeadLetterSink>> {
+    Ok(match config.log.backend {
+        LogBackend::Embedded => Arc::new(
+            EmbeddedDeadLetters::open(data_dir)
+                .context("cannot open the embedded dead-letter store")?,
+        ),
+        LogBackend::Kafka => Arc::new(
+            KafkaDeadLetters::connect(&config.kafka_log())
+                .await
+                .context("cannot connect to the Kafka dead-letter topic")?,
         ),
     })
 }

@@ -50,6 +50,7 @@ async fn run_platform(
         log: backends::open_log(&config, data_dir).await?,
         store: backends::open_store(&config, data_dir).await?,
         fanout: backends::open_fanout(&config).await?,
+        dead_letters: backends::open_dead_letters(&config, data_dir).await?,
     };
     let gateway_backends = GatewayBackends {
         log: processor_backends.log.clone(),

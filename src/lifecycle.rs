@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use chatstream_runtime::deadletter::DeadLetterSink;
 use chatstream_runtime::log::EventLog;
 use chatstream_runtime::runner::{Processor, ProcessorRunner, RunnerConfig};
 use tokio::net::TcpListener;
@@ -35,10 +36,12 @@ pub fn spawn_processor<P: Processor>(
     tasks: &TaskTracker,
     log: Arc<dyn EventLog>,
     processor: Arc<P>,
+    dead_letters: Arc<dyn DeadLetterSink>,
     shutdown: CancellationToken,
 ) {
     let name = processor.name();
-    let runner = ProcessorRunner::new(log, processor, RunnerConfig::default());
+    let runner = ProcessorRunner::new(log, processor, RunnerConfig::default())
+        .with_dead_letters(dead_letters);
     tasks.spawn(log_failure(name, runner.run(shutdown)));
 }
 

@@ -37,7 +37,9 @@ pub async fn serve(
 
 /// Ready when the log, the store and the fan-out all answer.
 async fn ready(State(probes): State<Probes>) -> Response {
-    let ProcessorBackends { log, store, fanout } = &probes.backends;
+    let ProcessorBackends {
+        log, store, fanout, ..
+    } = &probes.backends;
     check_backends(log.as_ref(), store.as_ref(), fanout.as_ref())
         .await
         .into_response()

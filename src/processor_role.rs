@@ -28,6 +28,7 @@ async fn serve(
         log: backends::open_log(&config, &config.data_dir).await?,
         store: backends::open_store(&config, &config.data_dir).await?,
         fanout: backends::open_fanout(&config).await?,
+        dead_letters: backends::open_dead_letters(&config, &config.data_dir).await?,
     };
     let host = config.server.host.as_str();
     let listener = lifecycle::bind(host, config.server.http_port, "probes", "--http-port").await?;

@@ -5,6 +5,7 @@ use std::time::Duration;
 use chatstream_router::ModelRouter;
 use chatstream_router::mock::MockModel;
 use chatstream_runtime::config::Config;
+use chatstream_runtime::deadletter::DeadLetterSink;
 use chatstream_runtime::fanout::FanOut;
 use chatstream_runtime::log::EventLog;
 use chatstream_runtime::projector::ConversationProjector;
@@ -41,6 +42,8 @@ pub struct ProcessorBackends {
     pub log: Arc<dyn EventLog>,
     pub store: Arc<dyn ProjectionStore>,
     pub fanout: Arc<dyn FanOut>,
+    /// Where records a processor gives up on go.
+    pub dead_letters: Arc<dyn DeadLetterSink>,
 }
 
 /// Runs `kind` over the log as a task of `tasks` until `shutdown`.
@@ -51,18 +54,23 @@ pub fn spawn(
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
 ) {
-    let ProcessorBackends { log, store, fanout } = backends.clone();
+    let ProcessorBackends {
+        log,
+        store,
+        fanout,
+        dead_letters,
+    } = backends.clone();
     match kind {
         ProcessorKind::ConversationProjector => {
             let projector = Arc::new(ConversationProjector::new(store, fanout));
-            spawn_processor(tasks, log, projector, shutdown.clone());
+            spawn_processor(tasks, log, projector, dead_letters, shutdown.clone());
         }
         ProcessorKind::Router => {
             let model = Arc::new(MockModel::new(Duration::from_millis(
                 config.mock_model.token_delay_ms,
             )));
             let router = Arc::new(ModelRouter::new(log.clone(), store, fanout, model));
-            spawn_processor(tasks, log, router, shutdown.clone());
+            spawn_processor(tasks, log, router, dead_letters, shutdown.clone());
         }
     }
 }
