@@ -20,6 +20,7 @@ use chatstream_runtime::ratelimit::redis::{RedisRateLimiter, RedisRateLimiterCon
 use chatstream_runtime::redis_keyspace::RedisKeyspace;
 use chatstream_runtime::store::ProjectionStore;
 use chatstream_runtime::store::embedded::EmbeddedStore;
+use chatstream_runtime::store::recent::{RecentHistoryConfig, RecentHistoryStore};
 use chatstream_runtime::store::scylla::ScyllaStore;
 
 /// How long startup waits for Redis before it fails.
@@ -82,11 +83,13 @@ pub async fn open_dead_letters(
     })
 }
 
+/// The configured store; with Redis, behind recent history in Redis
+/// streams, so resuming clients are served from memory.
 pub async fn open_store(
     config: &Config,
     data_dir: &Path,
 ) -> anyhow::Result<Arc<dyn ProjectionStore>> {
-    Ok(match config.store.backend {
+    let store: Arc<dyn ProjectionStore> = match config.store.backend {
         StoreBackend::Embedded => Arc::new(
             EmbeddedStore::open(data_dir).context("cannot open the embedded projection store")?,
         ),
@@ -98,7 +101,14 @@ pub async fn open_store(
                 "cannot connect to the ScyllaDB projection store (has `chatstream schema apply` run?)",
             )?)
         }
-    })
+    };
+    let Some(url) = &config.redis.url else {
+        return Ok(store);
+    };
+    let recent = RecentHistoryConfig::new(url.clone()).with_keyspace(keyspace(config));
+    Ok(Arc::new(
+        RecentHistoryStore::new(store, recent).context("cannot start recent history in Redis")?,
+    ))
 }
 
 /// Redis pub/sub when Redis is configured, so replicas see each other's

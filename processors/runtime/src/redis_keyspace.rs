@@ -47,6 +47,16 @@ impl RedisKeyspace {
         format!("{}:ratelimit:{{{}}}", self.prefix, escape(tenant_id))
     }
 
+    /// The stream holding a conversation's recent committed events.
+    pub fn recent_history_key(&self, tenant_id: &str, conversation_id: &str) -> String {
+        format!(
+            "{}:history:{{{}}}:{}",
+            self.prefix,
+            escape(tenant_id),
+            escape(conversation_id)
+        )
+    }
+
     /// The hash holding a tenant's open connections, one field per gateway.
     pub fn connections_key(&self, tenant_id: &str) -> String {
         format!("{}:connections:{{{}}}", self.prefix, escape(tenant_id))

@@ -629,3 +629,338 @@ async fn a_crashed_gateways_connections_stop_counting_after_its_lease() {
         "the survivor's 3 connections (renewed meanwhile) still count"
     );
 }
+
+/// Recent history in Redis streams in front of a store: the store suite
+/// holds unchanged, and resumed reads come from Redis only when Redis
+/// provably has every event after the position.
+mod recent_history {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use chatstream_runtime::conformance::user_message;
+    use chatstream_runtime::store::embedded::EmbeddedStore;
+    use chatstream_runtime::store::recent::{RecentHistoryConfig, RecentHistoryStore};
+    use chatstream_runtime::store::{
+        ClientMessageRecord, ConversationRecord, ProjectionStore, Recorded, StoreError,
+    };
+    use chatstream_schemas::event::{EventContext, new_event};
+    use chatstream_schemas::ids::new_event_id;
+    use chatstream_schemas::pb::events::ConversationOpened;
+    use chatstream_schemas::pb::events::event::Payload;
+    use tempfile::TempDir;
+
+    use super::*;
+
+    fn open(
+        url: &str,
+        keyspace: &RedisKeyspace,
+        inner: Arc<dyn ProjectionStore>,
+        max_entries: usize,
+    ) -> RecentHistoryStore {
+        let config = RecentHistoryConfig {
+            max_entries,
+            ..RecentHistoryConfig::new(url).with_keyspace(keyspace.clone())
+        };
+        RecentHistoryStore::new(inner, config).expect("recent history store")
+    }
+
+    async fn recent_history_store() -> Option<(RecentHistoryStore, TempDir)> {
+        let url = shared_redis()?;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let inner = Arc::new(EmbeddedStore::open(dir.path()).expect("open store"));
+        Some((open(&url, &fresh_keyspace(), inner, 1000), dir))
+    }
+
+    chatstream_runtime::store_conformance_tests!(if_available: recent_history_store());
+
+    /// The embedded store, counting the ranged history reads that reach it.
+    struct CountingStore {
+        inner: EmbeddedStore,
+        ranged_reads: AtomicUsize,
+        _dir: TempDir,
+    }
+
+    impl CountingStore {
+        fn open() -> Arc<Self> {
+            let dir = tempfile::tempdir().expect("temp dir");
+            Arc::new(Self {
+                inner: EmbeddedStore::open(dir.path()).expect("open store"),
+                ranged_reads: AtomicUsize::new(0),
+                _dir: dir,
+            })
+        }
+
+        fn ranged_reads(&self) -> usize {
+            self.ranged_reads.load(Ordering::SeqCst)
+        }
+    }
+
+    #[async_trait]
+    impl ProjectionStore for CountingStore {
+        async fn ping(&self) -> Result<(), StoreError> {
+            self.inner.ping().await
+        }
+        async fn put_conversation(
+            &self,
+            record: &ConversationRecord,
+        ) -> Result<ConversationRecord, StoreError> {
+            self.inner.put_conversation(record).await
+        }
+        async fn get_conversation(
+            &self,
+            tenant_id: &str,
+            conversation_id: &str,
+        ) -> Result<Option<ConversationRecord>, StoreError> {
+            self.inner
+                .get_conversation(tenant_id, conversation_id)
+                .await
+        }
+        async fn list_conversations(
+            &self,
+            tenant_id: &str,
+            after_id: Option<&str>,
+            limit: usize,
+        ) -> Result<Vec<ConversationRecord>, StoreError> {
+            self.inner
+                .list_conversations(tenant_id, after_id, limit)
+                .await
+        }
+        async fn append_history(&self, entry: &HistoryEntry) -> Result<Recorded, StoreError> {
+            self.inner.append_history(entry).await
+        }
+        async fn read_history(
+            &self,
+            tenant_id: &str,
+            conversation_id: &str,
+            after_offset: Option<u64>,
+            limit: usize,
+        ) -> Result<Vec<HistoryEntry>, StoreError> {
+            if after_offset.is_some() {
+                self.ranged_reads.fetch_add(1, Ordering::SeqCst);
+            }
+            self.inner
+                .read_history(tenant_id, conversation_id, after_offset, limit)
+                .await
+        }
+        async fn claim_client_message(
+            &self,
+            record: &ClientMessageRecord,
+        ) -> Result<ClientMessageRecord, StoreError> {
+            self.inner.claim_client_message(record).await
+        }
+        async fn get_client_message(
+            &self,
+            tenant_id: &str,
+            client_message_id: &str,
+        ) -> Result<Option<ClientMessageRecord>, StoreError> {
+            self.inner
+                .get_client_message(tenant_id, client_message_id)
+                .await
+        }
+        async fn is_processed(&self, scope: &str, event_id: &str) -> Result<bool, StoreError> {
+            self.inner.is_processed(scope, event_id).await
+        }
+        async fn mark_processed(&self, scope: &str, event_id: &str) -> Result<(), StoreError> {
+            self.inner.mark_processed(scope, event_id).await
+        }
+    }
+
+    fn opened(tenant_id: &str, conversation_id: &str) -> chatstream_schemas::Event {
+        new_event(
+            new_event_id(),
+            EventContext {
+                tenant_id,
+                conversation_id,
+                causation_id: "",
+                correlation_id: "",
+            },
+            Payload::ConversationOpened(ConversationOpened::default()),
+        )
+    }
+
+    /// A conversation of `messages` events after its opening, at offsets
+    /// 0, 2, 4, ... (other conversations hold the odd ones), recorded in
+    /// `store`; returns the entries, for replaying.
+    async fn fill(
+        store: &RecentHistoryStore,
+        tenant: &str,
+        conversation: &str,
+        messages: u64,
+    ) -> Vec<HistoryEntry> {
+        let mut entries = Vec::new();
+        for n in 0..=messages {
+            let event = if n == 0 {
+                opened(tenant, conversation)
+            } else {
+                user_message(tenant, conversation, &format!("message {n}"))
+            };
+            let entry = HistoryEntry {
+                position: LogPosition {
+                    partition: 2,
+                    offset: n * 2,
+                },
+                event,
+            };
+            store.append_history(&entry).await.expect("append");
+            entries.push(entry);
+        }
+        entries
+    }
+
+    fn offsets(entries: &[HistoryEntry]) -> Vec<u64> {
+        entries.iter().map(|entry| entry.position.offset).collect()
+    }
+
+    #[tokio::test]
+    async fn resumed_reads_come_from_redis_and_match_the_store() {
+        let Some(url) = shared_redis() else { return };
+        let inner = CountingStore::open();
+        let store = open(&url, &fresh_keyspace(), inner.clone(), 1000);
+        let entries = fill(&store, "acme", "c1", 5).await;
+        // A replay of the log adds nothing.
+        for entry in &entries {
+            store.append_history(entry).await.expect("replay");
+        }
+
+        let resumed = store
+            .read_history("acme", "c1", Some(3), 100)
+            .await
+            .unwrap();
+        assert_eq!(offsets(&resumed), [4, 6, 8, 10]);
+        assert_eq!(inner.ranged_reads(), 0, "served from Redis");
+        let from_store = inner
+            .inner
+            .read_history("acme", "c1", Some(3), 100)
+            .await
+            .unwrap();
+        assert_eq!(resumed, from_store, "Redis returns what the store holds");
+        let paged = store.read_history("acme", "c1", Some(4), 2).await.unwrap();
+        assert_eq!(offsets(&paged), [6, 8], "limit holds");
+        let caught_up = store
+            .read_history("acme", "c1", Some(10), 100)
+            .await
+            .unwrap();
+        assert!(caught_up.is_empty());
+        assert_eq!(inner.ranged_reads(), 0);
+        let other_tenant = store
+            .read_history("globex", "c1", Some(0), 100)
+            .await
+            .unwrap();
+        assert!(
+            other_tenant.is_empty(),
+            "another tenant's conversation of the same id is not shared"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_lost_events_sends_the_read_to_the_store() {
+        let Some(url) = shared_redis() else { return };
+        let inner = CountingStore::open();
+        let keyspace = fresh_keyspace();
+        let store = open(&url, &keyspace, inner.clone(), 1000);
+        fill(&store, "acme", "c1", 3).await;
+        // Redis loses the stream (a restart without persistence), then a new event arrives.
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let key = keyspace.recent_history_key("acme", "c1");
+        let _: () = redis::cmd("DEL")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        store
+            .append_history(&HistoryEntry {
+                position: LogPosition {
+                    partition: 2,
+                    offset: 8,
+                },
+                event: user_message("acme", "c1", "after the loss"),
+            })
+            .await
+            .unwrap();
+
+        let resumed = store
+            .read_history("acme", "c1", Some(2), 100)
+            .await
+            .unwrap();
+        assert_eq!(offsets(&resumed), [4, 6, 8], "no gap: the store filled in");
+        assert_eq!(inner.ranged_reads(), 1, "the read went to the store");
+        let recent = store
+            .read_history("acme", "c1", Some(8), 100)
+            .await
+            .unwrap();
+        assert!(recent.is_empty());
+        let _: () = redis::cmd("DEL")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        let gone = store
+            .read_history("acme", "c1", Some(6), 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            offsets(&gone),
+            [8],
+            "a missing stream sends the read to the store"
+        );
+    }
+
+    #[tokio::test]
+    async fn positions_older_than_the_kept_entries_are_read_from_the_store() {
+        let Some(url) = shared_redis() else { return };
+        let inner = CountingStore::open();
+        let store = open(&url, &fresh_keyspace(), inner.clone(), 10);
+        fill(&store, "acme", "c1", 400).await;
+
+        let recent = store
+            .read_history("acme", "c1", Some(790), 100)
+            .await
+            .unwrap();
+        assert_eq!(offsets(&recent), [792, 794, 796, 798, 800]);
+        assert_eq!(inner.ranged_reads(), 0, "recent positions come from Redis");
+        let old = store.read_history("acme", "c1", Some(2), 3).await.unwrap();
+        assert_eq!(
+            offsets(&old),
+            [4, 6, 8],
+            "trimmed positions come from the store"
+        );
+        assert_eq!(inner.ranged_reads(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_redis_reads_go_to_the_store_and_writes_fail_retryably() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        // Nothing listens on a port just released.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let store = open(
+            &format!("redis://127.0.0.1:{port}"),
+            &fresh_keyspace(),
+            inner.clone(),
+            1000,
+        );
+        let entry = HistoryEntry {
+            position: LogPosition {
+                partition: 0,
+                offset: 0,
+            },
+            event: opened("acme", "c1"),
+        };
+        let error = store.append_history(&entry).await.unwrap_err();
+        assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+        let read = store.read_history("acme", "c1", Some(0), 10).await.unwrap();
+        assert!(read.is_empty());
+        let all = store.read_history("acme", "c1", None, 10).await.unwrap();
+        assert_eq!(
+            offsets(&all),
+            [0],
+            "the store has what the failed call recorded"
+        );
+    }
+}

@@ -7,6 +7,8 @@ use chatstream_schemas::Event;
 use crate::log::LogPosition;
 
 pub mod embedded;
+#[cfg(feature = "redis")]
+pub mod recent;
 #[cfg(feature = "scylla")]
 pub mod scylla;
 
