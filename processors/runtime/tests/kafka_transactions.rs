@@ -226,7 +226,7 @@ async fn a_committed_transaction_publishes_outputs_and_input_offsets_together() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_aborted_transaction_hides_its_outputs_and_commits_no_offsets() {
+async fn an_aborted_transaction_hides_its_outputs_commits_no_offsets_and_rewinds() {
     let Some((log, config)) = transactional_setup().await else {
         return;
     };
@@ -236,7 +236,7 @@ async fn an_aborted_transaction_hides_its_outputs_and_commits_no_offsets() {
     let mut member = TransactionalMember::join(&config, &group)
         .await
         .expect("join");
-    poll_records(&mut member, tenants.len()).await;
+    let consumed = poll_records(&mut member, tenants.len()).await;
 
     let transaction = member.begin().expect("begin");
     for tenant in &tenants {
@@ -246,6 +246,17 @@ async fn an_aborted_transaction_hides_its_outputs_and_commits_no_offsets() {
             .expect("append in the transaction");
     }
     transaction.abort().await.expect("abort");
+    let positions = |records: &[LogRecord]| {
+        let mut positions: Vec<LogPosition> = records.iter().map(|r| r.position).collect();
+        positions.sort_unstable();
+        positions
+    };
+    let again = poll_records(&mut member, tenants.len()).await;
+    assert_eq!(
+        positions(&again),
+        positions(&consumed),
+        "the aborted transaction's inputs are handed out again"
+    );
     member.close().await.expect("close");
 
     for partition in 0..PARTITIONS {

@@ -65,6 +65,51 @@ impl KafkaConsumer {
         self.consumer.as_ref()?.group_metadata()
     }
 
+    /// Moves this member back to the group's committed offsets in every
+    /// assigned partition (the oldest record where it never committed), so
+    /// records handed out since the last commit come again: what an aborted
+    /// transaction needs.
+    pub(super) async fn rewind_to_committed(&self) -> Result<(), LogError> {
+        let consumer = Arc::clone(self.consumer()?);
+        let config = Arc::clone(&self.config);
+        let group = self.group.clone();
+        blocking(move || {
+            let failed = |action: &str, error: &rdkafka::error::KafkaError| {
+                log_error(
+                    &config.bootstrap_servers,
+                    &format!("{action} (group {group:?}, topic {})", config.topic),
+                    error,
+                )
+            };
+            let assignment = consumer
+                .assignment()
+                .map_err(|error| failed("reading the assignment", &error))?;
+            let committed = consumer
+                .committed_offsets(assignment, config.request_timeout)
+                .map_err(|error| failed("fetching committed offsets", &error))?;
+            let mut rewind = TopicPartitionList::with_capacity(committed.count());
+            for element in committed.elements() {
+                let offset = match element.offset() {
+                    Offset::Offset(offset) => Offset::Offset(offset),
+                    _ => Offset::Beginning,
+                };
+                rewind
+                    .add_partition_offset(element.topic(), element.partition(), offset)
+                    .map_err(|error| failed("preparing a rewind", &error))?;
+            }
+            // With librdkafka's answer alive, dropping the consumer would hang.
+            drop(committed);
+            if rewind.count() > 0 {
+                let answered = consumer
+                    .seek_partitions(rewind, config.request_timeout)
+                    .map_err(|error| failed("rewinding to committed offsets", &error))?;
+                drop(answered);
+            }
+            Ok(())
+        })
+        .await
+    }
+
     fn consumer(&self) -> Result<&Arc<GroupConsumer>, LogError> {
         self.consumer.as_ref().ok_or(LogError::Closed)
     }

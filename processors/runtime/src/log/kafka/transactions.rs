@@ -38,8 +38,8 @@ pub enum TransactionError {
     /// stop; its open transaction is aborted by the broker.
     #[error("fenced by a newer producer with the same transactional.id: {0}")]
     Fenced(String),
-    /// The transaction failed and must be aborted; the member then resumes
-    /// from its last committed offsets.
+    /// The transaction failed and must be aborted (`Transaction::abort`,
+    /// which rewinds the member to its last committed offsets).
     #[error("transaction must be aborted: {0}")]
     MustAbort(String),
     #[error(transparent)]
@@ -191,13 +191,17 @@ impl Transaction<'_> {
         committed.map_err(|error| classify(&config, "committing a transaction", &error))
     }
 
-    /// Discards everything appended in the transaction.
+    /// Discards everything appended in the transaction and rewinds the
+    /// member to its committed offsets, so the next polls hand out again
+    /// the records this transaction consumed.
     pub async fn abort(mut self) -> Result<(), TransactionError> {
         self.open = false;
         let producer = self.member.producer.clone();
         let timeout = self.member.config.request_timeout;
         let aborted = blocking(move || Ok(producer.abort_transaction(timeout))).await?;
-        aborted.map_err(|error| classify(&self.member.config, "aborting a transaction", &error))
+        aborted.map_err(|error| classify(&self.member.config, "aborting a transaction", &error))?;
+        self.member.consumer.rewind_to_committed().await?;
+        Ok(())
     }
 }
 
