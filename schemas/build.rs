@@ -21,6 +21,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Tool-call payloads carry a whole request: boxed, so every `Event`
+        // stays as small as before.
+        .boxed(".chatstream.events.v1.Event.payload.tool_call_requested")
+        .boxed(".chatstream.events.v1.Event.payload.tool_call_completed")
+        .boxed(".chatstream.events.v1.Event.payload.tool_call_approval_requested")
         .compile_fds(descriptors)?;
     Ok(())
 }

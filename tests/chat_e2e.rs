@@ -139,6 +139,7 @@ fn event_type(body: &EventBody) -> &'static str {
         EventBody::UserMessageSent { .. } => "user",
         EventBody::AssistantMessage { .. } => "assistant",
         EventBody::ErrorOccurred { .. } => "error",
+        _ => "other",
     }
 }
 

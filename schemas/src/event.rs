@@ -11,6 +11,10 @@ pub const CONVERSATION_OPENED: &str = "chatstream.conversation.opened.v1";
 pub const USER_MESSAGE_SENT: &str = "chatstream.user_message.sent.v1";
 pub const ASSISTANT_MESSAGE: &str = "chatstream.assistant_message.v1";
 pub const ERROR_OCCURRED: &str = "chatstream.error.v1";
+pub const TOOL_CALL_REQUESTED: &str = "chatstream.tool_call.requested.v1";
+pub const TOOL_CALL_COMPLETED: &str = "chatstream.tool_call.completed.v1";
+pub const TOOL_CALL_APPROVAL_REQUESTED: &str = "chatstream.tool_call.approval_requested.v1";
+pub const TOOL_CALL_APPROVAL_DECIDED: &str = "chatstream.tool_call.approval_decided.v1";
 
 /// The `type` string of a payload (also the CloudEvents `ce_type`).
 pub fn type_of(payload: &Payload) -> &'static str {
@@ -19,6 +23,10 @@ pub fn type_of(payload: &Payload) -> &'static str {
         Payload::UserMessageSent(_) => USER_MESSAGE_SENT,
         Payload::AssistantMessage(_) => ASSISTANT_MESSAGE,
         Payload::ErrorOccurred(_) => ERROR_OCCURRED,
+        Payload::ToolCallRequested(_) => TOOL_CALL_REQUESTED,
+        Payload::ToolCallCompleted(_) => TOOL_CALL_COMPLETED,
+        Payload::ToolCallApprovalRequested(_) => TOOL_CALL_APPROVAL_REQUESTED,
+        Payload::ToolCallApprovalDecided(_) => TOOL_CALL_APPROVAL_DECIDED,
     }
 }
 

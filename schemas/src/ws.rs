@@ -47,6 +47,9 @@ pub enum ClientFrame {
 }
 
 /// A frame sent by the server.
+// Frames are built one at a time and serialized at once, so the size of
+// the `Event` variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ServerFrame {
@@ -144,6 +147,81 @@ pub enum EventBody {
         source: String,
         retryable: bool,
     },
+    /// The model asked for a tool call; the mcp processor runs it.
+    #[serde(rename = "chatstream.tool_call.requested.v1")]
+    ToolCallRequested(ToolCallRequestJson),
+    /// A tool call's result, or an error the model sees.
+    #[serde(rename = "chatstream.tool_call.completed.v1")]
+    ToolCallCompleted {
+        call_id: String,
+        request: ToolCallRequestJson,
+        content_text: String,
+        #[serde(default)]
+        structured_json: String,
+        is_error: bool,
+        /// `tool_error`, `timeout`, `invalid_arguments`,
+        /// `server_unavailable`, `not_allowed` or `rejected`; empty on success.
+        #[serde(default)]
+        error_kind: String,
+        /// The result was cut at the size cap.
+        truncated: bool,
+    },
+    /// A tool call waits for a person's approval until `expires_at_ms`.
+    #[serde(rename = "chatstream.tool_call.approval_requested.v1")]
+    ToolCallApprovalRequested {
+        call_id: String,
+        request: ToolCallRequestJson,
+        expires_at_ms: i64,
+    },
+    /// A client approved or rejected a tool call.
+    #[serde(rename = "chatstream.tool_call.approval_decided.v1")]
+    ToolCallApprovalDecided {
+        call_id: String,
+        approved: bool,
+        #[serde(default)]
+        reason: String,
+        #[serde(default)]
+        decided_by_key_id: String,
+    },
+}
+
+/// A tool-call request: which tool of which of the tenant's servers, with
+/// what arguments (a JSON object, as text).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct ToolCallRequestJson {
+    pub call_id: String,
+    pub server: String,
+    pub tool: String,
+    pub arguments_json: String,
+    pub turn_depth: u32,
+    #[serde(default)]
+    pub turn_prompt: String,
+}
+
+impl From<&events::ToolCallRequested> for ToolCallRequestJson {
+    fn from(p: &events::ToolCallRequested) -> Self {
+        Self {
+            call_id: p.call_id.clone(),
+            server: p.server.clone(),
+            tool: p.tool.clone(),
+            arguments_json: p.arguments_json.clone(),
+            turn_depth: p.turn_depth,
+            turn_prompt: p.turn_prompt.clone(),
+        }
+    }
+}
+
+impl From<&ToolCallRequestJson> for events::ToolCallRequested {
+    fn from(j: &ToolCallRequestJson) -> Self {
+        Self {
+            call_id: j.call_id.clone(),
+            server: j.server.clone(),
+            tool: j.tool.clone(),
+            arguments_json: j.arguments_json.clone(),
+            turn_depth: j.turn_depth,
+            turn_prompt: j.turn_prompt.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
@@ -182,6 +260,27 @@ impl EventJson {
                 message: p.message.clone(),
                 source: p.source.clone(),
                 retryable: p.retryable,
+            },
+            Payload::ToolCallRequested(p) => EventBody::ToolCallRequested(p.as_ref().into()),
+            Payload::ToolCallCompleted(p) => EventBody::ToolCallCompleted {
+                call_id: p.call_id.clone(),
+                request: p.request.as_ref().map(Into::into).unwrap_or_default(),
+                content_text: p.content_text.clone(),
+                structured_json: p.structured_json.clone(),
+                is_error: p.is_error,
+                error_kind: p.error_kind.clone(),
+                truncated: p.truncated,
+            },
+            Payload::ToolCallApprovalRequested(p) => EventBody::ToolCallApprovalRequested {
+                call_id: p.call_id.clone(),
+                request: p.request.as_ref().map(Into::into).unwrap_or_default(),
+                expires_at_ms: p.expires_at_ms,
+            },
+            Payload::ToolCallApprovalDecided(p) => EventBody::ToolCallApprovalDecided {
+                call_id: p.call_id.clone(),
+                approved: p.approved,
+                reason: p.reason.clone(),
+                decided_by_key_id: p.decided_by_key_id.clone(),
             },
         };
         Some(Self {
@@ -250,6 +349,46 @@ impl EventJson {
                 message: message.clone(),
                 source: source.clone(),
                 retryable: *retryable,
+            }),
+            EventBody::ToolCallRequested(request) => {
+                Payload::ToolCallRequested(Box::new(request.into()))
+            }
+            EventBody::ToolCallCompleted {
+                call_id,
+                request,
+                content_text,
+                structured_json,
+                is_error,
+                error_kind,
+                truncated,
+            } => Payload::ToolCallCompleted(Box::new(events::ToolCallCompleted {
+                call_id: call_id.clone(),
+                request: Some(request.into()),
+                content_text: content_text.clone(),
+                structured_json: structured_json.clone(),
+                is_error: *is_error,
+                error_kind: error_kind.clone(),
+                truncated: *truncated,
+            })),
+            EventBody::ToolCallApprovalRequested {
+                call_id,
+                request,
+                expires_at_ms,
+            } => Payload::ToolCallApprovalRequested(Box::new(events::ToolCallApprovalRequested {
+                call_id: call_id.clone(),
+                request: Some(request.into()),
+                expires_at_ms: *expires_at_ms,
+            })),
+            EventBody::ToolCallApprovalDecided {
+                call_id,
+                approved,
+                reason,
+                decided_by_key_id,
+            } => Payload::ToolCallApprovalDecided(events::ToolCallApprovalDecided {
+                call_id: call_id.clone(),
+                approved: *approved,
+                reason: reason.clone(),
+                decided_by_key_id: decided_by_key_id.clone(),
             }),
         };
         Ok(events::Event {
@@ -322,6 +461,55 @@ mod tests {
             sent.sent_by_key_id.clear(); // not part of the JSON mapping
         }
         assert_eq!(back.to_event().unwrap(), expected);
+    }
+
+    #[test]
+    fn tool_call_events_round_trip_through_json() {
+        let context = crate::event::EventContext {
+            tenant_id: "t",
+            conversation_id: "c",
+            causation_id: "m",
+            correlation_id: "m",
+        };
+        let request = events::ToolCallRequested {
+            call_id: "call-1".into(),
+            server: "everything".into(),
+            tool: "echo".into(),
+            arguments_json: r#"{"message":"hi"}"#.into(),
+            turn_depth: 1,
+            turn_prompt: "use a tool".into(),
+        };
+        let payloads = [
+            Payload::ToolCallRequested(Box::new(request.clone())),
+            Payload::ToolCallCompleted(Box::new(events::ToolCallCompleted {
+                call_id: "call-1".into(),
+                request: Some(request.clone()),
+                content_text: "Echo: hi".into(),
+                structured_json: String::new(),
+                is_error: true,
+                error_kind: "timeout".into(),
+                truncated: true,
+            })),
+            Payload::ToolCallApprovalRequested(Box::new(events::ToolCallApprovalRequested {
+                call_id: "call-1".into(),
+                request: Some(request),
+                expires_at_ms: 1_700_000_000_000,
+            })),
+            Payload::ToolCallApprovalDecided(events::ToolCallApprovalDecided {
+                call_id: "call-1".into(),
+                approved: false,
+                reason: "no".into(),
+                decided_by_key_id: "k".into(),
+            }),
+        ];
+        for payload in payloads {
+            let event = crate::event::new_event("id".into(), context.clone(), payload);
+            let json = serde_json::to_value(EventJson::from_event(&event).unwrap()).unwrap();
+            let kind = json["type"].as_str().unwrap();
+            assert!(kind.starts_with("chatstream.tool_call."), "{kind}");
+            let back: EventJson = serde_json::from_value(json).unwrap();
+            assert_eq!(back.to_event().unwrap(), event);
+        }
     }
 
     /// `schemas/json/` must match the types; regenerate with the `gen-json-schemas` binary.
