@@ -312,8 +312,14 @@ impl ChatCore {
         Ok(())
     }
 
-    /// Counts a request against the tenant's rate limit, if it has one.
+    /// Admits a request: refused (retryably) while live delivery is down,
+    /// since its answer could not reach anyone, then counted against the
+    /// tenant's rate limit, if it has one.
     async fn check_rate(&self, who: &Principal) -> Result<(), ChatError> {
+        if let Err(error) = self.fanout.ping().await {
+            tracing::warn!(%error, "refusing a request while live delivery is down");
+            return Err(ChatError::Unavailable("live delivery".into()));
+        }
         let Some(limit) = self.rate_limit_of(who) else {
             return Ok(());
         };

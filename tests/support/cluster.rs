@@ -113,6 +113,13 @@ impl SharedBackends {
         })
     }
 
+    /// Sets (or replaces) an environment variable of the processes started
+    /// from now on.
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.env.retain(|(existing, _)| existing != name);
+        self.env.push((name.to_owned(), value.to_owned()));
+    }
+
     pub fn key(&self, tenant: &str) -> &str {
         &self
             .tenants
@@ -234,5 +241,58 @@ impl RoleProcess {
             .expect("GET /metrics");
         assert_eq!(status, 200);
         body
+    }
+}
+
+/// A `redis-server` of the test's own on a free port (never the shared
+/// one), with nothing on disk, so a test can take it away and bring it back.
+pub struct OwnRedis {
+    port: u16,
+    process: Option<Child>,
+}
+
+impl OwnRedis {
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut redis = Self {
+            port,
+            process: None,
+        };
+        redis.restart().await;
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again) on the same port and waits until it answers.
+    pub async fn restart(&mut self) {
+        let process = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start redis-server (scripts/test.sh installs it)");
+        self.process = Some(process);
+        let address = format!("127.0.0.1:{}", self.port);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while tokio::net::TcpStream::connect(&address).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis-server answers"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill().await.expect("kill redis-server");
+        }
     }
 }
