@@ -12,6 +12,7 @@ pub mod conformance;
 pub mod deadletter;
 pub mod fanout;
 pub mod log;
+pub mod mcp_config;
 pub mod projector;
 pub mod ratelimit;
 #[cfg(feature = "redis")]

@@ -25,6 +25,9 @@ pub struct TenantConfig {
     pub api_keys: Vec<ApiKeyConfig>,
     #[serde(default)]
     pub limits: TenantLimits,
+    /// The tenant's own MCP servers; no tools when absent.
+    #[serde(default)]
+    pub mcp_servers: Vec<crate::mcp_config::McpServerConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,6 +60,7 @@ pub struct Tenant {
     pub id: String,
     pub name: String,
     pub limits: TenantLimits,
+    pub mcp_servers: Vec<crate::mcp_config::McpServerConfig>,
 }
 
 /// Who is calling: the tenant and the key it authenticated with.
@@ -123,6 +127,8 @@ impl TenantRegistry {
             if config.limits.burst == Some(0) {
                 return Err(format!("tenant {:?}: burst must be at least 1", config.id));
             }
+            crate::mcp_config::validate_mcp_servers(&config.mcp_servers)
+                .map_err(|e| format!("tenant {:?}: {e}", config.id))?;
             if config.api_keys.is_empty() {
                 return Err(format!("tenant {:?} has no api_keys", config.id));
             }
@@ -130,6 +136,7 @@ impl TenantRegistry {
                 id: config.id.clone(),
                 name: config.name.clone(),
                 limits: config.limits.clone(),
+                mcp_servers: config.mcp_servers.clone(),
             });
             for key in &config.api_keys {
                 let hash = parse_key_hash(&key.sha256)

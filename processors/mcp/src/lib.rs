@@ -1,0 +1,19 @@
+//! The `mcp` processor: runs the tool calls models ask for on the tenant's
+//! own MCP servers (stdio child processes or Streamable HTTP endpoints) and
+//! appends each result, or an error the model can read, to the log.
+//!
+//! `pool` keeps one live client per tenant and server, `catalog` exposes the
+//! tenant's tools to the router, `call` runs one call with its checks and
+//! limits, and `processor` ties a call to its events exactly once.
+
+pub mod call;
+pub mod catalog;
+pub mod config;
+mod connection;
+pub mod pool;
+mod processor;
+
+pub use catalog::{ToolCatalog, ToolDescriptor};
+pub use config::McpConfig;
+pub use pool::McpClientPool;
+pub use processor::McpProcessor;

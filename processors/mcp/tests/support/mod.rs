@@ -1,0 +1,139 @@
+//! Real MCP servers for the tests, found through the env vars the test
+//! script sets, and a tenant setup that uses them.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatstream_mcp::{McpClientPool, McpConfig, McpProcessor};
+use chatstream_runtime::log::EventLog;
+use chatstream_runtime::log::embedded::EmbeddedLog;
+use chatstream_runtime::mcp_config::McpServerConfig;
+use chatstream_runtime::store::ProjectionStore;
+use chatstream_runtime::store::embedded::EmbeddedStore;
+use chatstream_schemas::event::{EventContext, new_event};
+use chatstream_schemas::ids::new_event_id;
+use chatstream_schemas::pb::events::{ToolCallCompleted, ToolCallRequested, event::Payload};
+use chatstream_schemas::{Event, codec};
+
+/// The executable an env var names, or `None` after saying why the test
+/// does not run; under `CHATSTREAM_TEST_STRICT=1` a missing one fails.
+pub fn server_from_env(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(path) if !path.is_empty() => Some(path),
+        _ => {
+            let reason =
+                format!("{var} is not set (scripts/test.sh installs the MCP test servers)");
+            if std::env::var("CHATSTREAM_TEST_STRICT").as_deref() == Ok("1") {
+                panic!("{reason}");
+            }
+            println!("not run: {reason}");
+            None
+        }
+    }
+}
+
+/// `mcp-server-everything` (npm) and `mcp-server-time` (PyPI).
+pub fn real_servers() -> Option<(String, String)> {
+    let everything = server_from_env("CHATSTREAM_TEST_MCP_EVERYTHING")?;
+    let time = server_from_env("CHATSTREAM_TEST_MCP_TIME")?;
+    Some((everything, time))
+}
+
+pub fn servers_yaml(yaml: &str) -> Vec<McpServerConfig> {
+    serde_yaml_ng::from_str(yaml).expect("servers yaml")
+}
+
+/// Tenant `acme` has the stdio servers `everything` and `time` (only
+/// `get_current_time` allowed); tenant `globex` has none.
+pub fn acme_servers(everything: &str, time: &str) -> Vec<McpServerConfig> {
+    servers_yaml(&format!(
+        "- name: everything\n  transport: {{type: stdio, command: {everything:?}, args: [stdio]}}\n  call_timeout_ms: 3000\n\
+         - name: time\n  transport: {{type: stdio, command: {time:?}, args: [--local-timezone, UTC]}}\n  allowed_tools: [get_current_time]\n"
+    ))
+}
+
+pub fn test_config() -> McpConfig {
+    McpConfig {
+        call_timeout: Duration::from_secs(10),
+        restart_backoff: Duration::from_millis(100),
+        max_result_bytes: 4096,
+        ..McpConfig::default()
+    }
+}
+
+pub struct Setup {
+    pub log: Arc<dyn EventLog>,
+    pub store: Arc<dyn ProjectionStore>,
+    pub pool: Arc<McpClientPool>,
+    pub processor: McpProcessor,
+    _dir: tempfile::TempDir,
+}
+
+pub fn setup(servers: HashMap<String, Vec<McpServerConfig>>, config: McpConfig) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
+    let store: Arc<dyn ProjectionStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    let pool = Arc::new(McpClientPool::new(servers, config));
+    let processor = McpProcessor::new(log.clone(), store.clone(), pool.clone());
+    Setup {
+        log,
+        store,
+        pool,
+        processor,
+        _dir: dir,
+    }
+}
+
+pub fn tool_request(tenant: &str, server: &str, tool: &str, arguments_json: &str) -> Event {
+    let cause = new_event_id();
+    new_event(
+        new_event_id(),
+        EventContext {
+            tenant_id: tenant,
+            conversation_id: "c1",
+            causation_id: &cause,
+            correlation_id: &cause,
+        },
+        Payload::ToolCallRequested(Box::new(ToolCallRequested {
+            call_id: format!("call-{tool}"),
+            server: server.into(),
+            tool: tool.into(),
+            arguments_json: arguments_json.into(),
+            turn_depth: 1,
+            turn_prompt: "test".into(),
+        })),
+    )
+}
+
+/// Every `ToolCallCompleted` on the log caused by `request`.
+pub async fn results_of(log: &dyn EventLog, request: &Event) -> Vec<(Event, ToolCallCompleted)> {
+    let records = log.read(0, 0, 10_000).await.unwrap();
+    records
+        .iter()
+        .map(|r| codec::decode(&r.value).unwrap())
+        .filter(|e| e.causation_id == request.id)
+        .filter_map(|e| match e.payload.clone() {
+            Some(Payload::ToolCallCompleted(done)) => Some((e, *done)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Appends `request`, lets the processor handle it, and returns its one result.
+pub async fn call(setup: &Setup, request: &Event) -> ToolCallCompleted {
+    use chatstream_runtime::runner::Processor;
+    let position = setup.log.append(&request.tenant_id, request).await.unwrap();
+    setup.processor.handle(request, position).await.unwrap();
+    let mut results = results_of(setup.log.as_ref(), request).await;
+    assert_eq!(results.len(), 1, "exactly one result for {request:?}");
+    let (event, done) = results.remove(0);
+    assert_eq!(
+        event.id,
+        chatstream_schemas::ids::derived_event_id(&request.id, 0)
+    );
+    assert_eq!(event.correlation_id, request.correlation_id);
+    assert_eq!(event.tenant_id, request.tenant_id);
+    done
+}
