@@ -15,6 +15,11 @@ use chatstream_runtime::log::EventLog;
 use chatstream_runtime::log::embedded::EmbeddedLog;
 use chatstream_runtime::log::kafka::{KafkaDeadLetters, KafkaLog};
 use chatstream_runtime::ratelimit::RateLimiter;
+use chatstream_runtime::ratelimit::connections::ConnectionCounter;
+use chatstream_runtime::ratelimit::connections::in_process::InProcessConnectionCounter;
+use chatstream_runtime::ratelimit::connections::redis::{
+    RedisConnectionCounter, RedisConnectionCounterConfig,
+};
 use chatstream_runtime::ratelimit::in_process::InProcessRateLimiter;
 use chatstream_runtime::ratelimit::redis::{RedisRateLimiter, RedisRateLimiterConfig};
 use chatstream_runtime::redis_keyspace::RedisKeyspace;
@@ -133,6 +138,36 @@ pub fn open_rate_limiter(config: &Config) -> anyhow::Result<Arc<dyn RateLimiter>
     Ok(Arc::new(
         RedisRateLimiter::new(limiter_config).context("cannot start the Redis rate limiter")?,
     ))
+}
+
+/// Each tenant's open connections, counted across every gateway when Redis
+/// is configured (this gateway's share under a lease it renews).
+pub fn open_connection_counter(config: &Config) -> anyhow::Result<Arc<dyn ConnectionCounter>> {
+    let Some(url) = &config.redis.url else {
+        return Ok(Arc::new(InProcessConnectionCounter::new()));
+    };
+    let gateway_id = format!(
+        "{}-{}-{:08x}",
+        hostname(),
+        std::process::id(),
+        rand::random::<u32>()
+    );
+    let counter_config =
+        RedisConnectionCounterConfig::new(url.clone(), gateway_id).with_keyspace(keyspace(config));
+    Ok(Arc::new(
+        RedisConnectionCounter::new(counter_config)
+            .context("cannot start the Redis connection counter")?,
+    ))
+}
+
+/// This machine's name (a pod's name in Kubernetes), for telling gateways apart.
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "gateway".to_owned())
 }
 
 fn keyspace(config: &Config) -> RedisKeyspace {

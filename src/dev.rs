@@ -57,6 +57,7 @@ async fn run_platform(
         store: processor_backends.store.clone(),
         fanout: processor_backends.fanout.clone(),
         rate_limiter: backends::open_rate_limiter(&config)?,
+        connections: backends::open_connection_counter(&config)?,
     };
 
     let shutdown = CancellationToken::new();

@@ -5,11 +5,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chatstream_gateway::chat::ChatLimits;
+use chatstream_gateway::connections::ConnectionLimits;
 use chatstream_gateway::{ChatCore, EdgeLimits, Gateway, Readiness};
 use chatstream_runtime::config::Config;
 use chatstream_runtime::fanout::FanOut;
 use chatstream_runtime::log::EventLog;
 use chatstream_runtime::ratelimit::RateLimiter;
+use chatstream_runtime::ratelimit::connections::ConnectionCounter;
 use chatstream_runtime::store::ProjectionStore;
 use chatstream_runtime::tenants::TenantRegistry;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -24,6 +26,7 @@ pub struct GatewayBackends {
     pub store: Arc<dyn ProjectionStore>,
     pub fanout: Arc<dyn FanOut>,
     pub rate_limiter: Arc<dyn RateLimiter>,
+    pub connections: Arc<dyn ConnectionCounter>,
 }
 
 /// A started gateway: where it listens, and the switch that makes it ready.
@@ -64,6 +67,7 @@ pub async fn start(
         )),
         limits: EdgeLimits::for_max_message_bytes(largest_message_limit(config, &tenants)),
         tenants,
+        connections: ConnectionLimits::new(backends.connections, config.limits.max_connections),
         metrics: Some(metrics),
         readiness: readiness.clone(),
         shutdown: shutdown.clone(),

@@ -30,6 +30,7 @@ async fn serve(
         store: backends::open_store(&config, &config.data_dir).await?,
         fanout: backends::open_fanout(&config).await?,
         rate_limiter: backends::open_rate_limiter(&config)?,
+        connections: backends::open_connection_counter(&config)?,
     };
     let log = backends.log.clone();
     let shutdown = CancellationToken::new();

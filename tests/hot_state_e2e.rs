@@ -311,3 +311,100 @@ async fn wait_for_ready_status(address: &str, expected: u16) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tenants_connection_maximum_holds_across_two_gateways() {
+    let Some(mut backends) = SharedBackends::create(4, &["acme".to_owned()]).await else {
+        return;
+    };
+    backends.set_env("CHATSTREAM_MAX_CONNECTIONS", "3");
+    let _projector = backends.processor("conversation-projector").await;
+    let gateways = [backends.gateway().await, backends.gateway().await];
+    let key = backends.key("acme").to_owned();
+
+    let first = connect_ws(&gateways[0].http_addr, &key).await;
+    let _second = connect_ws(&gateways[0].http_addr, &key).await;
+    let _third = connect_ws(&gateways[1].http_addr, &key).await;
+
+    // A fourth, on either gateway and either protocol, is refused.
+    let (code, close) = refused_ws(&gateways[1].http_addr, &key).await;
+    assert_eq!(code, "too_many_connections");
+    assert_eq!(close, 1008, "closed as a policy violation");
+    let mut grpc = grpc_client(gateways[0].grpc_addr.as_deref().expect("gRPC")).await;
+    let frames = futures::stream::pending::<pb::ClientFrame>();
+    let refused = grpc
+        .converse(authed(frames, &key))
+        .await
+        .expect_err("a fourth connection over gRPC");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+
+    // One leaves; its place is free on the other gateway.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match try_ws(&gateways[1].http_addr, &key).await {
+            Ok(_admitted) => break,
+            Err(code) => assert_eq!(code, "too_many_connections"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the freed slot was never given out"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Connects and returns the refusal's error code and close code.
+async fn refused_ws(address: &str, key: &str) -> (String, u16) {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut ws = open_ws(address, key).await;
+    let code = match ws.next().await {
+        Some(Ok(Message::Text(text))) => match serde_json::from_str(&text).expect("a frame") {
+            ServerFrame::Error { code, .. } => code,
+            other => panic!("expected a refusal, got {other:?}"),
+        },
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let close = match ws.next().await {
+        Some(Ok(Message::Close(Some(frame)))) => u16::from(frame.code),
+        other => panic!("expected a close frame, got {other:?}"),
+    };
+    (code, close)
+}
+
+/// An authenticated connection, or the error code it was refused with.
+async fn try_ws(address: &str, key: &str) -> Result<impl Sized, String> {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut ws = open_ws(address, key).await;
+    match ws.next().await {
+        Some(Ok(Message::Text(text))) => match serde_json::from_str(&text).expect("a frame") {
+            ServerFrame::Authenticated { .. } => Ok(ws),
+            ServerFrame::Error { code, .. } => Err(code),
+            other => panic!("unexpected {other:?}"),
+        },
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn open_ws(
+    address: &str,
+    key: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{address}/api/v2/chat/ws")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    tokio_tungstenite::connect_async(request)
+        .await
+        .expect("websocket connects")
+        .0
+}

@@ -24,6 +24,8 @@ pub enum ChatError {
     RateLimited { retry_after: std::time::Duration },
     #[error("at most {0} subscriptions per connection")]
     TooManySubscriptions(usize),
+    #[error("the tenant has its maximum of {0} open connections")]
+    TooManyConnections(u32),
     #[error("{0}: temporarily unavailable, retry")]
     Unavailable(String),
 }
@@ -41,6 +43,7 @@ impl ChatError {
             Self::ClientMessageConflict(_) => "client_message_conflict",
             Self::RateLimited { .. } => "rate_limited",
             Self::TooManySubscriptions(_) => "too_many_subscriptions",
+            Self::TooManyConnections(_) => "too_many_connections",
             Self::Unavailable(_) => "unavailable",
         }
     }
@@ -63,7 +66,9 @@ impl ChatError {
             | Self::MessageTooLarge { .. } => Code::InvalidArgument,
             Self::ConversationNotFound(_) => Code::NotFound,
             Self::ClientMessageConflict(_) => Code::AlreadyExists,
-            Self::RateLimited { .. } | Self::TooManySubscriptions(_) => Code::ResourceExhausted,
+            Self::RateLimited { .. }
+            | Self::TooManySubscriptions(_)
+            | Self::TooManyConnections(_) => Code::ResourceExhausted,
             Self::Unavailable(_) => Code::Unavailable,
         };
         let mut status = tonic::Status::new(code, self.to_string());

@@ -141,6 +141,12 @@ impl ChatService for GrpcChat {
         request: Request<Streaming<pb::ClientFrame>>,
     ) -> Result<Response<ServerFrames>, Status> {
         let principal = self.authenticate(request.metadata())?;
+        let slot = self
+            .gateway
+            .connections
+            .admit(&principal)
+            .await
+            .map_err(|error| error.to_status())?;
         let mut inbound = request.into_inner();
         let (replies, replies_rx) = mpsc::channel(OUTBOUND_BUFFER);
         let gateway = self.gateway.clone();
@@ -160,7 +166,7 @@ impl ChatService for GrpcChat {
                 let _ = ending.send(status);
             }
             // Dropping the session stops its subscriptions, which closes the reply stream.
-            drop(session);
+            drop((session, slot));
             metrics::gauge!("chatstream_gateway_connections", "transport" => "grpc").decrement(1.0);
         });
         let frames = ReceiverStream::new(replies_rx)

@@ -5,6 +5,7 @@
 
 pub mod chat;
 pub mod command;
+pub mod connections;
 pub mod error;
 pub mod grpc;
 pub mod http;
@@ -31,6 +32,8 @@ pub struct Gateway {
     pub metrics: Option<PrometheusHandle>,
     pub readiness: Readiness,
     pub limits: EdgeLimits,
+    /// Each tenant's maximum of open connections.
+    pub connections: connections::ConnectionLimits,
     /// Cancelled when the process shuts down: connections close with "going away".
     pub shutdown: CancellationToken,
 }

@@ -27,6 +27,8 @@ pub mod close_code {
     pub const POLICY_VIOLATION: u16 = 1008;
     /// A frame was larger than the gateway accepts.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// A backend the connection needs is unavailable: reconnect later.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
 /// How long a connection may stay unauthenticated.
@@ -86,7 +88,17 @@ async fn connection(socket: WebSocket, gateway: Gateway, principal: Option<Princ
         Some(principal) => Some(principal),
         None => authenticate_by_frame(&mut inbound, &outbound, &gateway).await,
     };
-    if let Some(principal) = principal {
+    let slot = match &principal {
+        Some(principal) => match gateway.connections.admit(principal).await {
+            Ok(slot) => Some(slot),
+            Err(error) => {
+                refuse(&outbound, &error).await;
+                None
+            }
+        },
+        None => None,
+    };
+    if let (Some(principal), Some(_slot)) = (principal, slot) {
         let _ = outbound
             .send(Outbound::Frame(ServerFrame::Authenticated {
                 tenant_id: principal.tenant.id.clone(),
@@ -104,6 +116,21 @@ async fn connection(socket: WebSocket, gateway: Gateway, principal: Option<Princ
     drop((outbound, replies));
     let _ = writer.await;
     metrics::gauge!("chatstream_gateway_connections", "transport" => "websocket").decrement(1.0);
+}
+
+/// Refuses a connection the tenant may not open now: an error frame, then
+/// a close saying whether to come back later.
+async fn refuse(outbound: &mpsc::Sender<Outbound>, error: &ChatError) {
+    let _ = outbound
+        .send(Outbound::Frame(error_frame(None, error)))
+        .await;
+    let code = match error {
+        ChatError::Unavailable(_) => close_code::TRY_AGAIN_LATER,
+        _ => close_code::POLICY_VIOLATION,
+    };
+    let _ = outbound
+        .send(Outbound::Close(code, error.to_string()))
+        .await;
 }
 
 /// Waits for the `auth` frame; on failure sends an error frame and closes

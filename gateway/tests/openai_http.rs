@@ -7,9 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chatstream_gateway::chat::ChatLimits;
+use chatstream_gateway::connections::ConnectionLimits;
 use chatstream_gateway::{ChatCore, EdgeLimits, Gateway, Readiness};
 use chatstream_runtime::fanout::in_process::InProcessFanOut;
 use chatstream_runtime::log::embedded::EmbeddedLog;
+use chatstream_runtime::ratelimit::connections::in_process::InProcessConnectionCounter;
 use chatstream_runtime::ratelimit::in_process::InProcessRateLimiter;
 use chatstream_runtime::store::embedded::EmbeddedStore;
 use chatstream_runtime::tenants::{TenantRegistry, generate_api_key, hash_api_key};
@@ -62,6 +64,7 @@ async fn start_gateway_without_router() -> TestGateway {
             reply_timeout: REPLY_TIMEOUT,
             ..EdgeLimits::for_max_message_bytes(1024)
         },
+        connections: ConnectionLimits::new(Arc::new(InProcessConnectionCounter::new()), None),
         shutdown: shutdown.clone(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

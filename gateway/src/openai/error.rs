@@ -206,7 +206,9 @@ impl From<ChatError> for OpenAiError {
                 "client_message_conflict",
                 None,
             ),
-            ChatError::RateLimited { .. } | ChatError::TooManySubscriptions(_) => (
+            ChatError::RateLimited { .. }
+            | ChatError::TooManySubscriptions(_)
+            | ChatError::TooManyConnections(_) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "requests",
                 "rate_limit_exceeded",

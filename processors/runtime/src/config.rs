@@ -141,6 +141,9 @@ pub struct LimitsConfig {
     /// Requests a tenant may make at once on top of the sustained rate
     /// (default: the rate, rounded up).
     pub burst: Option<u32>,
+    /// Open connections per tenant across every gateway, unless the tenant
+    /// sets its own; unlimited when unset (`CHATSTREAM_MAX_CONNECTIONS`).
+    pub max_connections: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -285,6 +288,7 @@ impl Default for LimitsConfig {
             max_message_bytes: 1024 * 1024,
             requests_per_second: None,
             burst: None,
+            max_connections: None,
         }
     }
 }
@@ -474,6 +478,17 @@ pub const ENV_VARS: &[(&str, EnvSetter)] = &[
             return Err("must be at least 1".into());
         }
         c.limits.burst = Some(burst);
+        Ok(())
+    }),
+    ("CHATSTREAM_MAX_CONNECTIONS", |c, v| {
+        let max: u32 = v
+            .trim()
+            .parse()
+            .map_err(|e: std::num::ParseIntError| e.to_string())?;
+        if max == 0 {
+            return Err("must be at least 1".into());
+        }
+        c.limits.max_connections = Some(max);
         Ok(())
     }),
     ("CHATSTREAM_MOCK_TOKEN_DELAY_MS", |c, v| {

@@ -52,6 +52,10 @@ pub struct TenantLimits {
     /// default when absent.
     #[serde(default)]
     pub burst: Option<u32>,
+    /// Open WebSocket and gRPC `Converse` connections at once, across
+    /// every gateway; the platform default when absent.
+    #[serde(default)]
+    pub max_connections: Option<u32>,
 }
 
 /// A tenant as the platform uses it at runtime.

@@ -1,0 +1,71 @@
+//! The per-tenant maximum of open connections (WebSocket and gRPC
+//! `Converse` streams), counted across every gateway replica when the
+//! counter is shared (Redis).
+use std::sync::Arc;
+
+use chatstream_runtime::ratelimit::connections::ConnectionCounter;
+use chatstream_runtime::tenants::Principal;
+
+use crate::error::ChatError;
+
+#[derive(Clone)]
+pub struct ConnectionLimits {
+    counter: Arc<dyn ConnectionCounter>,
+    /// For tenants that set no maximum of their own; unlimited when `None`.
+    default_max: Option<u32>,
+}
+
+/// A counted connection; uncounted when dropped.
+pub struct ConnectionSlot {
+    counter: Arc<dyn ConnectionCounter>,
+    tenant_id: String,
+}
+
+impl ConnectionLimits {
+    pub fn new(counter: Arc<dyn ConnectionCounter>, default_max: Option<u32>) -> Self {
+        Self {
+            counter,
+            default_max,
+        }
+    }
+
+    /// Counts a new connection of the caller's tenant, or refuses it: over
+    /// the maximum, or (retryably) when the shared count cannot be reached,
+    /// since an uncounted connection would let the maximum drift.
+    pub async fn admit(&self, who: &Principal) -> Result<Option<ConnectionSlot>, ChatError> {
+        let Some(max) = who.tenant.limits.max_connections.or(self.default_max) else {
+            return Ok(None);
+        };
+        match self.counter.acquire(&who.tenant.id, max).await {
+            Ok(true) => Ok(Some(ConnectionSlot {
+                counter: self.counter.clone(),
+                tenant_id: who.tenant.id.clone(),
+            })),
+            Ok(false) => {
+                metrics::counter!("chatstream_gateway_connections_refused_total", "tenant" => who.tenant.id.clone())
+                    .increment(1);
+                Err(ChatError::TooManyConnections(max))
+            }
+            Err(error) => {
+                tracing::warn!(%error, "connection counter error");
+                Err(ChatError::Unavailable("connection counter".into()))
+            }
+        }
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let counter = self.counter.clone();
+        let tenant_id = std::mem::take(&mut self.tenant_id);
+        // A release that fails is corrected by the counter (leases renewed
+        // from this gateway's own count).
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = counter.release(&tenant_id).await {
+                    tracing::warn!(%error, "cannot release a connection");
+                }
+            });
+        }
+    }
+}
