@@ -3,10 +3,12 @@
 //! the configured partitions and replication (safe to run again);
 //! `describe` prints partitions, leaders, high watermarks and each
 //! processor group's committed offsets and lag.
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use chatstream_router::ModelRouter;
+use chatstream_runtime::config::Config;
 use chatstream_runtime::log::kafka::{
     KafkaLogConfig, TopicCreation, TopicDescription, create_topics, describe_topic,
 };
@@ -31,9 +33,13 @@ enum TopicsCommand {
 }
 
 /// Where the topics are and what they should look like. Flags win over
-/// environment variables, which win over the built-in defaults.
+/// environment variables, which win over `chatstream.yaml` (its `kafka` and
+/// `log` sections), which wins over the built-in defaults.
 #[derive(Args, Debug, Default)]
 pub struct KafkaArgs {
+    /// YAML config file (default: ./chatstream.yaml when present).
+    #[arg(long, env = "CHATSTREAM_CONFIG")]
+    config: Option<PathBuf>,
     /// Comma-separated `host:port` list [default: 127.0.0.1:9092].
     #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
     bootstrap_servers: Option<String>,
@@ -64,9 +70,6 @@ struct DescribeArgs {
     groups: Vec<String>,
 }
 
-const DEFAULT_BOOTSTRAP_SERVERS: &str = "127.0.0.1:9092";
-const DEFAULT_TOPIC: &str = "chatstream.events";
-
 /// The consumer group of every processor kind.
 const PROCESSOR_GROUPS: [&str; 2] = [ConversationProjector::NAME, ModelRouter::NAME];
 
@@ -92,7 +95,7 @@ pub fn run(args: TopicsArgs) -> anyhow::Result<()> {
 
 /// The log config these arguments describe: defaults, then what was given.
 pub fn kafka_log_config(args: &KafkaArgs) -> anyhow::Result<KafkaLogConfig> {
-    let mut config = KafkaLogConfig::new(DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_TOPIC);
+    let mut config = Config::load(args.config.as_deref())?.kafka_log();
     if let Some(servers) = &args.bootstrap_servers {
         config.bootstrap_servers = servers.clone();
     }
@@ -257,7 +260,7 @@ mod tests {
         };
         let config = kafka_log_config(&args).unwrap();
         assert_eq!(config.bootstrap_servers, "k1:9092,k2:9092");
-        assert_eq!(config.topic, DEFAULT_TOPIC);
+        assert_eq!(config.topic, "chatstream.events");
         assert_eq!(config.dead_letter_topic(), "chatstream.events.dead-letter");
         assert_eq!((config.partitions, config.replication_factor), (16, 3));
     }

@@ -75,6 +75,12 @@ pub struct KafkaConfig {
     pub request_timeout_ms: u64,
     /// Raw librdkafka settings (TLS, SASL, tuning) for every client.
     pub settings: BTreeMap<String, String>,
+    /// Where processors put records they give up on (default
+    /// `<topic>.dead-letter`; `CHATSTREAM_KAFKA_DEAD_LETTER_TOPIC`).
+    pub dead_letter_topic: Option<String>,
+    /// Turns on Kafka transactions for a processor replica (real Kafka
+    /// clusters only; unique per replica).
+    pub transactional_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -232,6 +238,8 @@ impl Config {
         log.fetch_wait_max_ms = kafka.fetch_wait_max_ms;
         log.request_timeout = std::time::Duration::from_millis(kafka.request_timeout_ms);
         log.extra = kafka.settings.clone();
+        log.dead_letter_topic = kafka.dead_letter_topic.clone();
+        log.transactional_id = kafka.transactional_id.clone();
         log
     }
 }
@@ -246,6 +254,8 @@ impl Default for KafkaConfig {
             fetch_wait_max_ms: 10,
             request_timeout_ms: 10_000,
             settings: BTreeMap::new(),
+            dead_letter_topic: None,
+            transactional_id: None,
         }
     }
 }
@@ -423,6 +433,12 @@ pub const ENV_VARS: &[(&str, EnvSetter)] = &[
     }),
     ("CHATSTREAM_KAFKA_TOPIC", |c, v| {
         set_string(&mut c.kafka.topic, v)
+    }),
+    ("CHATSTREAM_KAFKA_DEAD_LETTER_TOPIC", |c, v| {
+        let mut topic = String::new();
+        set_string(&mut topic, v)?;
+        c.kafka.dead_letter_topic = Some(topic);
+        Ok(())
     }),
     ("CHATSTREAM_STORE_BACKEND", |c, v| {
         c.store.backend = parse_choice(
