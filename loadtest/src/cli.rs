@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 
 use crate::gate::Thresholds;
+use crate::kafka_client::KafkaTarget;
 
 /// Where `chatstream dev` writes the key of its ready-made tenant.
 pub const DEFAULT_API_KEY_FILE: &str = "chatstream-data/dev-api-key";
@@ -19,8 +20,12 @@ pub const DEFAULT_API_KEY_FILE: &str = "chatstream-data/dev-api-key";
     about = "Drives a chatstream gateway with many tenants and connections, measures ack latency, \
              time to first token and completion latency, and gates on SLO thresholds.",
     after_help = "\
-Transports: WebSocket (`--transport ws`) and gRPC `Converse` streams (`--transport grpc`).
-The OpenAI-compatible HTTP API is not built into the gateway yet, so it cannot be driven.
+Transports: WebSocket (`--transport ws`), gRPC `Converse` streams (`--transport grpc`) and
+the OpenAI-compatible HTTP API (`--transport openai`: streamed `POST /v1/chat/completions`;
+ack = response headers, first token = first content chunk, completion = `[DONE]`).
+Baseline: `--transport kafka` produces chatstream's user-message events straight to a topic
+with the producer settings of chatstream's Kafka log (idempotent, acks=all, murmur2 key
+partitioning); an ack is the broker's delivery report.
 
 Modes:
   open loop    --rate N: N messages/s in total on a fixed schedule; latency counts from the
@@ -47,6 +52,23 @@ pub struct Cli {
     /// gRPC address, host:port or http://host:port (for --transport grpc).
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub grpc_addr: String,
+
+    /// Root of the OpenAI-compatible API (for --transport openai).
+    #[arg(long, default_value = "http://127.0.0.1:8000/v1")]
+    pub openai_url: String,
+
+    /// Kafka brokers, host:port[,host:port] (for --transport kafka).
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub kafka_bootstrap_servers: String,
+
+    /// The topic to produce to (for --transport kafka; it must exist).
+    #[arg(long)]
+    pub kafka_topic: Option<String>,
+
+    /// Distinct tenant ids to key records by (for --transport kafka); each
+    /// tenant is one partition, as in chatstream's log.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub kafka_tenants: u32,
 
     /// API key; repeat for several tenants. Connections take the keys in turn.
     #[arg(long = "api-key", value_name = "KEY")]
@@ -160,6 +182,10 @@ pub enum Transport {
     Ws,
     /// gRPC ChatService/Converse bidirectional streams.
     Grpc,
+    /// OpenAI-compatible HTTP: streamed chat completions (SSE).
+    Openai,
+    /// Baseline: a raw rdkafka producer straight to a topic (acks only).
+    Kafka,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -209,6 +235,8 @@ pub struct RunConfig {
     pub target: String,
     /// Only for the idle connections, which are always WebSocket.
     pub ws_url: String,
+    /// Where `--transport kafka` produces.
+    pub kafka: Option<KafkaTarget>,
     pub api_keys: Vec<String>,
     pub connections: u32,
     pub mode: LoadMode,
@@ -230,7 +258,30 @@ pub struct RunConfig {
 
 impl Cli {
     pub fn into_config(self) -> anyhow::Result<RunConfig> {
-        let api_keys = load_api_keys(&self.api_keys, self.api_key_file.as_deref())?;
+        let api_keys = match self.transport {
+            // The producer talks to the broker, not to a gateway.
+            Transport::Kafka if self.api_keys.is_empty() => vec!["unused".to_owned()],
+            _ => load_api_keys(&self.api_keys, self.api_key_file.as_deref())?,
+        };
+        let kafka = match (self.transport, self.kafka_topic) {
+            (Transport::Kafka, None) => bail!("--transport kafka needs --kafka-topic"),
+            (Transport::Kafka, Some(topic)) if topic.trim().is_empty() => {
+                bail!("--kafka-topic is empty")
+            }
+            (Transport::Kafka, Some(topic)) => Some(KafkaTarget {
+                bootstrap_servers: self.kafka_bootstrap_servers.clone(),
+                topic,
+                tenants: self.kafka_tenants,
+            }),
+            _ => None,
+        };
+        if self.transport == Transport::Kafka && self.idle_connections > 0 {
+            bail!(
+                "--idle-connections holds WebSocket connections; it needs a gateway, not --transport kafka"
+            );
+        }
+        // A producer gets delivery reports, never replies.
+        let ack_only = self.ack_only || self.transport == Transport::Kafka;
         let mode = match self.rate {
             Some(rate) if !(rate.is_finite() && rate > 0.0) => {
                 bail!("--rate must be a positive number of messages per second, got {rate}")
@@ -241,7 +292,7 @@ impl Cli {
                 wait_for: self.wait_for.unwrap_or(WaitFor::Ack),
             },
         };
-        if self.ack_only
+        if ack_only
             && matches!(
                 mode,
                 LoadMode::Closed {
@@ -250,9 +301,12 @@ impl Cli {
                 }
             )
         {
-            bail!("--wait-for completion needs replies; it cannot be combined with --ack-only");
+            bail!(
+                "--wait-for completion needs replies; it cannot be combined with --ack-only \
+                 (nor with --transport kafka, which only gets delivery reports)"
+            );
         }
-        if self.ack_only && self.gate_metric != Metric::Ack {
+        if ack_only && self.gate_metric != Metric::Ack {
             bail!(
                 "--gate-metric {} needs replies; it cannot be combined with --ack-only",
                 self.gate_metric.label()
@@ -280,6 +334,8 @@ impl Cli {
             Transport::Ws => self.ws_url.clone(),
             Transport::Grpc if self.grpc_addr.contains("://") => self.grpc_addr.clone(),
             Transport::Grpc => format!("http://{}", self.grpc_addr),
+            Transport::Openai => self.openai_url.clone(),
+            Transport::Kafka => self.kafka_bootstrap_servers.clone(),
         };
         let label = self.label.unwrap_or_else(|| {
             let mode = match mode {
@@ -293,6 +349,8 @@ impl Cli {
                 match self.transport {
                     Transport::Ws => "WebSocket",
                     Transport::Grpc => "gRPC",
+                    Transport::Openai => "OpenAI HTTP",
+                    Transport::Kafka => "Kafka producer",
                 },
                 self.connections
             )
@@ -301,6 +359,7 @@ impl Cli {
             transport: self.transport,
             target,
             ws_url: self.ws_url,
+            kafka,
             api_keys,
             connections: self.connections,
             mode,
@@ -308,7 +367,7 @@ impl Cli {
             messages: self.messages,
             ramp_up: self.ramp_up,
             message_bytes: self.message_bytes as usize,
-            ack_only: self.ack_only,
+            ack_only,
             client_message_ids: !self.no_client_message_id,
             timeout: self.timeout,
             idle_connections: self.idle_connections,
@@ -434,6 +493,31 @@ mod tests {
     fn replies_cannot_be_gated_without_subscribing() {
         assert!(config(&["--ack-only", "--gate-metric", "ttft"]).is_err());
         assert!(config(&["--ack-only", "--wait-for", "completion"]).is_err());
+    }
+
+    #[test]
+    fn kafka_needs_a_topic_and_measures_delivery_reports_only() {
+        let argv = ["x", "--transport", "kafka", "--kafka-topic", "bench"];
+        let run = Cli::try_parse_from(argv).unwrap().into_config().unwrap();
+        assert!(run.ack_only, "a producer gets no replies");
+        assert_eq!(run.kafka.as_ref().map(|k| k.topic.as_str()), Some("bench"));
+        assert!(config(&["--transport", "kafka"]).is_err());
+        let waits = [
+            "--transport",
+            "kafka",
+            "--kafka-topic",
+            "t",
+            "--wait-for",
+            "completion",
+        ];
+        assert!(config(&waits).is_err());
+    }
+
+    #[test]
+    fn openai_targets_the_api_root() {
+        let run = config(&["--transport", "openai", "--openai-url", "http://h:1/v1"]).unwrap();
+        assert_eq!(run.target, "http://h:1/v1");
+        assert!(!run.ack_only);
     }
 
     #[test]

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use crate::cli::{RunConfig, Transport};
 use crate::grpc_client::GrpcConnection;
+use crate::kafka_client::KafkaConnection;
+use crate::openai_client::OpenAiConnection;
 use crate::protocol::{Incoming, Outgoing, TransportError};
 use crate::ws_client::WsConnection;
 
@@ -12,15 +14,31 @@ pub enum Connection {
     Ws(WsConnection),
     // Boxed: a tonic stream is large, and sessions move between tasks.
     Grpc(Box<GrpcConnection>),
+    OpenAi(OpenAiConnection),
+    Kafka(KafkaConnection),
 }
 
 impl Connection {
-    async fn connect(config: &RunConfig, api_key: &str) -> Result<Self, TransportError> {
+    async fn connect(
+        config: &RunConfig,
+        index: u32,
+        api_key: &str,
+    ) -> Result<Self, TransportError> {
         Ok(match config.transport {
             Transport::Ws => Connection::Ws(WsConnection::connect(&config.target, api_key).await?),
             Transport::Grpc => Connection::Grpc(Box::new(
                 GrpcConnection::connect(&config.target, api_key).await?,
             )),
+            Transport::Openai => Connection::OpenAi(
+                OpenAiConnection::connect(&config.target, api_key, config.ack_only, config.timeout)
+                    .await?,
+            ),
+            Transport::Kafka => {
+                let target = config.kafka.as_ref().ok_or_else(|| {
+                    TransportError::Connect("--transport kafka needs --kafka-topic".into())
+                })?;
+                Connection::Kafka(KafkaConnection::connect(target, index).await?)
+            }
         })
     }
 
@@ -29,6 +47,8 @@ impl Connection {
         match self {
             Connection::Ws(ws) => ws.send(frame),
             Connection::Grpc(grpc) => grpc.send(frame),
+            Connection::OpenAi(openai) => openai.send(frame),
+            Connection::Kafka(kafka) => kafka.send(frame),
         }
     }
 
@@ -37,6 +57,8 @@ impl Connection {
         match self {
             Connection::Ws(ws) => ws.recv().await,
             Connection::Grpc(grpc) => grpc.recv().await,
+            Connection::OpenAi(openai) => openai.recv().await,
+            Connection::Kafka(kafka) => kafka.recv().await,
         }
     }
 }
@@ -50,12 +72,13 @@ impl Session {
     /// Connects, opens a conversation and subscribes to it, all within `timeout`.
     pub async fn establish(
         config: &RunConfig,
+        index: u32,
         api_key: &str,
         timeout: Duration,
     ) -> Result<Self, TransportError> {
         let target = &config.target;
         let setup = async {
-            let mut connection = Connection::connect(config, api_key).await?;
+            let mut connection = Connection::connect(config, index, api_key).await?;
             connection.send(Outgoing::Open {
                 request_id: "open".into(),
             })?;

@@ -52,7 +52,13 @@ impl RunContext {
 
     async fn establish(&self, index: u32) -> Result<Session, TransportError> {
         let _permit = self.handshakes.acquire().await;
-        Session::establish(&self.config, self.api_key(index), self.config.timeout).await
+        Session::establish(
+            &self.config,
+            index,
+            self.api_key(index),
+            self.config.timeout,
+        )
+        .await
     }
 }
 

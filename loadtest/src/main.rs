@@ -1,5 +1,6 @@
-//! `chatstream-loadtest`: drives a chatstream gateway over WebSocket or
-//! gRPC, measures ack latency, time to first token and completion latency
+//! `chatstream-loadtest`: drives a chatstream gateway over WebSocket, gRPC
+//! or the OpenAI-compatible HTTP API (or, as a baseline, a Kafka topic with
+//! a raw producer), measures ack latency, time to first token and completion latency
 //! with HdrHistogram, and gates deployments on SLO thresholds.
 mod cli;
 mod connection;
@@ -7,6 +8,8 @@ mod driver;
 mod gate;
 mod grpc_client;
 mod idle;
+mod kafka_client;
+mod openai_client;
 mod plot;
 mod progress;
 mod protocol;

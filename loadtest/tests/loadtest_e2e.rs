@@ -1,7 +1,9 @@
 //! The load tester against the real `chatstream dev` over real sockets:
 //! the SLO gate fails an impossible threshold and passes a generous one,
-//! both transports measure acks and replies, and the errors a pipeline
-//! sees (cannot connect, bad arguments) come with the right exit codes.
+//! every transport (WebSocket, gRPC, OpenAI HTTP, and the raw Kafka
+//! producer baseline against `CHATSTREAM_TEST_KAFKA`) measures what it
+//! can, and the errors a pipeline sees (cannot connect, bad arguments) come
+//! with the right exit codes.
 mod support;
 
 use support::{EchoServer, Platform, args, loadtest, read_json};
@@ -153,6 +155,164 @@ fn grpc_converse_runs_measure_acks_and_replies() {
     assert_eq!(report["acked"], 30);
     assert_eq!(report["replied"], 30);
     assert!(report["latency_ms"]["ttft"]["count"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn openai_streamed_completions_measure_ack_first_token_and_completion() {
+    let platform = Platform::start();
+    let out_dir = tempfile::tempdir().unwrap();
+    let json = out_dir.path().join("run.json");
+    let mut run = platform.target_args();
+    run.extend(args(&[
+        "--transport",
+        "openai",
+        "--openai-url",
+        &format!("http://{}/v1", platform.http_addr),
+        "--connections",
+        "2",
+        "--concurrency",
+        "2",
+        "--messages",
+        "20",
+        "--wait-for",
+        "completion",
+        "--quiet",
+        "--max-error-rate",
+        "0",
+        "--json-out",
+    ]));
+    run.push(json.display().to_string());
+    let output = loadtest(&run);
+
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = read_json(&json);
+    assert_eq!(report["transport"], "openai");
+    assert_eq!(report["acked"], 20, "{report}");
+    assert_eq!(report["replied"], 20, "every stream ended with [DONE]");
+    let ttft = report["latency_ms"]["ttft"]["p50"].as_f64().unwrap();
+    let completion = report["latency_ms"]["completion"]["p50"].as_f64().unwrap();
+    assert!(ttft > 0.0 && ttft <= completion, "{report}");
+}
+
+#[test]
+fn openai_with_a_refused_key_exits_2_and_says_so() {
+    let platform = Platform::start();
+    let output = loadtest(&args(&[
+        "--transport",
+        "openai",
+        "--openai-url",
+        &format!("http://{}/v1", platform.http_addr),
+        "--api-key",
+        "cs_not_a_real_key",
+        "--quiet",
+    ]));
+    assert_eq!(output.status.code(), Some(EXIT_USAGE_OR_CONNECT));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("401") && stderr.contains("invalid_api_key"),
+        "{stderr}"
+    );
+}
+
+/// The broker at `CHATSTREAM_TEST_KAFKA`; without one the Kafka baseline
+/// test says it did not run, and fails under `CHATSTREAM_TEST_STRICT=1`.
+fn kafka_broker() -> Option<String> {
+    match std::env::var("CHATSTREAM_TEST_KAFKA") {
+        Ok(servers) if !servers.trim().is_empty() => Some(servers),
+        _ => {
+            let notice = "not run: CHATSTREAM_TEST_KAFKA is not set (no Kafka-protocol broker)";
+            assert!(
+                std::env::var("CHATSTREAM_TEST_STRICT").as_deref() != Ok("1"),
+                "{notice} (CHATSTREAM_TEST_STRICT=1: Kafka tests must run)"
+            );
+            eprintln!("{notice}");
+            None
+        }
+    }
+}
+
+#[test]
+fn the_raw_kafka_producer_baseline_measures_delivery_reports() {
+    let Some(servers) = kafka_broker() else {
+        return;
+    };
+    let topic = format!(
+        "chatstream-test-producer-baseline-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let create = std::process::Command::new(support::chatstream_bin())
+        .args([
+            "topics",
+            "create",
+            "--bootstrap-servers",
+            &servers,
+            "--topic",
+            &topic,
+        ])
+        .args(["--partitions", "2"])
+        .output()
+        .expect("run chatstream topics create");
+    assert!(
+        create.status.success(),
+        "{}",
+        String::from_utf8_lossy(&create.stderr)
+    );
+    let out_dir = tempfile::tempdir().unwrap();
+    let json = out_dir.path().join("run.json");
+    let output = loadtest(&args(&[
+        "--transport",
+        "kafka",
+        "--kafka-bootstrap-servers",
+        &servers,
+        "--kafka-topic",
+        &topic,
+        "--connections",
+        "4",
+        "--concurrency",
+        "4",
+        "--messages",
+        "200",
+        "--quiet",
+        "--max-error-rate",
+        "0",
+        "--json-out",
+        &json.display().to_string(),
+    ]));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = read_json(&json);
+    assert_eq!(report["transport"], "kafka");
+    assert_eq!(report["acked"], 200, "{report}");
+    assert!(report["latency_ms"]["ack"]["p99"].as_f64().unwrap() > 0.0);
+
+    // A topic that does not exist is a setup error with the way out.
+    let missing = loadtest(&args(&[
+        "--transport",
+        "kafka",
+        "--kafka-bootstrap-servers",
+        &servers,
+        "--kafka-topic",
+        &format!("{topic}-missing"),
+        "--messages",
+        "1",
+        "--quiet",
+    ]));
+    assert_eq!(missing.status.code(), Some(EXIT_USAGE_OR_CONNECT));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("topics create"), "{stderr}");
 }
 
 #[test]
