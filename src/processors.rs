@@ -2,14 +2,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatstream_router::ModelRouter;
 use chatstream_router::mock::MockModel;
+use chatstream_router::{ModelRouter, router_from_config};
 use chatstream_runtime::config::Config;
 use chatstream_runtime::deadletter::DeadLetterSink;
 use chatstream_runtime::fanout::FanOut;
 use chatstream_runtime::log::EventLog;
 use chatstream_runtime::projector::ConversationProjector;
 use chatstream_runtime::store::ProjectionStore;
+use chatstream_runtime::tenants::{Tenant, TenantRegistry};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -66,11 +67,33 @@ pub fn spawn(
             spawn_processor(tasks, log, projector, dead_letters, shutdown.clone());
         }
         ProcessorKind::Router => {
-            let model = Arc::new(MockModel::new(Duration::from_millis(
-                config.mock_model.token_delay_ms,
-            )));
-            let router = Arc::new(ModelRouter::new(log.clone(), store, fanout, model));
-            spawn_processor(tasks, log, router, dead_letters, shutdown.clone());
+            let mock = MockModel::new(Duration::from_millis(config.mock_model.token_delay_ms));
+            let router = routing_tenants(config).and_then(|tenants| {
+                let (models, log) = (&config.models, log.clone());
+                router_from_config(log, store, fanout, models, mock, &tenants)
+            });
+            match router {
+                Ok(router) => {
+                    spawn_processor(tasks, log, Arc::new(router), dead_letters, shutdown.clone())
+                }
+                Err(error) => {
+                    // A router that cannot follow its config must not answer:
+                    // stop the platform with the reason.
+                    tracing::error!(%error, "cannot start the router");
+                    shutdown.cancel();
+                }
+            }
         }
+    }
+}
+
+/// Tenants whose routing policies and budgets the router applies: those of
+/// the configured tenants file (none for `chatstream dev`'s own tenant).
+fn routing_tenants(config: &Config) -> Result<Vec<Arc<Tenant>>, String> {
+    match &config.tenants_file {
+        Some(path) => TenantRegistry::load(path)
+            .map(|registry| registry.tenants().to_vec())
+            .map_err(|e| e.to_string()),
+        None => Ok(Vec::new()),
     }
 }

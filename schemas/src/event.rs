@@ -15,6 +15,9 @@ pub const TOOL_CALL_REQUESTED: &str = "chatstream.tool_call.requested.v1";
 pub const TOOL_CALL_COMPLETED: &str = "chatstream.tool_call.completed.v1";
 pub const TOOL_CALL_APPROVAL_REQUESTED: &str = "chatstream.tool_call.approval_requested.v1";
 pub const TOOL_CALL_APPROVAL_DECIDED: &str = "chatstream.tool_call.approval_decided.v1";
+pub const MODEL_ROUTING_DECIDED: &str = "chatstream.model.routing_decided.v1";
+pub const MODEL_ATTEMPT_FAILED: &str = "chatstream.model.attempt_failed.v1";
+pub const MODEL_USAGE_RECORDED: &str = "chatstream.model.usage_recorded.v1";
 
 /// The `type` string of a payload (also the CloudEvents `ce_type`).
 pub fn type_of(payload: &Payload) -> &'static str {
@@ -27,6 +30,9 @@ pub fn type_of(payload: &Payload) -> &'static str {
         Payload::ToolCallCompleted(_) => TOOL_CALL_COMPLETED,
         Payload::ToolCallApprovalRequested(_) => TOOL_CALL_APPROVAL_REQUESTED,
         Payload::ToolCallApprovalDecided(_) => TOOL_CALL_APPROVAL_DECIDED,
+        Payload::ModelRoutingDecided(_) => MODEL_ROUTING_DECIDED,
+        Payload::ModelAttemptFailed(_) => MODEL_ATTEMPT_FAILED,
+        Payload::ModelUsageRecorded(_) => MODEL_USAGE_RECORDED,
     }
 }
 

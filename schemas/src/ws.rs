@@ -183,6 +183,43 @@ pub enum EventBody {
         #[serde(default)]
         decided_by_key_id: String,
     },
+    /// The router chose a model for one attempt of a turn.
+    #[serde(rename = "chatstream.model.routing_decided.v1")]
+    ModelRoutingDecided {
+        attempt: u32,
+        model: String,
+        provider: String,
+        /// `primary`, `weighted`, `retry` or `fallback`.
+        reason: String,
+        max_tokens: u32,
+        #[serde(default)]
+        skipped_open_circuits: Vec<String>,
+    },
+    /// An attempt failed; `will_retry` says whether the turn goes on.
+    #[serde(rename = "chatstream.model.attempt_failed.v1")]
+    ModelAttemptFailed {
+        attempt: u32,
+        model: String,
+        provider: String,
+        error_code: String,
+        message: String,
+        #[serde(default)]
+        retry_after_ms: u64,
+        tokens_streamed: u32,
+        will_retry: bool,
+    },
+    /// The tokens and cost of one turn, every attempt included.
+    #[serde(rename = "chatstream.model.usage_recorded.v1")]
+    ModelUsageRecorded {
+        model: String,
+        provider: String,
+        usage: TokenUsageJson,
+        /// USD millionths.
+        cost_micros: u64,
+        partial: bool,
+        estimated: bool,
+        attempts: u32,
+    },
 }
 
 /// A tool-call request: which tool of which of the tenant's servers, with
@@ -229,6 +266,22 @@ pub struct TokenUsageJson {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub total_tokens: u32,
+}
+
+fn usage_json(usage: events::TokenUsage) -> TokenUsageJson {
+    TokenUsageJson {
+        prompt_tokens: usage.prompt_tokens,
+        completion_tokens: usage.completion_tokens,
+        total_tokens: usage.total_tokens,
+    }
+}
+
+fn usage_pb(usage: TokenUsageJson) -> events::TokenUsage {
+    events::TokenUsage {
+        prompt_tokens: usage.prompt_tokens,
+        completion_tokens: usage.completion_tokens,
+        total_tokens: usage.total_tokens,
+    }
 }
 
 impl EventJson {
@@ -281,6 +334,33 @@ impl EventJson {
                 approved: p.approved,
                 reason: p.reason.clone(),
                 decided_by_key_id: p.decided_by_key_id.clone(),
+            },
+            Payload::ModelRoutingDecided(p) => EventBody::ModelRoutingDecided {
+                attempt: p.attempt,
+                model: p.model.clone(),
+                provider: p.provider.clone(),
+                reason: p.reason.clone(),
+                max_tokens: p.max_tokens,
+                skipped_open_circuits: p.skipped_open_circuits.clone(),
+            },
+            Payload::ModelAttemptFailed(p) => EventBody::ModelAttemptFailed {
+                attempt: p.attempt,
+                model: p.model.clone(),
+                provider: p.provider.clone(),
+                error_code: p.error_code.clone(),
+                message: p.message.clone(),
+                retry_after_ms: p.retry_after_ms,
+                tokens_streamed: p.tokens_streamed,
+                will_retry: p.will_retry,
+            },
+            Payload::ModelUsageRecorded(p) => EventBody::ModelUsageRecorded {
+                model: p.model.clone(),
+                provider: p.provider.clone(),
+                usage: usage_json(p.usage.unwrap_or_default()),
+                cost_micros: p.cost_micros,
+                partial: p.partial,
+                estimated: p.estimated,
+                attempts: p.attempts,
             },
         };
         Some(Self {
@@ -390,6 +470,57 @@ impl EventJson {
                 reason: reason.clone(),
                 decided_by_key_id: decided_by_key_id.clone(),
             }),
+            EventBody::ModelRoutingDecided {
+                attempt,
+                model,
+                provider,
+                reason,
+                max_tokens,
+                skipped_open_circuits,
+            } => Payload::ModelRoutingDecided(Box::new(events::ModelRoutingDecided {
+                attempt: *attempt,
+                model: model.clone(),
+                provider: provider.clone(),
+                reason: reason.clone(),
+                max_tokens: *max_tokens,
+                skipped_open_circuits: skipped_open_circuits.clone(),
+            })),
+            EventBody::ModelAttemptFailed {
+                attempt,
+                model,
+                provider,
+                error_code,
+                message,
+                retry_after_ms,
+                tokens_streamed,
+                will_retry,
+            } => Payload::ModelAttemptFailed(Box::new(events::ModelAttemptFailed {
+                attempt: *attempt,
+                model: model.clone(),
+                provider: provider.clone(),
+                error_code: error_code.clone(),
+                message: message.clone(),
+                retry_after_ms: *retry_after_ms,
+                tokens_streamed: *tokens_streamed,
+                will_retry: *will_retry,
+            })),
+            EventBody::ModelUsageRecorded {
+                model,
+                provider,
+                usage,
+                cost_micros,
+                partial,
+                estimated,
+                attempts,
+            } => Payload::ModelUsageRecorded(Box::new(events::ModelUsageRecorded {
+                model: model.clone(),
+                provider: provider.clone(),
+                usage: Some(usage_pb(*usage)),
+                cost_micros: *cost_micros,
+                partial: *partial,
+                estimated: *estimated,
+                attempts: *attempts,
+            })),
         };
         Ok(events::Event {
             id: self.id.clone(),
@@ -461,6 +592,61 @@ mod tests {
             sent.sent_by_key_id.clear(); // not part of the JSON mapping
         }
         assert_eq!(back.to_event().unwrap(), expected);
+    }
+
+    #[test]
+    fn routing_and_usage_events_round_trip_through_json() {
+        let context = crate::event::EventContext {
+            tenant_id: "t",
+            conversation_id: "c",
+            causation_id: "m",
+            correlation_id: "m",
+        };
+        let payloads = [
+            Payload::ModelRoutingDecided(Box::new(events::ModelRoutingDecided {
+                attempt: 1,
+                model: "gpt".into(),
+                provider: "openai".into(),
+                reason: "weighted".into(),
+                max_tokens: 100,
+                skipped_open_circuits: vec!["claude".into()],
+            })),
+            Payload::ModelAttemptFailed(Box::new(events::ModelAttemptFailed {
+                attempt: 1,
+                model: "gpt".into(),
+                provider: "openai".into(),
+                error_code: "rate_limited".into(),
+                message: "slow down".into(),
+                retry_after_ms: 2000,
+                tokens_streamed: 0,
+                will_retry: true,
+            })),
+            Payload::ModelUsageRecorded(Box::new(events::ModelUsageRecorded {
+                model: "gpt".into(),
+                provider: "openai".into(),
+                usage: Some(events::TokenUsage {
+                    prompt_tokens: 3,
+                    completion_tokens: 4,
+                    total_tokens: 7,
+                }),
+                cost_micros: 12,
+                partial: true,
+                estimated: false,
+                attempts: 2,
+            })),
+        ];
+        for payload in payloads {
+            let event = crate::event::new_event("id".into(), context.clone(), payload);
+            let json = serde_json::to_value(EventJson::from_event(&event).unwrap()).unwrap();
+            assert!(
+                json["type"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("chatstream.model.")
+            );
+            let back: EventJson = serde_json::from_value(json).unwrap();
+            assert_eq!(back.to_event().unwrap(), event);
+        }
     }
 
     #[test]

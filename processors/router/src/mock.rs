@@ -1,7 +1,11 @@
 //! The built-in `mock` model: a deterministic reply streamed token by token
 //! with a configurable delay, so the whole flow runs without a provider.
 //! A message starting with `/mock error` makes it fail, for testing the
-//! error path end to end.
+//! error path end to end. Tests and load tests can script it further:
+//! a queue of replies (text, errors, streams that break or stall) and the
+//! delay before the first token.
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::stream::{self, BoxStream, StreamExt};
@@ -11,19 +15,87 @@ use crate::model::{ChatModel, CompletionRequest, ModelChunk, ModelError, Usage};
 /// Messages starting with this make the mock model fail with the rest as the error.
 pub const FAIL_COMMAND: &str = "/mock error";
 
+/// One scripted answer of the mock, used by the next call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MockReply {
+    /// Stream this text, then finish.
+    Text(String),
+    /// Fail before any token.
+    Fail(ModelError),
+    /// Stream this text, then fail: a stream cut off partway.
+    FailAfter { text: String, error: ModelError },
+    /// Stream this text, then go silent forever: a stalled stream.
+    StallAfter(String),
+}
+
 #[derive(Debug, Clone)]
 pub struct MockModel {
+    /// Pause between tokens: 1 / the token rate.
     pub token_delay: Duration,
+    /// Pause before the first token, like a provider's time to first token.
+    pub first_token_delay: Duration,
+    name: String,
+    script: Arc<Mutex<VecDeque<MockReply>>>,
 }
 
 impl MockModel {
     pub fn new(token_delay: Duration) -> Self {
-        Self { token_delay }
+        Self {
+            token_delay,
+            first_token_delay: Duration::ZERO,
+            name: "mock".into(),
+            script: Arc::default(),
+        }
     }
 
     /// The reply the mock gives to `text`.
     pub fn reply_to(text: &str) -> String {
         format!("You said: {text}")
+    }
+
+    /// The name recorded on answers (to tell several mocks apart in tests).
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = name.to_owned();
+        self
+    }
+
+    pub fn with_first_token_delay(mut self, delay: Duration) -> Self {
+        self.first_token_delay = delay;
+        self
+    }
+
+    /// Queues replies for the next calls, in order; once they are used up
+    /// the mock answers with its default reply again.
+    pub fn script(&self, replies: impl IntoIterator<Item = MockReply>) {
+        let mut script = self.script.lock().unwrap_or_else(|e| e.into_inner());
+        script.extend(replies);
+    }
+
+    fn next_scripted(&self) -> Option<MockReply> {
+        let mut script = self.script.lock().unwrap_or_else(|e| e.into_inner());
+        script.pop_front()
+    }
+
+    /// The scripted reply, or what the message asks for, or the default.
+    fn reply_for(&self, text: &str) -> MockReply {
+        if let Some(reply) = self.next_scripted() {
+            return reply;
+        }
+        let failure = text
+            .strip_prefix(FAIL_COMMAND)
+            .filter(|rest| rest.is_empty() || rest.starts_with(char::is_whitespace));
+        match failure {
+            Some(reason) => {
+                let reason = reason.trim();
+                let message = if reason.is_empty() {
+                    "mock failure requested"
+                } else {
+                    reason
+                };
+                MockReply::Fail(ModelError::Failed(message.to_owned()))
+            }
+            None => MockReply::Text(Self::reply_to(text)),
+        }
     }
 }
 
@@ -50,47 +122,60 @@ pub fn tokenize(text: &str) -> Vec<String> {
 
 impl ChatModel for MockModel {
     fn name(&self) -> &str {
-        "mock"
+        &self.name
     }
 
     fn stream(
         &self,
         request: CompletionRequest,
     ) -> BoxStream<'static, Result<ModelChunk, ModelError>> {
-        let failure = request
-            .text
-            .strip_prefix(FAIL_COMMAND)
-            .filter(|rest| rest.is_empty() || rest.starts_with(char::is_whitespace));
-        if let Some(reason) = failure {
-            let reason = reason.trim();
-            let message = if reason.is_empty() {
-                "mock failure requested"
-            } else {
-                reason
-            }
-            .to_owned();
-            return stream::once(async move { Err(ModelError::Failed(message)) }).boxed();
+        let text = request.last_user_text().to_owned();
+        let (reply, ending) = match self.reply_for(&text) {
+            MockReply::Fail(error) => (String::new(), Ending::Fail(error)),
+            MockReply::Text(reply) => (reply, Ending::Done),
+            MockReply::FailAfter { text, error } => (text, Ending::Fail(error)),
+            MockReply::StallAfter(text) => (text, Ending::Stall),
+        };
+        let mut tokens = tokenize(&reply);
+        if let Some(cap) = request.max_tokens {
+            tokens.truncate(cap as usize);
         }
-        let tokens = tokenize(&Self::reply_to(&request.text));
         let usage = Usage {
-            prompt_tokens: tokenize(&request.text).len() as u32,
+            prompt_tokens: tokenize(&text).len() as u32,
             completion_tokens: tokens.len() as u32,
         };
-        let delay = self.token_delay;
-        let token_chunks = stream::iter(tokens).then(move |token| async move {
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
+        let (first_delay, delay) = (self.first_token_delay, self.token_delay);
+        let token_chunks =
+            stream::iter(tokens.into_iter().enumerate()).then(move |(index, token)| async move {
+                let pause = if index == 0 {
+                    first_delay + delay
+                } else {
+                    delay
+                };
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
+                Ok(ModelChunk::Token(token))
+            });
+        let end = stream::once(async move {
+            match ending {
+                Ending::Done => Some(Ok(ModelChunk::Done {
+                    usage,
+                    finish_reason: "stop".into(),
+                })),
+                Ending::Fail(error) => Some(Err(error)),
+                Ending::Stall => std::future::pending().await,
             }
-            Ok(ModelChunk::Token(token))
-        });
-        let done = stream::once(async move {
-            Ok(ModelChunk::Done {
-                usage,
-                finish_reason: "stop".into(),
-            })
-        });
-        token_chunks.chain(done).boxed()
+        })
+        .filter_map(std::future::ready);
+        token_chunks.chain(end).boxed()
     }
+}
+
+enum Ending {
+    Done,
+    Fail(ModelError),
+    Stall,
 }
 
 #[cfg(test)]
@@ -108,11 +193,7 @@ mod tests {
     #[tokio::test]
     async fn streams_a_deterministic_reply_then_done() {
         let model = MockModel::new(Duration::ZERO);
-        let request = CompletionRequest {
-            tenant_id: "t".into(),
-            conversation_id: "c".into(),
-            text: "hi there".into(),
-        };
+        let request = CompletionRequest::for_text("t", "c", "hi there");
         let chunks: Vec<_> = model.stream(request).collect().await;
         let text: String = chunks
             .iter()
@@ -137,24 +218,55 @@ mod tests {
     #[tokio::test]
     async fn fails_on_request() {
         let model = MockModel::new(Duration::ZERO);
-        let request = CompletionRequest {
-            tenant_id: "t".into(),
-            conversation_id: "c".into(),
-            text: "/mock error boom".into(),
-        };
+        let request = CompletionRequest::for_text("t", "c", "/mock error boom");
         let chunks: Vec<_> = model.stream(request).collect().await;
         assert_eq!(chunks, vec![Err(ModelError::Failed("boom".into()))]);
 
-        let request = CompletionRequest {
-            tenant_id: "t".into(),
-            conversation_id: "c".into(),
-            text: "/mock errors are fine to talk about".into(),
-        };
+        let request = CompletionRequest::for_text("t", "c", "/mock errors are fine to talk about");
         let chunks: Vec<_> = model.stream(request).collect().await;
         assert!(
             chunks
                 .last()
                 .is_some_and(|c| matches!(c, Ok(ModelChunk::Done { .. })))
         );
+    }
+
+    #[tokio::test]
+    async fn plays_its_script_then_falls_back_to_the_default() {
+        let model = MockModel::new(Duration::ZERO);
+        model.script([
+            MockReply::FailAfter {
+                text: "half an".into(),
+                error: ModelError::Interrupted("cut".into()),
+            },
+            MockReply::Text("scripted".into()),
+        ]);
+        let request = CompletionRequest::for_text("t", "c", "q");
+        let first: Vec<_> = model.stream(request.clone()).collect().await;
+        assert_eq!(
+            first,
+            vec![
+                Ok(ModelChunk::Token("half".into())),
+                Ok(ModelChunk::Token(" an".into())),
+                Err(ModelError::Interrupted("cut".into()))
+            ]
+        );
+        let second: Vec<_> = model.stream(request.clone()).collect().await;
+        assert_eq!(second[0], Ok(ModelChunk::Token("scripted".into())));
+        let third: Vec<_> = model.stream(request).collect().await;
+        assert_eq!(third[0], Ok(ModelChunk::Token("You".into())));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_script_streams_then_never_ends() {
+        let model = MockModel::new(Duration::ZERO);
+        model.script([MockReply::StallAfter("one".into())]);
+        let mut chunks = model.stream(CompletionRequest::for_text("t", "c", "q"));
+        assert_eq!(
+            chunks.next().await,
+            Some(Ok(ModelChunk::Token("one".into())))
+        );
+        let next = tokio::time::timeout(Duration::from_secs(3600), chunks.next()).await;
+        assert!(next.is_err(), "the stream stays silent");
     }
 }

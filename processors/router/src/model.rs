@@ -1,19 +1,80 @@
 //! The seam between the router and a model provider. Providers stream
 //! chunks; the router turns them into deltas and one durable answer.
+use std::time::Duration;
+
 use futures::stream::BoxStream;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+impl Role {
+    /// The role's name in both the OpenAI and the Anthropic wire formats.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompletionRequest {
     pub tenant_id: String,
     pub conversation_id: String,
-    /// The user message being answered.
-    pub text: String,
+    /// The provider's model name; empty lets the provider choose (the mock).
+    pub model: String,
+    /// The conversation so far, oldest first; the last is the user message
+    /// being answered.
+    pub messages: Vec<ChatMessage>,
+    pub max_tokens: Option<u32>,
+}
+
+impl CompletionRequest {
+    /// A request answering one user message, with no earlier context.
+    pub fn for_text(tenant_id: &str, conversation_id: &str, text: &str) -> Self {
+        Self {
+            tenant_id: tenant_id.to_owned(),
+            conversation_id: conversation_id.to_owned(),
+            model: String::new(),
+            messages: vec![ChatMessage {
+                role: Role::User,
+                content: text.to_owned(),
+            }],
+            max_tokens: None,
+        }
+    }
+
+    /// Text of the last user message: what is being answered.
+    pub fn last_user_text(&self) -> &str {
+        self.messages
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::User)
+            .map_or("", |m| m.content.as_str())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelChunk {
     Token(String),
-    Done { usage: Usage, finish_reason: String },
+    /// Usage the provider reported before the end (e.g. Anthropic's
+    /// `message_start`); counts are totals so far, not increments.
+    Usage(Usage),
+    Done {
+        usage: Usage,
+        finish_reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -24,9 +85,69 @@ pub struct Usage {
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ModelError {
-    /// The provider refused or failed the request.
+    /// The provider refused or failed the request (the mock's scripted
+    /// failure, or anything not worth another attempt).
     #[error("model failed: {0}")]
     Failed(String),
+    /// No connection could be made, or it broke before a response.
+    #[error("cannot reach the provider: {0}")]
+    Connect(String),
+    /// The provider answered with an HTTP error status.
+    #[error("provider answered {status}: {message}")]
+    Status {
+        status: u16,
+        retry_after: Option<Duration>,
+        message: String,
+    },
+    /// The provider sent an error inside the stream (e.g. Anthropic's
+    /// `overloaded_error`); `retryable` says whether another attempt may help.
+    #[error("provider error {kind}: {message}")]
+    Provider {
+        kind: String,
+        message: String,
+        retryable: bool,
+    },
+    /// The stream broke off before the provider said it was done.
+    #[error("the stream ended early: {0}")]
+    Interrupted(String),
+    /// The provider sent something that does not follow its protocol.
+    #[error("malformed provider stream: {0}")]
+    Protocol(String),
+}
+
+impl ModelError {
+    /// Whether another attempt (the same or the next candidate) may succeed:
+    /// connect errors, 5xx, 429, overload, cut-off streams, and malformed
+    /// streams (a broken endpoint, which another candidate may not share).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ModelError::Connect(_) | ModelError::Interrupted(_) | ModelError::Protocol(_) => true,
+            ModelError::Status { status, .. } => *status == 429 || *status >= 500,
+            ModelError::Provider { retryable, .. } => *retryable,
+            ModelError::Failed(_) => false,
+        }
+    }
+
+    /// Stable code for events and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ModelError::Failed(_) => "model_error",
+            ModelError::Connect(_) => "connect",
+            ModelError::Status { status: 429, .. } => "rate_limited",
+            ModelError::Status { status, .. } if *status >= 500 => "server_error",
+            ModelError::Status { .. } => "client_error",
+            ModelError::Provider { .. } => "provider_error",
+            ModelError::Interrupted(_) => "interrupted",
+            ModelError::Protocol(_) => "protocol",
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ModelError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
 }
 
 pub trait ChatModel: Send + Sync + 'static {

@@ -1,8 +1,13 @@
 //! Answers each user message once: deltas go to the fan-out as they
 //! stream, the result goes to the log with an id derived from the user
 //! message's id, and the side effect is marked done so a redelivery after
-//! a crash neither calls the model nor appends again.
+//! a crash neither calls the model nor appends again. With configured
+//! providers, every routing decision and the turn's usage are events too,
+//! with derived ids, so a redelivery re-produces the same ids and
+//! consumers (budgets included) count each turn once.
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use chatstream_runtime::fanout::{FanOut, FanOutMessage, TokenDelta};
@@ -13,100 +18,171 @@ use chatstream_runtime::store::ProjectionStore;
 use chatstream_schemas::Event;
 use chatstream_schemas::event::{EventContext, new_event};
 use chatstream_schemas::ids::derived_event_id;
-use chatstream_schemas::pb::events::{AssistantMessage, ErrorOccurred, TokenUsage, event::Payload};
-use futures::StreamExt;
+use chatstream_schemas::pb::events::{ModelUsageRecorded, TokenUsage, event::Payload};
 
-use crate::model::{ChatModel, CompletionRequest, ModelChunk, ModelError};
+use crate::accounting::{BudgetLedger, month_of};
+use crate::model::{ChatMessage, ChatModel, Role};
+use crate::routing::Routing;
+use crate::routing::turn::{TurnObserver, TurnRequest, TurnUsage, run_turn};
+
+/// Derived-id index of a turn's `ModelUsageRecorded` (the answer is 0).
+/// Far from the small indexes other outputs of the same message may use.
+pub const USAGE_EVENT_INDEX: u32 = 100;
+/// Derived-id index of a turn's first routing event; the others follow.
+pub const ROUTING_EVENT_FIRST_INDEX: u32 = 101;
 
 pub struct ModelRouter {
     log: Arc<dyn EventLog>,
     store: Arc<dyn ProjectionStore>,
     fanout: Arc<dyn FanOut>,
-    model: Arc<dyn ChatModel>,
+    routing: Arc<Routing>,
+    /// Whether routing and usage events are recorded (configured providers)
+    /// or only the answer (the built-in mock of `chatstream dev`).
+    records_routing: bool,
+    budgets: BudgetLedger,
 }
 
 impl ModelRouter {
     pub const NAME: &'static str = "router";
 
+    /// Answers every message with `model`, recording only the answers.
     pub fn new(
         log: Arc<dyn EventLog>,
         store: Arc<dyn ProjectionStore>,
         fanout: Arc<dyn FanOut>,
         model: Arc<dyn ChatModel>,
     ) -> Self {
+        let routing = Arc::new(Routing::single(model));
+        let mut router = Self::with_routing(log, store, fanout, routing);
+        router.records_routing = false;
+        router
+    }
+
+    /// Routes by tenant policy over configured providers.
+    pub fn with_routing(
+        log: Arc<dyn EventLog>,
+        store: Arc<dyn ProjectionStore>,
+        fanout: Arc<dyn FanOut>,
+        routing: Arc<Routing>,
+    ) -> Self {
         Self {
+            budgets: BudgetLedger::new(store.clone()),
             log,
             store,
             fanout,
-            model,
+            routing,
+            records_routing: true,
         }
     }
 
-    /// Streams the model's reply as deltas and returns the payload of the
-    /// durable outcome: the assistant message, or the error.
-    async fn answer(&self, user_message: &Event, text: &str) -> Payload {
-        let request = CompletionRequest {
-            tenant_id: user_message.tenant_id.clone(),
-            conversation_id: user_message.conversation_id.clone(),
-            text: text.to_owned(),
+    pub fn routing(&self) -> &Arc<Routing> {
+        &self.routing
+    }
+
+    async fn append_derived(
+        &self,
+        cause: &Event,
+        index: u32,
+        payload: Payload,
+    ) -> Result<(), ProcessError> {
+        let correlation_id = if cause.correlation_id.is_empty() {
+            &cause.id
+        } else {
+            &cause.correlation_id
         };
-        let mut chunks = self.model.stream(request);
-        let mut reply = String::new();
-        let mut index = 0u32;
-        while let Some(chunk) = chunks.next().await {
-            match chunk {
-                Ok(ModelChunk::Token(token)) => {
-                    let delta = TokenDelta {
-                        conversation_id: user_message.conversation_id.clone(),
-                        reply_to: user_message.id.clone(),
-                        index,
-                        text: token.clone(),
-                    };
-                    index += 1;
-                    reply.push_str(&token);
-                    let published = self
-                        .fanout
-                        .publish(
-                            &user_message.tenant_id,
-                            &user_message.conversation_id,
-                            FanOutMessage::Delta(delta),
-                        )
-                        .await;
-                    if let Err(error) = published {
-                        tracing::warn!(event_id = %user_message.id, %error, "could not publish token delta");
-                    }
-                }
-                Ok(ModelChunk::Done {
-                    usage,
-                    finish_reason,
-                }) => {
-                    metrics::counter!("chatstream_router_tokens_total", "model" => self.model.name().to_owned(), "kind" => "completion")
-                        .increment(u64::from(usage.completion_tokens));
-                    return Payload::AssistantMessage(AssistantMessage {
-                        text: reply,
-                        model: self.model.name().to_owned(),
-                        usage: Some(TokenUsage {
-                            prompt_tokens: usage.prompt_tokens,
-                            completion_tokens: usage.completion_tokens,
-                            total_tokens: usage.prompt_tokens + usage.completion_tokens,
-                        }),
-                        finish_reason,
-                    });
-                }
-                Err(ModelError::Failed(message)) => return model_error(message),
-            }
-        }
-        model_error("the model ended its stream without finishing".into())
+        let event = new_event(
+            derived_event_id(&cause.id, index),
+            EventContext {
+                tenant_id: &cause.tenant_id,
+                conversation_id: &cause.conversation_id,
+                causation_id: &cause.id,
+                correlation_id,
+            },
+            payload,
+        );
+        self.log
+            .append(&cause.tenant_id, &event)
+            .await
+            .map(|_| ())
+            .map_err(|e| ProcessError::Retryable(e.to_string()))
+    }
+
+    /// Tokens left this month, when the tenant has a budget.
+    async fn budget_remaining(
+        &self,
+        tenant_id: &str,
+        month: &str,
+    ) -> Result<Option<u64>, ProcessError> {
+        let Some(budget) = self.routing.monthly_budget(tenant_id) else {
+            return Ok(None);
+        };
+        let spent = self
+            .budgets
+            .spent(tenant_id, month)
+            .await
+            .map_err(|e| ProcessError::Retryable(e.to_string()))?;
+        Ok(Some(budget.saturating_sub(spent)))
     }
 }
 
-fn model_error(message: String) -> Payload {
-    Payload::ErrorOccurred(ErrorOccurred {
-        code: "model_error".into(),
-        message,
-        source: ModelRouter::NAME.into(),
-        retryable: true,
-    })
+/// Streams a turn's tokens and records its routing events.
+struct TurnReporter<'a> {
+    router: &'a ModelRouter,
+    user_message: &'a Event,
+    next_index: AtomicU32,
+}
+
+#[async_trait]
+impl TurnObserver for TurnReporter<'_> {
+    async fn record(&self, payload: Payload) -> Result<(), String> {
+        if !self.router.records_routing {
+            return Ok(());
+        }
+        let index = self.next_index.fetch_add(1, Ordering::Relaxed);
+        self.router
+            .append_derived(self.user_message, index, payload)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn delta(&self, index: u32, text: &str) {
+        let message = self.user_message;
+        let delta = TokenDelta {
+            conversation_id: message.conversation_id.clone(),
+            reply_to: message.id.clone(),
+            index,
+            text: text.to_owned(),
+        };
+        let published = self
+            .router
+            .fanout
+            .publish(
+                &message.tenant_id,
+                &message.conversation_id,
+                FanOutMessage::Delta(delta),
+            )
+            .await;
+        if let Err(error) = published {
+            tracing::warn!(event_id = %message.id, %error, "could not publish token delta");
+        }
+    }
+}
+
+fn usage_payload(usage: &TurnUsage) -> Payload {
+    let tokens = usage.usage;
+    Payload::ModelUsageRecorded(Box::new(ModelUsageRecorded {
+        model: usage.model.clone(),
+        provider: usage.provider.clone(),
+        usage: Some(TokenUsage {
+            prompt_tokens: tokens.prompt_tokens,
+            completion_tokens: tokens.completion_tokens,
+            total_tokens: tokens.prompt_tokens + tokens.completion_tokens,
+        }),
+        cost_micros: usage.cost_micros,
+        partial: usage.partial,
+        estimated: usage.estimated,
+        attempts: usage.attempts,
+    }))
 }
 
 #[async_trait]
@@ -133,26 +209,43 @@ impl Processor for ModelRouter {
             return Ok(());
         }
 
-        let outcome = self.answer(event, &sent.text).await;
-        let correlation_id = if event.correlation_id.is_empty() {
-            &event.id
-        } else {
-            &event.correlation_id
+        let month = month_of(SystemTime::now());
+        let request = TurnRequest {
+            event_id: event.id.clone(),
+            tenant_id: event.tenant_id.clone(),
+            conversation_id: event.conversation_id.clone(),
+            messages: vec![ChatMessage {
+                role: Role::User,
+                content: sent.text.clone(),
+            }],
+            budget_remaining: self.budget_remaining(&event.tenant_id, &month).await?,
         };
-        let answer = new_event(
-            derived_event_id(&event.id, 0),
-            EventContext {
-                tenant_id: &event.tenant_id,
-                conversation_id: &event.conversation_id,
-                causation_id: &event.id,
-                correlation_id,
-            },
-            outcome,
-        );
-        self.log
-            .append(&event.tenant_id, &answer)
+        let reporter = TurnReporter {
+            router: self,
+            user_message: event,
+            next_index: AtomicU32::new(ROUTING_EVENT_FIRST_INDEX),
+        };
+        let outcome = run_turn(&self.routing, &request, &reporter)
             .await
-            .map_err(|e| ProcessError::Retryable(e.to_string()))?;
+            .map_err(ProcessError::Retryable)?;
+
+        if let Some(usage) = &outcome.usage {
+            let tokens = usage.usage;
+            metrics::counter!("chatstream_router_tokens_total", "model" => usage.model.clone(), "kind" => "prompt")
+                .increment(u64::from(tokens.prompt_tokens));
+            metrics::counter!("chatstream_router_tokens_total", "model" => usage.model.clone(), "kind" => "completion")
+                .increment(u64::from(tokens.completion_tokens));
+            if self.records_routing {
+                // Recorded before the answer: a crash in between leaves the
+                // charge, and the redelivery's copy has the same id.
+                self.append_derived(event, USAGE_EVENT_INDEX, usage_payload(usage))
+                    .await?;
+                let total = u64::from(tokens.prompt_tokens) + u64::from(tokens.completion_tokens);
+                self.budgets
+                    .charge(&event.tenant_id, &month, &event.id, total);
+            }
+        }
+        self.append_derived(event, 0, outcome.answer).await?;
         self.store
             .mark_processed(Self::NAME, &event.id)
             .await

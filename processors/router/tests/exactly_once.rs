@@ -1,5 +1,7 @@
 //! The router answers each user message once: redelivery after a crash and
-//! a client's retried send do not produce a second answer.
+//! a client's retried send do not produce a second answer or a second charge.
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -133,4 +135,138 @@ async fn a_model_failure_is_answered_with_an_error_event() {
         (error.code.as_str(), error.message.as_str()),
         ("model_error", "provider down")
     );
+}
+
+/// A router over a real OpenAI-compatible server, for `tenant` with a budget.
+fn routed_router(
+    server: &support::ProviderServer,
+    log: Arc<dyn EventLog>,
+    store: Arc<dyn ProjectionStore>,
+    fanout: Arc<dyn FanOut>,
+) -> ModelRouter {
+    let config: chatstream_runtime::model_config::ModelsConfig = serde_yaml_ng::from_str(&format!(
+        "providers: {{p: {{kind: openai, base_url: '{}/v1'}}}}\ncatalog: {{gpt: {{provider: p, prompt_usd_per_million: 1.0}}}}\ndefault_routing: {{candidates: [{{model: gpt}}]}}\n",
+        server.base_url()
+    ))
+    .unwrap();
+    let tenants = chatstream_runtime::tenants::TenantRegistry::parse(&format!(
+        "tenants:\n  - id: acme\n    api_keys: [{{id: k, sha256: {}}}]\n    limits: {{monthly_token_budget: 100}}\n",
+        chatstream_runtime::tenants::hash_api_key("k")
+    ))
+    .unwrap();
+    let catalog =
+        chatstream_router::providers::build_catalog(&config, &MockModel::new(Duration::ZERO))
+            .unwrap();
+    let routing =
+        chatstream_router::routing::Routing::new(&config, catalog, tenants.tenants()).unwrap();
+    ModelRouter::with_routing(log, store, fanout, Arc::new(routing))
+}
+
+fn usage_events(events: &[chatstream_schemas::Event]) -> Vec<&chatstream_schemas::Event> {
+    events
+        .iter()
+        .filter(|e| matches!(e.payload, Some(Payload::ModelUsageRecorded(_))))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_redelivered_or_restarted_turn_calls_the_provider_and_charges_once() {
+    let server = support::ProviderServer::start().await;
+    server.set_default(support::Reply::sse(&support::openai_stream(&["hi"], 5)));
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
+    let store: Arc<dyn ProjectionStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    let fanout: Arc<dyn FanOut> = Arc::new(InProcessFanOut::new());
+    let message = user_message("acme", "c", "hello");
+    let position = log.append("acme", &message).await.unwrap();
+
+    let router = routed_router(&server, log.clone(), store.clone(), fanout.clone());
+    router.handle(&message, position).await.unwrap();
+    router.handle(&message, position).await.unwrap(); // redelivered
+    let restarted = routed_router(&server, log.clone(), store.clone(), fanout.clone());
+    restarted.handle(&message, position).await.unwrap(); // after a restart
+
+    assert_eq!(server.requests().len(), 1, "one provider call");
+    let caused = answers_to(log.as_ref(), &message.id).await;
+    let usage = usage_events(&caused);
+    assert_eq!(usage.len(), 1, "one charge");
+    assert_eq!(
+        usage[0].id,
+        chatstream_schemas::ids::derived_event_id(
+            &message.id,
+            chatstream_router::USAGE_EVENT_INDEX
+        )
+    );
+    let answers: Vec<_> = caused
+        .iter()
+        .filter(|e| matches!(e.payload, Some(Payload::AssistantMessage(_))))
+        .collect();
+    assert_eq!(answers.len(), 1, "one answer");
+    assert_eq!(
+        answers[0].id,
+        chatstream_schemas::ids::derived_event_id(&message.id, 0)
+    );
+}
+
+#[tokio::test]
+async fn a_turn_repeated_after_a_lost_mark_reproduces_the_same_ids_and_is_counted_once() {
+    // A crash after the answer was appended but before the side effect was
+    // marked: the turn runs again (a second provider call cannot be
+    // avoided), but every event it appends has the id of the first copy,
+    // so the spend derived from the projection counts the turn once.
+    let server = support::ProviderServer::start().await;
+    server.set_default(support::Reply::sse(&support::openai_stream(&["hi"], 5)));
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
+    let fanout: Arc<dyn FanOut> = Arc::new(InProcessFanOut::new());
+    let before_crash: Arc<dyn ProjectionStore> =
+        Arc::new(EmbeddedStore::open(&dir.path().join("a")).unwrap());
+    let after_crash: Arc<dyn ProjectionStore> =
+        Arc::new(EmbeddedStore::open(&dir.path().join("b")).unwrap());
+
+    let message = user_message("acme", "c", "hello");
+    let position = log.append("acme", &message).await.unwrap();
+    routed_router(&server, log.clone(), before_crash, fanout.clone())
+        .handle(&message, position)
+        .await
+        .unwrap();
+    routed_router(&server, log.clone(), after_crash.clone(), fanout.clone())
+        .handle(&message, position)
+        .await
+        .unwrap();
+    assert_eq!(server.requests().len(), 2);
+    let caused = answers_to(log.as_ref(), &message.id).await;
+    let usage = usage_events(&caused);
+    assert_eq!(usage.len(), 2, "both runs appended their usage...");
+    assert_eq!(usage[0].id, usage[1].id, "...with one id");
+
+    // Project the log, then let a fresh ledger derive the month's spend.
+    let projector = chatstream_runtime::projector::ConversationProjector::new(
+        after_crash.clone(),
+        fanout.clone(),
+    );
+    let opened = chatstream_schemas::event::new_event(
+        chatstream_schemas::ids::new_event_id(),
+        chatstream_schemas::event::EventContext {
+            tenant_id: "acme",
+            conversation_id: "c",
+            causation_id: "",
+            correlation_id: "",
+        },
+        Payload::ConversationOpened(Default::default()),
+    );
+    let opened_at = log.append("acme", &opened).await.unwrap();
+    projector.handle(&opened, opened_at).await.unwrap();
+    for record in log.read(0, 0, 1000).await.unwrap() {
+        let event = codec::decode(&record.value).unwrap();
+        projector.handle(&event, record.position).await.unwrap();
+    }
+    let ledger = chatstream_router::accounting::BudgetLedger::new(after_crash);
+    let month = chatstream_router::accounting::month_of(std::time::SystemTime::now());
+    assert_eq!(
+        ledger.spent("acme", &month).await.unwrap(),
+        6,
+        "5 prompt + 1 completion, once"
+    );
+    assert_eq!(ledger.spent("other", &month).await.unwrap(), 0);
 }

@@ -27,6 +27,8 @@ pub struct Config {
     pub redis: RedisConfig,
     pub limits: LimitsConfig,
     pub mock_model: MockModelConfig,
+    /// Model providers, catalog and default routing; empty means the `mock` model.
+    pub models: crate::model_config::ModelsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -175,6 +177,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             limits: LimitsConfig::default(),
             mock_model: MockModelConfig::default(),
+            models: Default::default(),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod deadletter;
 pub mod fanout;
 pub mod log;
 pub mod mcp_config;
+pub mod model_config;
 pub mod projector;
 pub mod ratelimit;
 #[cfg(feature = "redis")]

@@ -28,6 +28,9 @@ pub struct TenantConfig {
     /// The tenant's own MCP servers; no tools when absent.
     #[serde(default)]
     pub mcp_servers: Vec<crate::mcp_config::McpServerConfig>,
+    /// The tenant's own routing policy; the platform default when absent.
+    #[serde(default)]
+    pub routing: Option<crate::model_config::RoutingPolicyConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,6 +59,10 @@ pub struct TenantLimits {
     /// every gateway; the platform default when absent.
     #[serde(default)]
     pub max_connections: Option<u32>,
+    /// Model tokens (prompt and completion) per calendar month (UTC);
+    /// unlimited when absent.
+    #[serde(default)]
+    pub monthly_token_budget: Option<u64>,
 }
 
 /// A tenant as the platform uses it at runtime.
@@ -65,6 +72,7 @@ pub struct Tenant {
     pub name: String,
     pub limits: TenantLimits,
     pub mcp_servers: Vec<crate::mcp_config::McpServerConfig>,
+    pub routing: Option<crate::model_config::RoutingPolicyConfig>,
 }
 
 /// Who is calling: the tenant and the key it authenticated with.
@@ -141,6 +149,7 @@ impl TenantRegistry {
                 name: config.name.clone(),
                 limits: config.limits.clone(),
                 mcp_servers: config.mcp_servers.clone(),
+                routing: config.routing.clone(),
             });
             for key in &config.api_keys {
                 let hash = parse_key_hash(&key.sha256)

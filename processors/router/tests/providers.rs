@@ -1,0 +1,285 @@
+//! Each provider against a real HTTP server on loopback speaking its
+//! documented wire format: streaming with SSE framing edge cases, usage,
+//! error statuses with Retry-After, in-stream errors, malformed chunks and
+//! streams cut off in the middle.
+mod support;
+
+use std::time::Duration;
+
+use chatstream_router::model::{
+    ChatMessage, CompletionRequest, ModelChunk, ModelError, Role, Usage,
+};
+use chatstream_router::providers::anthropic::AnthropicModel;
+use chatstream_router::providers::http::{ApiKey, http_client};
+use chatstream_router::providers::openai::OpenAiModel;
+use support::*;
+
+fn request(model: &str) -> CompletionRequest {
+    CompletionRequest {
+        tenant_id: "acme".into(),
+        conversation_id: "c".into(),
+        model: model.into(),
+        messages: vec![
+            ChatMessage {
+                role: Role::System,
+                content: "be brief".into(),
+            },
+            ChatMessage {
+                role: Role::User,
+                content: "hello".into(),
+            },
+        ],
+        max_tokens: Some(64),
+    }
+}
+
+async fn openai(server: &ProviderServer) -> OpenAiModel {
+    OpenAiModel::new(
+        "openai",
+        &format!("{}/v1", server.base_url()),
+        Some(ApiKey::new("sk-test")),
+        http_client(Duration::from_secs(2)),
+    )
+}
+
+async fn anthropic(server: &ProviderServer) -> AnthropicModel {
+    AnthropicModel::new(
+        "anthropic",
+        &server.base_url(),
+        Some(ApiKey::new("ak-test")),
+        http_client(Duration::from_secs(2)),
+    )
+}
+
+fn last(chunks: &[Result<ModelChunk, ModelError>]) -> &Result<ModelChunk, ModelError> {
+    chunks.last().expect("at least one chunk")
+}
+
+#[tokio::test]
+async fn openai_streams_tokens_and_usage_and_sends_the_documented_request() {
+    let server = ProviderServer::start().await;
+    server.script([Reply::sse(&openai_stream(&["Hel", "lo", " there"], 9))]);
+    let (text, chunks) = collect(&openai(&server).await, request("gpt-4o-mini")).await;
+    assert_eq!(text, "Hello there");
+    assert_eq!(
+        last(&chunks),
+        &Ok(ModelChunk::Done {
+            usage: Usage {
+                prompt_tokens: 9,
+                completion_tokens: 3
+            },
+            finish_reason: "stop".into()
+        })
+    );
+
+    let sent = &server.requests()[0];
+    assert_eq!(sent.path, "/v1/chat/completions");
+    assert_eq!(sent.headers["authorization"], "Bearer sk-test");
+    assert_eq!(sent.body["model"], "gpt-4o-mini");
+    assert_eq!(sent.body["stream"], true);
+    assert_eq!(sent.body["stream_options"]["include_usage"], true);
+    assert_eq!(sent.body["max_tokens"], 64);
+    assert_eq!(sent.body["messages"][0]["role"], "system");
+    assert_eq!(sent.body["messages"][1]["content"], "hello");
+}
+
+#[tokio::test]
+async fn openai_framing_edge_cases_parse_alike() {
+    let plain = openai_stream(&["a", "b"], 1);
+    // Keep-alive comments, CRLF line ends, a chunk's JSON split over two
+    // `data:` lines (joined with a newline, which JSON allows), and the
+    // whole body cut into 3-byte TCP pieces.
+    let framed = format!(": keep-alive\n\n{}", plain)
+        .replace("\"object\"", "\ndata: \"object\"")
+        .replace('\n', "\r\n");
+    let server = ProviderServer::start().await;
+    server.script([Reply::sse_in_pieces(&framed, 3)]);
+    let (text, chunks) = collect(&openai(&server).await, request("m")).await;
+    assert_eq!(text, "ab", "{chunks:?}");
+    assert!(
+        matches!(last(&chunks), Ok(ModelChunk::Done { usage, .. }) if usage.prompt_tokens == 1)
+    );
+}
+
+#[tokio::test]
+async fn openai_error_statuses_carry_retry_after() {
+    let server = ProviderServer::start().await;
+    server.script([
+        Reply::Status {
+            status: 429,
+            headers: vec![("retry-after", "2".into())],
+            body: r#"{"error":{"message":"Rate limit reached","type":"requests"}}"#.into(),
+        },
+        Reply::status(503, r#"{"error":{"message":"overloaded"}}"#),
+        Reply::status(401, r#"{"error":{"message":"bad key"}}"#),
+    ]);
+    let model = openai(&server).await;
+    let (_, chunks) = collect(&model, request("m")).await;
+    let Err(error) = last(&chunks) else {
+        panic!("{chunks:?}")
+    };
+    assert_eq!(error.code(), "rate_limited");
+    assert_eq!(error.retry_after(), Some(Duration::from_secs(2)));
+    assert!(error.is_retryable());
+    assert!(error.to_string().contains("Rate limit reached"), "{error}");
+
+    let (_, chunks) = collect(&model, request("m")).await;
+    let Err(error) = last(&chunks) else {
+        panic!("{chunks:?}")
+    };
+    assert_eq!((error.code(), error.is_retryable()), ("server_error", true));
+
+    let (_, chunks) = collect(&model, request("m")).await;
+    let Err(error) = last(&chunks) else {
+        panic!("{chunks:?}")
+    };
+    assert_eq!(
+        (error.code(), error.is_retryable()),
+        ("client_error", false)
+    );
+}
+
+#[tokio::test]
+async fn openai_stream_cut_off_or_malformed_or_failing_midway() {
+    let server = ProviderServer::start().await;
+    let full = openai_stream(&["one", " two", " three"], 4);
+    let two_tokens: String = full.split_inclusive("\n\n").take(2).collect();
+    server.script([
+        Reply::Stream {
+            pieces: vec![Piece::Bytes(two_tokens.clone())],
+            end: End::Reset,
+        },
+        Reply::sse(&two_tokens), // closed cleanly, but without [DONE]
+        Reply::sse(&format!("{two_tokens}data: {{\"choices\": [oops\n\n")),
+        Reply::sse(&format!(
+            "{two_tokens}data: {{\"error\":{{\"message\":\"server had an error\",\"type\":\"server_error\"}}}}\n\n"
+        )),
+    ]);
+    let model = openai(&server).await;
+    for expected in ["interrupted", "interrupted", "protocol", "provider_error"] {
+        let (text, chunks) = collect(&model, request("m")).await;
+        assert_eq!(text, "one two", "{expected}: {chunks:?}");
+        let Err(error) = last(&chunks) else {
+            panic!("{expected}: {chunks:?}")
+        };
+        assert_eq!(error.code(), expected, "{error}");
+        assert!(error.is_retryable(), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn a_server_that_is_down_is_a_connect_error() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let model = OpenAiModel::new(
+        "openai",
+        &format!("http://{addr}/v1"),
+        None,
+        http_client(Duration::from_secs(1)),
+    );
+    let (_, chunks) = collect(&model, request("m")).await;
+    let Err(error) = last(&chunks) else {
+        panic!("{chunks:?}")
+    };
+    assert_eq!(error.code(), "connect", "{error}");
+}
+
+#[tokio::test]
+async fn anthropic_streams_text_and_usage_and_sends_the_documented_request() {
+    let server = ProviderServer::start().await;
+    let body = format!(
+        "{}{}{}{}",
+        anthropic_start(12),
+        anthropic_text("Hi"),
+        anthropic_text(" there"),
+        anthropic_end(2, "end_turn")
+    );
+    server.script([Reply::sse_in_pieces(&body.replace('\n', "\r\n"), 5)]);
+    let (text, chunks) = collect(&anthropic(&server).await, request("claude-haiku")).await;
+    assert_eq!(text, "Hi there");
+    assert!(chunks.contains(&Ok(ModelChunk::Usage(Usage {
+        prompt_tokens: 12,
+        completion_tokens: 1
+    }))));
+    assert_eq!(
+        last(&chunks),
+        &Ok(ModelChunk::Done {
+            usage: Usage {
+                prompt_tokens: 12,
+                completion_tokens: 2
+            },
+            finish_reason: "stop".into()
+        })
+    );
+    let sent = &server.requests()[0];
+    assert_eq!(sent.path, "/v1/messages");
+    assert_eq!(sent.headers["x-api-key"], "ak-test");
+    assert_eq!(sent.headers["anthropic-version"], "2023-06-01");
+    assert_eq!(sent.body["model"], "claude-haiku");
+    assert_eq!(sent.body["max_tokens"], 64);
+    assert_eq!(sent.body["stream"], true);
+    assert_eq!(sent.body["system"], "be brief");
+    assert_eq!(sent.body["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(sent.body["messages"][0]["role"], "user");
+}
+
+#[tokio::test]
+async fn anthropic_max_tokens_stop_maps_to_length() {
+    let server = ProviderServer::start().await;
+    let body = format!(
+        "{}{}{}",
+        anthropic_start(3),
+        anthropic_text("x"),
+        anthropic_end(64, "max_tokens")
+    );
+    server.script([Reply::sse(&body)]);
+    let (_, chunks) = collect(&anthropic(&server).await, request("c")).await;
+    assert!(
+        matches!(last(&chunks), Ok(ModelChunk::Done { finish_reason, .. }) if finish_reason == "length"),
+        "{chunks:?}"
+    );
+}
+
+#[tokio::test]
+async fn anthropic_errors_overload_cut_off_and_malformed() {
+    let server = ProviderServer::start().await;
+    let started = format!("{}{}", anthropic_start(7), anthropic_text("par"));
+    server.script([
+        Reply::sse(&format!(
+            "{started}event: error\ndata: {{\"type\": \"error\", \"error\": {{\"type\": \"overloaded_error\", \"message\": \"Overloaded\"}}}}\n\n"
+        )),
+        Reply::Stream {
+            pieces: vec![Piece::Bytes(started.clone())],
+            end: End::Reset,
+        },
+        Reply::sse(&format!("{started}event: content_block_delta\ndata: {{not json\n\n")),
+        Reply::Status {
+            status: 529,
+            headers: vec![("retry-after", "1".into())],
+            body: r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
+                .into(),
+        },
+        Reply::sse(&format!(
+            "{started}event: error\ndata: {{\"type\": \"error\", \"error\": {{\"type\": \"invalid_request_error\", \"message\": \"bad\"}}}}\n\n"
+        )),
+    ]);
+    let model = anthropic(&server).await;
+    for (expected, retryable) in [
+        ("provider_error", true),
+        ("interrupted", true),
+        ("protocol", true),
+        ("server_error", true),
+        ("provider_error", false),
+    ] {
+        let (_, chunks) = collect(&model, request("c")).await;
+        let Err(error) = last(&chunks) else {
+            panic!("{expected}: {chunks:?}")
+        };
+        assert_eq!(
+            (error.code(), error.is_retryable()),
+            (expected, retryable),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,277 @@
+//! A real HTTP server on loopback that plays scripted provider responses
+//! byte for byte: status codes and headers, SSE bodies cut into pieces
+//! with pauses between them (so they cross TCP reads), bodies that break
+//! off (connection reset) and bodies that stall. It records every request
+//! it gets, so tests can check what the provider was sent and how often.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use futures::StreamExt;
+
+/// How a scripted response body ends.
+#[derive(Debug, Clone)]
+pub enum End {
+    /// The body finishes normally.
+    Close,
+    /// The connection breaks mid-body (the client sees an incomplete body).
+    Reset,
+    /// The server goes silent and keeps the connection open.
+    Stall,
+}
+
+#[derive(Debug, Clone)]
+pub enum Piece {
+    Bytes(String),
+    Pause(Duration),
+}
+
+#[derive(Debug, Clone)]
+pub enum Reply {
+    Status {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: String,
+    },
+    Stream {
+        pieces: Vec<Piece>,
+        end: End,
+    },
+}
+
+impl Reply {
+    /// A normal SSE body sent in one piece.
+    pub fn sse(body: &str) -> Self {
+        Reply::Stream {
+            pieces: vec![Piece::Bytes(body.to_owned())],
+            end: End::Close,
+        }
+    }
+
+    /// An SSE body sent `size` bytes at a time with a short pause between
+    /// pieces, so the client reads it across many TCP segments.
+    pub fn sse_in_pieces(body: &str, size: usize) -> Self {
+        let mut pieces = Vec::new();
+        let bytes = body.as_bytes();
+        for chunk in bytes.chunks(size) {
+            pieces.push(Piece::Bytes(String::from_utf8_lossy(chunk).into_owned()));
+            pieces.push(Piece::Pause(Duration::from_millis(2)));
+        }
+        Reply::Stream {
+            pieces,
+            end: End::Close,
+        }
+    }
+
+    pub fn status(status: u16, body: &str) -> Self {
+        Reply::Status {
+            status,
+            headers: Vec::new(),
+            body: body.to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: serde_json::Value,
+}
+
+#[derive(Default)]
+struct Inner {
+    script: VecDeque<Reply>,
+    /// Played when the script is empty.
+    default: Option<Reply>,
+    requests: Vec<RecordedRequest>,
+}
+
+#[derive(Clone)]
+pub struct ProviderServer {
+    pub addr: SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl ProviderServer {
+    pub async fn start() -> Self {
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let app = axum::Router::new()
+            .fallback(serve)
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { addr, inner }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Queues replies for the next requests.
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.inner.lock().unwrap().script.extend(replies);
+    }
+
+    /// The reply once the script is used up.
+    pub fn set_default(&self, reply: Reply) {
+        self.inner.lock().unwrap().default = Some(reply);
+    }
+
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.inner.lock().unwrap().requests.clone()
+    }
+}
+
+async fn serve(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let reply = {
+        let mut inner = inner.lock().unwrap();
+        inner.requests.push(RecordedRequest {
+            path: uri.path().to_owned(),
+            headers,
+            body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        });
+        inner
+            .script
+            .pop_front()
+            .or_else(|| inner.default.clone())
+            .unwrap_or_else(|| Reply::status(500, "{\"error\":\"nothing scripted\"}"))
+    };
+    match reply {
+        Reply::Status {
+            status,
+            headers,
+            body,
+        } => {
+            let mut response = Response::builder()
+                .status(StatusCode::from_u16(status).unwrap())
+                .header("content-type", "application/json");
+            for (name, value) in headers {
+                response = response.header(name, value);
+            }
+            response.body(Body::from(body)).unwrap()
+        }
+        Reply::Stream { pieces, end } => {
+            let pieces = futures::stream::iter(pieces).filter_map(|piece| async move {
+                match piece {
+                    Piece::Bytes(text) => Some(Ok::<_, std::io::Error>(Bytes::from(text))),
+                    Piece::Pause(pause) => {
+                        tokio::time::sleep(pause).await;
+                        None
+                    }
+                }
+            });
+            let ending = futures::stream::once(async move {
+                match end {
+                    End::Close => None,
+                    End::Reset => {
+                        // Let what came before reach the client first.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Some(Err(std::io::Error::other("connection cut")))
+                    }
+                    End::Stall => std::future::pending::<Option<_>>().await,
+                }
+            })
+            .filter_map(std::future::ready);
+            Response::builder()
+                .status(200)
+                .header("content-type", "text/event-stream")
+                .header("cache-control", "no-cache")
+                .body(Body::from_stream(pieces.chain(ending)))
+                .unwrap()
+        }
+    }
+}
+
+/// An OpenAI Chat Completions stream of `tokens`, with a usage chunk.
+pub fn openai_stream(tokens: &[&str], prompt_tokens: u32) -> String {
+    let mut body = String::new();
+    for token in tokens {
+        let chunk = serde_json::json!({
+            "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": {"content": token}, "finish_reason": null}]
+        });
+        body.push_str(&format!("data: {chunk}\n\n"));
+    }
+    let finish = serde_json::json!({
+        "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]
+    });
+    let usage = serde_json::json!({
+        "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+        "choices": [],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": tokens.len(), "total_tokens": prompt_tokens + tokens.len() as u32}
+    });
+    body.push_str(&format!(
+        "data: {finish}\n\ndata: {usage}\n\ndata: [DONE]\n\n"
+    ));
+    body
+}
+
+/// The start of an Anthropic Messages stream: `message_start`, a `ping`
+/// and the text block's start.
+pub fn anthropic_start(input_tokens: u32) -> String {
+    let start = serde_json::json!({
+        "type": "message_start",
+        "message": {"id": "msg_1", "type": "message", "role": "assistant", "content": [],
+                    "model": "claude", "stop_reason": null, "stop_sequence": null,
+                    "usage": {"input_tokens": input_tokens, "output_tokens": 1}}
+    });
+    format!(
+        "event: message_start\ndata: {start}\n\nevent: ping\ndata: {{\"type\": \"ping\"}}\n\nevent: content_block_start\ndata: {{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{{\"type\":\"text\",\"text\":\"\"}}}}\n\n"
+    )
+}
+
+pub fn anthropic_text(text: &str) -> String {
+    let delta = serde_json::json!({
+        "type": "content_block_delta", "index": 0,
+        "delta": {"type": "text_delta", "text": text}
+    });
+    format!("event: content_block_delta\ndata: {delta}\n\n")
+}
+
+/// The end of an Anthropic stream: block stop, `message_delta` with the
+/// cumulative output tokens, `message_stop`.
+pub fn anthropic_end(output_tokens: u32, stop_reason: &str) -> String {
+    let delta = serde_json::json!({
+        "type": "message_delta",
+        "delta": {"stop_reason": stop_reason, "stop_sequence": null},
+        "usage": {"output_tokens": output_tokens}
+    });
+    format!(
+        "event: content_block_stop\ndata: {{\"type\":\"content_block_stop\",\"index\":0}}\n\nevent: message_delta\ndata: {delta}\n\nevent: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n"
+    )
+}
+
+/// Collects a model stream into (text, the final item).
+pub async fn collect(
+    model: &dyn chatstream_router::model::ChatModel,
+    request: chatstream_router::model::CompletionRequest,
+) -> (
+    String,
+    Vec<Result<chatstream_router::model::ModelChunk, chatstream_router::model::ModelError>>,
+) {
+    use chatstream_router::model::ModelChunk;
+    let chunks: Vec<_> = model.stream(request).collect().await;
+    let text = chunks
+        .iter()
+        .filter_map(|c| match c {
+            Ok(ModelChunk::Token(t)) => Some(t.as_str()),
+            _ => None,
+        })
+        .collect();
+    (text, chunks)
+}
