@@ -265,6 +265,42 @@ else
     setup_openai_js
 fi
 
+# The MCP tests (processors/mcp/tests, tests/mcp_tools_e2e.rs) run real
+# third-party MCP servers: server-everything from npm and mcp-server-time
+# from PyPI, pinned, installed into kept directories only when missing.
+CHATSTREAM_MCP_DIR="${CHATSTREAM_MCP_DIR:-$HOME/.cache/chatstream-mcp}"
+MCP_EVERYTHING_VERSION=2026.8.31
+MCP_TIME_VERSION=2026.10.19
+
+setup_mcp_servers() {
+    local everything="$CHATSTREAM_MCP_DIR/node/node_modules/.bin/mcp-server-everything"
+    local installed="$CHATSTREAM_MCP_DIR/node/node_modules/@modelcontextprotocol/server-everything/package.json"
+    if [ ! -x "$everything" ] || ! grep -q "\"version\": \"$MCP_EVERYTHING_VERSION\"" "$installed" 2>/dev/null; then
+        step "installing @modelcontextprotocol/server-everything@$MCP_EVERYTHING_VERSION into $CHATSTREAM_MCP_DIR/node"
+        mkdir -p "$CHATSTREAM_MCP_DIR/node"
+        npm install --prefix "$CHATSTREAM_MCP_DIR/node" --no-audit --no-fund --silent \
+            "@modelcontextprotocol/server-everything@$MCP_EVERYTHING_VERSION"
+    fi
+    local venv="$CHATSTREAM_MCP_DIR/venv"
+    if [ ! -x "$venv/bin/python" ]; then
+        step "creating a Python venv at $venv"
+        python3 -m venv "$venv"
+    fi
+    if [ "$("$venv/bin/python" -m pip show mcp-server-time 2>/dev/null | sed -n 's/^Version: //p')" != "$MCP_TIME_VERSION" ]; then
+        step "installing mcp-server-time==$MCP_TIME_VERSION into $venv"
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "mcp-server-time==$MCP_TIME_VERSION"
+    fi
+    export CHATSTREAM_TEST_MCP_EVERYTHING="$everything"
+    export CHATSTREAM_TEST_MCP_TIME="$venv/bin/mcp-server-time"
+    echo "MCP tests use server-everything $MCP_EVERYTHING_VERSION and mcp-server-time $MCP_TIME_VERSION from $CHATSTREAM_MCP_DIR"
+}
+
+if [ -n "${CHATSTREAM_TEST_MCP_EVERYTHING:-}" ] && [ -n "${CHATSTREAM_TEST_MCP_TIME:-}" ]; then
+    echo "MCP tests use $CHATSTREAM_TEST_MCP_EVERYTHING and $CHATSTREAM_TEST_MCP_TIME"
+else
+    setup_mcp_servers
+fi
+
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast "$@"
