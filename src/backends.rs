@@ -23,6 +23,8 @@ use chatstream_runtime::ratelimit::connections::redis::{
 use chatstream_runtime::ratelimit::in_process::InProcessRateLimiter;
 use chatstream_runtime::ratelimit::redis::{RedisRateLimiter, RedisRateLimiterConfig};
 use chatstream_runtime::redis_keyspace::RedisKeyspace;
+use chatstream_runtime::sends::SendReservations;
+use chatstream_runtime::sends::redis::{RedisSendReservations, RedisSendReservationsConfig};
 use chatstream_runtime::store::ProjectionStore;
 use chatstream_runtime::store::embedded::EmbeddedStore;
 use chatstream_runtime::store::recent::{RecentHistoryConfig, RecentHistoryStore};
@@ -138,6 +140,22 @@ pub fn open_rate_limiter(config: &Config) -> anyhow::Result<Arc<dyn RateLimiter>
     Ok(Arc::new(
         RedisRateLimiter::new(limiter_config).context("cannot start the Redis rate limiter")?,
     ))
+}
+
+/// Client message ids reserved across gateways while a send with one is
+/// appended; only needed (and only built) when Redis is configured.
+pub fn open_send_reservations(
+    config: &Config,
+) -> anyhow::Result<Option<Arc<dyn SendReservations>>> {
+    let Some(url) = &config.redis.url else {
+        return Ok(None);
+    };
+    let reservations_config =
+        RedisSendReservationsConfig::new(url.clone()).with_keyspace(keyspace(config));
+    Ok(Some(Arc::new(
+        RedisSendReservations::new(reservations_config)
+            .context("cannot start send reservations in Redis")?,
+    )))
 }
 
 /// Each tenant's open connections, counted across every gateway when Redis

@@ -58,6 +58,7 @@ async fn run_platform(
         fanout: processor_backends.fanout.clone(),
         rate_limiter: backends::open_rate_limiter(&config)?,
         connections: backends::open_connection_counter(&config)?,
+        send_reservations: backends::open_send_reservations(&config)?,
     };
 
     let shutdown = CancellationToken::new();

@@ -12,6 +12,7 @@ use chatstream_runtime::fanout::FanOut;
 use chatstream_runtime::log::EventLog;
 use chatstream_runtime::ratelimit::RateLimiter;
 use chatstream_runtime::ratelimit::connections::ConnectionCounter;
+use chatstream_runtime::sends::SendReservations;
 use chatstream_runtime::store::ProjectionStore;
 use chatstream_runtime::tenants::TenantRegistry;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -27,6 +28,8 @@ pub struct GatewayBackends {
     pub fanout: Arc<dyn FanOut>,
     pub rate_limiter: Arc<dyn RateLimiter>,
     pub connections: Arc<dyn ConnectionCounter>,
+    /// Client message ids shared with other gateways (with Redis).
+    pub send_reservations: Option<Arc<dyn SendReservations>>,
 }
 
 /// A started gateway: where it listens, and the switch that makes it ready.
@@ -53,18 +56,22 @@ pub async fn start(
     let http_listener = bind(host, config.server.http_port, "HTTP", "--http-port").await?;
     let grpc_listener = bind(host, config.server.grpc_port, "gRPC", "--grpc-port").await?;
     let readiness = Readiness::default();
+    let mut core = ChatCore::new(
+        backends.log,
+        backends.store,
+        backends.fanout,
+        backends.rate_limiter,
+        ChatLimits {
+            max_message_bytes: config.limits.max_message_bytes,
+            requests_per_second: config.limits.requests_per_second,
+            burst: config.limits.burst,
+        },
+    );
+    if let Some(reservations) = backends.send_reservations {
+        core = core.with_send_reservations(reservations);
+    }
     let gateway = Gateway {
-        core: Arc::new(ChatCore::new(
-            backends.log,
-            backends.store,
-            backends.fanout,
-            backends.rate_limiter,
-            ChatLimits {
-                max_message_bytes: config.limits.max_message_bytes,
-                requests_per_second: config.limits.requests_per_second,
-                burst: config.limits.burst,
-            },
-        )),
+        core: Arc::new(core),
         limits: EdgeLimits::for_max_message_bytes(largest_message_limit(config, &tenants)),
         tenants,
         connections: ConnectionLimits::new(backends.connections, config.limits.max_connections),

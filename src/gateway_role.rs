@@ -31,6 +31,7 @@ async fn serve(
         fanout: backends::open_fanout(&config).await?,
         rate_limiter: backends::open_rate_limiter(&config)?,
         connections: backends::open_connection_counter(&config)?,
+        send_reservations: backends::open_send_reservations(&config)?,
     };
     let log = backends.log.clone();
     let shutdown = CancellationToken::new();

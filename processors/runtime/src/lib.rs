@@ -19,5 +19,6 @@ pub mod ratelimit;
 #[cfg(feature = "redis")]
 pub mod redis_keyspace;
 pub mod runner;
+pub mod sends;
 pub mod store;
 pub mod tenants;

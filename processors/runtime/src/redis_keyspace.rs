@@ -57,6 +57,17 @@ impl RedisKeyspace {
         )
     }
 
+    /// The key reserving a tenant's client message id while a send with it
+    /// is appended, then holding its outcome for retries.
+    pub fn client_message_key(&self, tenant_id: &str, client_message_id: &str) -> String {
+        format!(
+            "{}:sent:{{{}}}:{}",
+            self.prefix,
+            escape(tenant_id),
+            escape(client_message_id)
+        )
+    }
+
     /// The hash holding a tenant's open connections, one field per gateway.
     pub fn connections_key(&self, tenant_id: &str) -> String {
         format!("{}:connections:{{{}}}", self.prefix, escape(tenant_id))

@@ -964,3 +964,100 @@ mod recent_history {
         );
     }
 }
+
+/// Client message ids reserved in Redis across gateways.
+mod send_reservations {
+    use chatstream_runtime::sends::redis::{RedisSendReservations, RedisSendReservationsConfig};
+    use chatstream_runtime::sends::{Reservation, SendReservations};
+    use chatstream_runtime::store::ClientMessageRecord;
+
+    use super::*;
+
+    fn reservations(url: &str) -> RedisSendReservations {
+        let config = RedisSendReservationsConfig::new(url).with_keyspace(fresh_keyspace());
+        RedisSendReservations::new(config).expect("reservations")
+    }
+
+    fn outcome(tenant_id: &str, client_message_id: &str) -> ClientMessageRecord {
+        ClientMessageRecord {
+            tenant_id: tenant_id.to_owned(),
+            client_message_id: client_message_id.to_owned(),
+            conversation_id: "c1".to_owned(),
+            event_id: "e1".to_owned(),
+            position: LogPosition {
+                partition: 3,
+                offset: 42,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn the_first_send_reserves_and_later_ones_learn_its_outcome() {
+        let Some(url) = shared_redis() else { return };
+        let sends = reservations(&url);
+        assert_eq!(
+            sends.reserve("acme", "m1").await.unwrap(),
+            Reservation::Reserved
+        );
+        assert_eq!(
+            sends.reserve("acme", "m1").await.unwrap(),
+            Reservation::InProgress
+        );
+        assert_eq!(
+            sends.lookup("acme", "m1").await.unwrap(),
+            Reservation::InProgress
+        );
+        assert_eq!(
+            sends.reserve("globex", "m1").await.unwrap(),
+            Reservation::Reserved,
+            "another tenant's id of the same name is its own"
+        );
+        sends.complete(&outcome("acme", "m1")).await.unwrap();
+        let expected = Reservation::Completed(outcome("acme", "m1"));
+        assert_eq!(sends.reserve("acme", "m1").await.unwrap(), expected);
+        sends.release("acme", "m1").await.unwrap();
+        assert_eq!(
+            sends.lookup("acme", "m1").await.unwrap(),
+            expected,
+            "an outcome outlives a release"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_send_releases_its_reservation_for_the_retry() {
+        let Some(url) = shared_redis() else { return };
+        let sends = reservations(&url);
+        assert_eq!(
+            sends.reserve("acme", "m2").await.unwrap(),
+            Reservation::Reserved
+        );
+        sends.release("acme", "m2").await.unwrap();
+        assert_eq!(
+            sends.lookup("acme", "m2").await.unwrap(),
+            Reservation::Reserved
+        );
+        assert_eq!(
+            sends.reserve("acme", "m2").await.unwrap(),
+            Reservation::Reserved
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn of_many_concurrent_reservations_exactly_one_wins() {
+        let Some(url) = shared_redis() else { return };
+        let sends = reservations(&url);
+        let attempts = (0..20).map(|_| {
+            let sends = sends.clone();
+            tokio::spawn(async move { sends.reserve("acme", "m3").await.unwrap() })
+        });
+        let mut won = 0;
+        for attempt in attempts {
+            match attempt.await.unwrap() {
+                Reservation::Reserved => won += 1,
+                Reservation::InProgress => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(won, 1);
+    }
+}
