@@ -23,16 +23,19 @@ pub enum ProcessorKind {
     ConversationProjector,
     /// Answers user messages with a model, streaming tokens to clients.
     Router,
+    /// Runs tenants' tool calls on their MCP servers.
+    Mcp,
 }
 
 impl ProcessorKind {
-    pub const ALL: [ProcessorKind; 2] = [Self::ConversationProjector, Self::Router];
+    pub const ALL: [ProcessorKind; 3] = [Self::ConversationProjector, Self::Router, Self::Mcp];
 
     /// The consumer group, as the processor names itself.
     pub fn group(self) -> &'static str {
         match self {
             Self::ConversationProjector => ConversationProjector::NAME,
             Self::Router => ModelRouter::NAME,
+            Self::Mcp => chatstream_mcp::McpProcessor::NAME,
         }
     }
 }
@@ -84,6 +87,31 @@ pub fn spawn(
                 }
             }
         }
+        ProcessorKind::Mcp => match mcp_pool(config) {
+            Ok(pool) => {
+                let mcp = chatstream_mcp::McpProcessor::new(log.clone(), store, Arc::new(pool));
+                tasks.spawn(mcp.spawn_idle_reaper(shutdown.clone()));
+                spawn_processor(tasks, log, Arc::new(mcp), dead_letters, shutdown.clone());
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot start the mcp processor");
+                shutdown.cancel();
+            }
+        },
+    }
+}
+
+/// The MCP servers of the tenants file's tenants (none without one).
+fn mcp_pool(config: &Config) -> Result<chatstream_mcp::McpClientPool, String> {
+    let settings = chatstream_mcp::McpConfig::default();
+    match &config.tenants_file {
+        Some(path) => TenantRegistry::load(path)
+            .map(|registry| chatstream_mcp::McpClientPool::from_registry(&registry, settings))
+            .map_err(|e| e.to_string()),
+        None => Ok(chatstream_mcp::McpClientPool::new(
+            Default::default(),
+            settings,
+        )),
     }
 }
 

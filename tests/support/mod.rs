@@ -42,6 +42,12 @@ pub struct Platform {
 impl Platform {
     /// Starts `chatstream dev` with tenants `acme` and `globex` and extra env vars.
     pub async fn start(env: &[(&str, &str)]) -> Self {
+        Self::start_with_tenant_config(env, &[]).await
+    }
+
+    /// Like `start`, with extra YAML lines in some tenants' entries
+    /// (`(tenant id, lines indented by four spaces)`), e.g. `mcp_servers`.
+    pub async fn start_with_tenant_config(env: &[(&str, &str)], extras: &[(&str, &str)]) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let tenants: Vec<TestTenant> = ["acme", "globex"]
             .iter()
@@ -50,7 +56,7 @@ impl Platform {
                 api_key: generate_api_key(),
             })
             .collect();
-        write_tenants_file(&data_dir.path().join("test-tenants.yaml"), &tenants);
+        write_tenants_file_with(&data_dir.path().join("test-tenants.yaml"), &tenants, extras);
         let mut platform = Self {
             data_dir,
             tenants,
@@ -211,6 +217,11 @@ pub async fn connect_ws(http_addr: &str, api_key: &str) -> Ws {
 }
 
 pub fn write_tenants_file(path: &Path, tenants: &[TestTenant]) {
+    write_tenants_file_with(path, tenants, &[]);
+}
+
+/// A tenants file with `extras` (tenant id, YAML lines) added to the entries.
+pub fn write_tenants_file_with(path: &Path, tenants: &[TestTenant], extras: &[(&str, &str)]) {
     let mut yaml = String::from("tenants:\n");
     for tenant in tenants {
         yaml += &format!(
@@ -218,6 +229,9 @@ pub fn write_tenants_file(path: &Path, tenants: &[TestTenant]) {
             tenant.id,
             hash_api_key(&tenant.api_key)
         );
+        for (_, lines) in extras.iter().filter(|(id, _)| *id == tenant.id) {
+            yaml += lines;
+        }
     }
     std::fs::write(path, yaml).expect("write tenants file");
 }

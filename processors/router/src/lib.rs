@@ -11,6 +11,7 @@ mod processor;
 pub mod providers;
 pub mod routing;
 mod setup;
+pub mod tools;
 
 pub use processor::{ModelRouter, ROUTING_EVENT_FIRST_INDEX, USAGE_EVENT_INDEX};
 pub use setup::router_from_config;

@@ -14,6 +14,8 @@ use crate::model::{ChatModel, CompletionRequest, ModelChunk, ModelError, Usage};
 
 /// Messages starting with this make the mock model fail with the rest as the error.
 pub const FAIL_COMMAND: &str = "/mock error";
+/// `/mock tool <server>.<tool> <json-args>` makes the mock ask for that tool.
+pub const TOOL_COMMAND: &str = "/mock tool";
 
 /// One scripted answer of the mock, used by the next call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +28,8 @@ pub enum MockReply {
     FailAfter { text: String, error: ModelError },
     /// Stream this text, then go silent forever: a stalled stream.
     StallAfter(String),
+    /// Ask for a tool call instead of replying.
+    ToolCall(crate::tools::ToolCallChunk),
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +88,17 @@ impl MockModel {
         let failure = text
             .strip_prefix(FAIL_COMMAND)
             .filter(|rest| rest.is_empty() || rest.starts_with(char::is_whitespace));
+        if let Some(call) = text.strip_prefix(TOOL_COMMAND) {
+            let (name, arguments) = call
+                .trim()
+                .split_once(char::is_whitespace)
+                .unwrap_or((call.trim(), "{}"));
+            return MockReply::ToolCall(crate::tools::ToolCallChunk {
+                call_id: "mock-call-1".into(),
+                name: name.to_owned(),
+                arguments_json: arguments.trim().to_owned(),
+            });
+        }
         match failure {
             Some(reason) => {
                 let reason = reason.trim();
@@ -135,6 +150,7 @@ impl ChatModel for MockModel {
             MockReply::Text(reply) => (reply, Ending::Done),
             MockReply::FailAfter { text, error } => (text, Ending::Fail(error)),
             MockReply::StallAfter(text) => (text, Ending::Stall),
+            MockReply::ToolCall(call) => (String::new(), Ending::ToolCall(call)),
         };
         let mut tokens = tokenize(&reply);
         if let Some(cap) = request.max_tokens {
@@ -144,6 +160,7 @@ impl ChatModel for MockModel {
             prompt_tokens: tokenize(&text).len() as u32,
             completion_tokens: tokens.len() as u32,
         };
+        let tool_call = matches!(ending, Ending::ToolCall(_));
         let (first_delay, delay) = (self.first_token_delay, self.token_delay);
         let token_chunks =
             stream::iter(tokens.into_iter().enumerate()).then(move |(index, token)| async move {
@@ -165,10 +182,15 @@ impl ChatModel for MockModel {
                 })),
                 Ending::Fail(error) => Some(Err(error)),
                 Ending::Stall => std::future::pending().await,
+                Ending::ToolCall(call) => Some(Ok(ModelChunk::ToolCall(call))),
             }
         })
         .filter_map(std::future::ready);
-        token_chunks.chain(end).boxed()
+        let tool_done = stream::iter(tool_call.then_some(Ok(ModelChunk::Done {
+            usage,
+            finish_reason: "tool_calls".into(),
+        })));
+        token_chunks.chain(end).chain(tool_done).boxed()
     }
 }
 
@@ -176,6 +198,7 @@ enum Ending {
     Done,
     Fail(ModelError),
     Stall,
+    ToolCall(crate::tools::ToolCallChunk),
 }
 
 #[cfg(test)]

@@ -75,6 +75,8 @@ pub enum ModelChunk {
         usage: Usage,
         finish_reason: String,
     },
+    /// The model asks for a tool; the step ends with the call, not a reply.
+    ToolCall(crate::tools::ToolCallChunk),
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

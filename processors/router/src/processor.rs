@@ -21,9 +21,10 @@ use chatstream_schemas::ids::derived_event_id;
 use chatstream_schemas::pb::events::{ModelUsageRecorded, TokenUsage, event::Payload};
 
 use crate::accounting::{BudgetLedger, month_of};
-use crate::model::{ChatMessage, ChatModel, Role};
+use crate::model::ChatModel;
 use crate::routing::Routing;
 use crate::routing::turn::{TurnObserver, TurnRequest, TurnUsage, run_turn};
+use crate::tools::TurnStep;
 
 /// Derived-id index of a turn's `ModelUsageRecorded` (the answer is 0).
 /// Far from the small indexes other outputs of the same message may use.
@@ -192,19 +193,27 @@ impl Processor for ModelRouter {
     }
 
     async fn handle(&self, event: &Event, position: LogPosition) -> Result<(), ProcessError> {
-        let Some(Payload::UserMessageSent(sent)) = &event.payload else {
-            return Ok(());
-        };
         let retryable =
             |e: chatstream_runtime::store::StoreError| ProcessError::Retryable(e.to_string());
-        if !is_first_send(self.store.as_ref(), event, position)
+        // A turn starts at a user message and goes on after each tool result.
+        let step = match &event.payload {
+            Some(Payload::UserMessageSent(sent)) => {
+                if !is_first_send(self.store.as_ref(), event, position)
+                    .await
+                    .map_err(retryable)?
+                {
+                    return Ok(());
+                }
+                TurnStep::first(&sent.text)
+            }
+            Some(Payload::ToolCallCompleted(done)) => TurnStep::after_tool(done),
+            _ => return Ok(()),
+        };
+        if self
+            .store
+            .is_processed(Self::NAME, &event.id)
             .await
             .map_err(retryable)?
-            || self
-                .store
-                .is_processed(Self::NAME, &event.id)
-                .await
-                .map_err(retryable)?
         {
             return Ok(());
         }
@@ -214,10 +223,7 @@ impl Processor for ModelRouter {
             event_id: event.id.clone(),
             tenant_id: event.tenant_id.clone(),
             conversation_id: event.conversation_id.clone(),
-            messages: vec![ChatMessage {
-                role: Role::User,
-                content: sent.text.clone(),
-            }],
+            messages: step.messages.clone(),
             budget_remaining: self.budget_remaining(&event.tenant_id, &month).await?,
         };
         let reporter = TurnReporter {
@@ -245,7 +251,8 @@ impl Processor for ModelRouter {
                     .charge(&event.tenant_id, &month, &event.id, total);
             }
         }
-        self.append_derived(event, 0, outcome.answer).await?;
+        self.append_derived(event, 0, step.finish(outcome.answer))
+            .await?;
         self.store
             .mark_processed(Self::NAME, &event.id)
             .await

@@ -88,6 +88,8 @@ impl From<ModelError> for AttemptError {
 enum Attempt {
     Finished {
         text: String,
+        /// The model asked for this tool instead of (or after) replying.
+        tool_call: Option<crate::tools::ToolCallChunk>,
         usage: Usage,
         finish_reason: String,
         estimated: bool,
@@ -118,6 +120,7 @@ async fn attempt(
     let prompt_estimate = estimate_prompt_tokens(&request.messages);
     let mut chunks = entry.model.stream(request);
     let (mut text, mut streamed, mut reported) = (String::new(), 0u32, None::<Usage>);
+    let mut tool_call = None;
     // Usage up to a failure: what the provider reported, else an estimate.
     let partial_usage = |reported: Option<Usage>, streamed: u32| -> (Option<Usage>, bool) {
         match (reported, streamed) {
@@ -167,6 +170,11 @@ async fn attempt(
                 reported = Some(usage);
                 continue;
             }
+            Ok(Some(Ok(ModelChunk::ToolCall(call)))) => {
+                // One call per step: the turn continues when its result arrives.
+                tool_call.get_or_insert(call);
+                continue;
+            }
             Ok(Some(Ok(ModelChunk::Done {
                 usage,
                 finish_reason,
@@ -183,6 +191,7 @@ async fn attempt(
                 };
                 return Attempt::Finished {
                     text,
+                    tool_call,
                     usage,
                     finish_reason,
                     estimated: silent && reported.is_none(),
@@ -319,7 +328,21 @@ pub async fn run_turn(
             };
             match attempt(entry, call, policy, deadline, observer).await {
                 Attempt::Finished {
+                    tool_call: Some(call),
+                    usage,
+                    estimated,
+                    ..
+                } => {
+                    permit.success();
+                    add_usage(&mut total, entry, usage, estimated);
+                    return Ok(TurnOutcome {
+                        answer: crate::tools::tool_request(call),
+                        usage: Some(total),
+                    });
+                }
+                Attempt::Finished {
                     text,
+                    tool_call: None,
                     usage,
                     finish_reason,
                     estimated,

@@ -1,0 +1,173 @@
+//! A turn with a tool call, end to end against the real binary and a real
+//! MCP server: the user's message, the mock model asking for a tool, the
+//! mcp processor running it on `server-everything` (stdio), and the router
+//! finishing the answer with the result, all seen by a WebSocket client.
+mod support;
+
+use chatstream_schemas::ws::{ClientFrame, EventBody, EventJson, ServerFrame};
+use support::{Platform, Ws};
+
+/// `server-everything`, or `None` after saying why the test does not run.
+fn everything_server() -> Option<String> {
+    match std::env::var("CHATSTREAM_TEST_MCP_EVERYTHING") {
+        Ok(path) if !path.is_empty() => Some(path),
+        _ => {
+            let reason = "CHATSTREAM_TEST_MCP_EVERYTHING is not set (scripts/test.sh installs the MCP test servers)";
+            if std::env::var("CHATSTREAM_TEST_STRICT").as_deref() == Ok("1") {
+                panic!("{reason}");
+            }
+            println!("not run: {reason}");
+            None
+        }
+    }
+}
+
+/// The events of the turn started by `user_event_id`, up to its end (an
+/// assistant message or an error), and the deltas' text per `reply_to`.
+async fn read_turn(ws: &mut Ws, user_event_id: &str) -> (Vec<EventJson>, Vec<(String, String)>) {
+    let frames = ws
+        .frames_until(|f| {
+            matches!(f, ServerFrame::Event { event, .. }
+                if event.correlation_id == user_event_id
+                    && matches!(event.body, EventBody::AssistantMessage { .. } | EventBody::ErrorOccurred { .. }))
+        })
+        .await;
+    let mut events = Vec::new();
+    let mut deltas = Vec::new();
+    for frame in frames {
+        match frame {
+            ServerFrame::Event { event, .. }
+                if event.id == user_event_id || event.correlation_id == user_event_id =>
+            {
+                events.push(event)
+            }
+            ServerFrame::Delta { reply_to, text, .. } => deltas.push((reply_to, text)),
+            _ => {}
+        }
+    }
+    (events, deltas)
+}
+
+#[tokio::test]
+async fn a_model_uses_a_tool_on_a_real_mcp_server_within_one_turn() {
+    let Some(everything) = everything_server() else {
+        return;
+    };
+    let servers = format!(
+        "    mcp_servers:\n      - name: everything\n        transport: {{type: stdio, command: {everything:?}, args: [stdio]}}\n        allowed_tools: [get-sum, echo]\n"
+    );
+    let platform = Platform::start_with_tenant_config(&[], &[("acme", &servers)]).await;
+    let mut ws = platform.ws(platform.key("acme")).await;
+
+    let (user_event_id, _, conversation_id) = ws
+        .send_message(None, r#"/mock tool everything.get-sum {"a":20,"b":22}"#)
+        .await;
+    ws.send(&ClientFrame::Subscribe {
+        request_id: Some("s".into()),
+        conversation_id: conversation_id.clone(),
+        after_position: None,
+    })
+    .await;
+    let (events, deltas) = read_turn(&mut ws, &user_event_id).await;
+
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| match &e.body {
+            EventBody::UserMessageSent { .. } => "user",
+            EventBody::ToolCallRequested(_) => "tool_requested",
+            EventBody::ToolCallCompleted { .. } => "tool_completed",
+            EventBody::AssistantMessage { .. } => "assistant",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["user", "tool_requested", "tool_completed", "assistant"],
+        "{events:#?}"
+    );
+    let EventBody::ToolCallRequested(request) = &events[1].body else {
+        unreachable!()
+    };
+    assert_eq!(events[1].causation_id, user_event_id);
+    assert_eq!(
+        (request.server.as_str(), request.tool.as_str()),
+        ("everything", "get-sum")
+    );
+    assert_eq!(request.turn_depth, 1);
+
+    let EventBody::ToolCallCompleted {
+        content_text,
+        is_error,
+        ..
+    } = &events[2].body
+    else {
+        unreachable!()
+    };
+    assert_eq!(events[2].causation_id, events[1].id);
+    assert!(!is_error, "{:?}", events[2]);
+    assert!(
+        content_text.contains("42"),
+        "the real server's answer: {content_text}"
+    );
+
+    let EventBody::AssistantMessage { text, .. } = &events[3].body else {
+        unreachable!()
+    };
+    assert_eq!(events[3].causation_id, events[2].id);
+    assert!(
+        text.contains("42"),
+        "the answer uses the tool's result: {text}"
+    );
+    let streamed: String = deltas
+        .iter()
+        .filter(|(reply_to, _)| *reply_to == events[2].id)
+        .map(|(_, t)| t.as_str())
+        .collect();
+    assert_eq!(&streamed, text, "the client saw the answer stream");
+}
+
+#[tokio::test]
+async fn another_tenants_model_cannot_call_the_tool() {
+    let Some(everything) = everything_server() else {
+        return;
+    };
+    let servers = format!(
+        "    mcp_servers:\n      - name: everything\n        transport: {{type: stdio, command: {everything:?}, args: [stdio]}}\n"
+    );
+    let platform = Platform::start_with_tenant_config(&[], &[("acme", &servers)]).await;
+    let mut ws = platform.ws(platform.key("globex")).await;
+
+    let (user_event_id, _, conversation_id) = ws
+        .send_message(
+            None,
+            r#"/mock tool everything.echo {"message":"acme's secrets"}"#,
+        )
+        .await;
+    ws.send(&ClientFrame::Subscribe {
+        request_id: Some("s".into()),
+        conversation_id,
+        after_position: None,
+    })
+    .await;
+    let (events, _) = read_turn(&mut ws, &user_event_id).await;
+    let completed = events
+        .iter()
+        .find_map(|e| match &e.body {
+            EventBody::ToolCallCompleted {
+                is_error,
+                error_kind,
+                content_text,
+                ..
+            } => Some((*is_error, error_kind.clone(), content_text.clone())),
+            _ => None,
+        })
+        .expect("the call was answered");
+    assert!(completed.0, "{completed:?}");
+    assert_eq!(completed.1, "not_allowed", "{completed:?}");
+    assert!(!completed.2.contains("Echo"), "{completed:?}");
+    let answer = events.last().unwrap();
+    let EventBody::AssistantMessage { text, .. } = &answer.body else {
+        panic!("{answer:?}")
+    };
+    assert!(text.contains("not_allowed"), "the model is told: {text}");
+}
