@@ -283,3 +283,35 @@ async fn anthropic_errors_overload_cut_off_and_malformed() {
         );
     }
 }
+
+#[tokio::test]
+async fn https_endpoints_go_through_tls() {
+    // A plain-TCP peer answering a TLS client hello with plain HTTP: the
+    // client must fail in the TLS handshake (so HTTPS is supported), not
+    // refuse the scheme.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let _ = socket.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        }
+    });
+    let model = OpenAiModel::new(
+        "openai",
+        &format!("https://{addr}/v1"),
+        None,
+        http_client(Duration::from_secs(2)),
+    );
+    let (_, chunks) = collect(&model, request("m")).await;
+    let Err(error) = last(&chunks) else {
+        panic!("{chunks:?}")
+    };
+    let message = error.to_string().to_lowercase();
+    assert_eq!(error.code(), "connect", "{error}");
+    assert!(!message.contains("scheme"), "{error}");
+    assert!(
+        message.contains("tls") || message.contains("handshake") || message.contains("corrupt"),
+        "{error}"
+    );
+}
