@@ -65,10 +65,10 @@ pub struct Cli {
     #[arg(long)]
     pub kafka_topic: Option<String>,
 
-    /// Distinct tenant ids to key records by (for --transport kafka); each
-    /// tenant is one partition, as in chatstream's log.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-    pub kafka_tenants: u32,
+    /// Tenant id to key records by, as chatstream does (for --transport
+    /// kafka); repeat for several. Default `dev`, the tenant of `chatstream dev`.
+    #[arg(long = "kafka-tenant", value_name = "ID")]
+    pub kafka_tenants: Vec<String>,
 
     /// API key; repeat for several tenants. Connections take the keys in turn.
     #[arg(long = "api-key", value_name = "KEY")]
@@ -271,7 +271,11 @@ impl Cli {
             (Transport::Kafka, Some(topic)) => Some(KafkaTarget {
                 bootstrap_servers: self.kafka_bootstrap_servers.clone(),
                 topic,
-                tenants: self.kafka_tenants,
+                tenants: if self.kafka_tenants.is_empty() {
+                    vec!["dev".to_owned()]
+                } else {
+                    self.kafka_tenants.clone()
+                },
             }),
             _ => None,
         };

@@ -8,7 +8,7 @@
 //!
 //! All load connections share one producer, as a gateway process shares its
 //! log's one producer among its clients.
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chatstream_schemas::event::{EventContext, new_event};
@@ -19,7 +19,7 @@ use chatstream_schemas::{Event, codec};
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use tokio::sync::mpsc;
+use tokio::sync::{OnceCell, mpsc};
 
 use crate::protocol::{Incoming, Outgoing, TransportError};
 
@@ -31,10 +31,10 @@ const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct KafkaTarget {
     pub bootstrap_servers: String,
     pub topic: String,
-    /// Distinct tenant ids used as record keys. chatstream keys every record
-    /// by its tenant, so one tenant means one partition, as with the one
-    /// `dev` tenant of `chatstream dev`.
-    pub tenants: u32,
+    /// Tenant ids used as record keys, taken by the connections in turn.
+    /// chatstream keys every record by its tenant, so one tenant means one
+    /// partition, as with the one `dev` tenant of `chatstream dev`.
+    pub tenants: Vec<String>,
 }
 
 pub struct KafkaConnection {
@@ -47,12 +47,15 @@ pub struct KafkaConnection {
 
 impl KafkaConnection {
     pub async fn connect(target: &KafkaTarget, index: u32) -> Result<Self, TransportError> {
-        let producer = shared_producer(target)?;
+        let producer = PRODUCER
+            .get_or_try_init(|| start_producer(target))
+            .await?
+            .clone();
         let (incoming_tx, incoming) = mpsc::unbounded_channel();
         Ok(Self {
             producer,
             topic: target.topic.as_str().into(),
-            tenant_id: format!("tenant-{}", index % target.tenants.max(1)),
+            tenant_id: tenant_of(target, index),
             incoming_tx,
             incoming,
         })
@@ -189,30 +192,54 @@ fn producer_config(target: &KafkaTarget) -> ClientConfig {
     config
 }
 
-/// One producer per process, created by the first connection.
-fn shared_producer(target: &KafkaTarget) -> Result<Arc<FutureProducer>, TransportError> {
-    static PRODUCER: OnceLock<Arc<FutureProducer>> = OnceLock::new();
-    if let Some(producer) = PRODUCER.get() {
-        return Ok(producer.clone());
+/// One producer per process, started by the first connection.
+static PRODUCER: OnceCell<Arc<FutureProducer>> = OnceCell::const_new();
+
+fn tenant_of(target: &KafkaTarget, index: u32) -> String {
+    match target.tenants.len() {
+        0 => "dev".to_owned(),
+        count => target.tenants[index as usize % count].clone(),
     }
+}
+
+/// Creates the producer, checks the topic exists and sends one warm-up
+/// event, so the first measured message does not pay for the connection
+/// and the idempotent producer's id (a gateway's producer is warm too).
+async fn start_producer(target: &KafkaTarget) -> Result<Arc<FutureProducer>, TransportError> {
     let servers = &target.bootstrap_servers;
     let producer: FutureProducer = producer_config(target).create().map_err(|e| {
         TransportError::Connect(format!("{servers}: cannot create a producer: {e}"))
     })?;
     // Fails fast on a wrong address or a missing topic, before the run starts.
-    producer
-        .client()
-        .fetch_metadata(Some(&target.topic), Duration::from_secs(10))
-        .map_err(|e| TransportError::Connect(format!("{servers}: no metadata: {e}")))
-        .and_then(|metadata| match metadata.topics().first() {
-            Some(topic) if topic.error().is_none() && !topic.partitions().is_empty() => Ok(()),
-            _ => Err(TransportError::Connect(format!(
-                "{servers}: topic {:?} does not exist (create it: chatstream topics create \
+    // librdkafka's metadata call blocks; this runs once, before the start.
+    tokio::task::block_in_place(|| {
+        producer
+            .client()
+            .fetch_metadata(Some(&target.topic), Duration::from_secs(10))
+    })
+    .map_err(|e| TransportError::Connect(format!("{servers}: no metadata: {e}")))
+    .and_then(|metadata| match metadata.topics().first() {
+        Some(topic) if topic.error().is_none() && !topic.partitions().is_empty() => Ok(()),
+        _ => Err(TransportError::Connect(format!(
+            "{servers}: topic {:?} does not exist (create it: chatstream topics create \
                  --bootstrap-servers {servers} --topic {})",
-                target.topic, target.topic
-            ))),
+            target.topic, target.topic
+        ))),
+    })?;
+    let tenant = tenant_of(target, 0);
+    let warm_up = user_message(&tenant, &new_event_id(), String::new(), "warm-up");
+    let value = codec::encode(&warm_up);
+    let record = FutureRecord::to(&target.topic)
+        .key(&tenant)
+        .payload(&value)
+        .headers(cloud_event_headers(&warm_up));
+    producer
+        .send(record, QUEUE_TIMEOUT)
+        .await
+        .map_err(|(e, _)| {
+            TransportError::Connect(format!("{servers}: warm-up send failed: {e}"))
         })?;
-    Ok(PRODUCER.get_or_init(|| Arc::new(producer)).clone())
+    Ok(Arc::new(producer))
 }
 
 fn error_code(error: &rdkafka::error::KafkaError) -> String {
@@ -251,7 +278,7 @@ mod tests {
         let config = producer_config(&KafkaTarget {
             bootstrap_servers: "127.0.0.1:1".into(),
             topic: "t".into(),
-            tenants: 1,
+            tenants: vec!["dev".into()],
         });
         assert_eq!(config.get("enable.idempotence"), Some("true"));
         assert_eq!(config.get("acks"), Some("all"));
