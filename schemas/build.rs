@@ -26,6 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .boxed(".chatstream.events.v1.Event.payload.tool_call_requested")
         .boxed(".chatstream.events.v1.Event.payload.tool_call_completed")
         .boxed(".chatstream.events.v1.Event.payload.tool_call_approval_requested")
+        .boxed(".chatstream.events.v1.Event.payload.tool_call_approval_decided")
         // The router's routing and usage payloads are larger than the
         // chat ones; boxed, so every `Event` stays as small as before.
         .boxed(".chatstream.events.v1.Event.payload.model_routing_decided")

@@ -177,6 +177,8 @@ pub enum EventBody {
     #[serde(rename = "chatstream.tool_call.approval_decided.v1")]
     ToolCallApprovalDecided {
         call_id: String,
+        /// Id of the `ToolCallRequested` event decided on.
+        request_event_id: String,
         approved: bool,
         #[serde(default)]
         reason: String,
@@ -331,6 +333,7 @@ impl EventJson {
             },
             Payload::ToolCallApprovalDecided(p) => EventBody::ToolCallApprovalDecided {
                 call_id: p.call_id.clone(),
+                request_event_id: p.request_event_id.clone(),
                 approved: p.approved,
                 reason: p.reason.clone(),
                 decided_by_key_id: p.decided_by_key_id.clone(),
@@ -461,15 +464,17 @@ impl EventJson {
             })),
             EventBody::ToolCallApprovalDecided {
                 call_id,
+                request_event_id,
                 approved,
                 reason,
                 decided_by_key_id,
-            } => Payload::ToolCallApprovalDecided(events::ToolCallApprovalDecided {
+            } => Payload::ToolCallApprovalDecided(Box::new(events::ToolCallApprovalDecided {
                 call_id: call_id.clone(),
+                request_event_id: request_event_id.clone(),
                 approved: *approved,
                 reason: reason.clone(),
                 decided_by_key_id: decided_by_key_id.clone(),
-            }),
+            })),
             EventBody::ModelRoutingDecided {
                 attempt,
                 model,
@@ -681,12 +686,13 @@ mod tests {
                 request: Some(request),
                 expires_at_ms: 1_700_000_000_000,
             })),
-            Payload::ToolCallApprovalDecided(events::ToolCallApprovalDecided {
+            Payload::ToolCallApprovalDecided(Box::new(events::ToolCallApprovalDecided {
                 call_id: "call-1".into(),
+                request_event_id: "req-1".into(),
                 approved: false,
                 reason: "no".into(),
                 decided_by_key_id: "k".into(),
-            }),
+            })),
         ];
         for payload in payloads {
             let event = crate::event::new_event("id".into(), context.clone(), payload);

@@ -6,6 +6,7 @@
 //! tenant's tools to the router, `call` runs one call with its checks and
 //! limits, and `processor` ties a call to its events exactly once.
 
+mod approvals;
 pub mod call;
 pub mod catalog;
 pub mod config;
