@@ -87,6 +87,8 @@ impl Routing {
                 model: name.clone(),
                 weight: 1,
             }],
+            // The mock's replies echo the message: never cut them short.
+            max_tokens: u32::MAX,
             ..Default::default()
         };
         let config = ModelsConfig::default();

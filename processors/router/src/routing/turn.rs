@@ -334,6 +334,7 @@ pub async fn run_turn(
                     ..
                 } => {
                     permit.success();
+                    count_attempt(entry, "ok");
                     add_usage(&mut total, entry, usage, estimated);
                     return Ok(TurnOutcome {
                         answer: crate::tools::tool_request(call),
@@ -348,6 +349,7 @@ pub async fn run_turn(
                     estimated,
                 } => {
                     permit.success();
+                    count_attempt(entry, "ok");
                     add_usage(&mut total, entry, usage, estimated);
                     let answer = Payload::AssistantMessage(AssistantMessage {
                         text,
@@ -375,6 +377,7 @@ pub async fn run_turn(
                     } else {
                         permit.success();
                     }
+                    count_attempt(entry, error.code);
                     if let Some(usage) = usage {
                         add_usage(&mut total, entry, usage, estimated);
                     }
@@ -460,4 +463,16 @@ fn add_usage(total: &mut TurnUsage, entry: &CatalogEntry, usage: Usage, estimate
     total.usage.completion_tokens += usage.completion_tokens;
     total.cost_micros += entry.price.cost_micros(usage);
     total.estimated |= estimated;
+}
+
+/// Attempts by provider and outcome (`ok` or the error code), for alerts
+/// on a failing endpoint before its breaker opens.
+fn count_attempt(entry: &CatalogEntry, outcome: &'static str) {
+    metrics::counter!(
+        "chatstream_router_attempts_total",
+        "provider" => entry.provider.clone(),
+        "model" => entry.id.clone(),
+        "outcome" => outcome
+    )
+    .increment(1);
 }
