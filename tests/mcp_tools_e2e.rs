@@ -171,3 +171,125 @@ async fn another_tenants_model_cannot_call_the_tool() {
     };
     assert!(text.contains("not_allowed"), "the model is told: {text}");
 }
+
+#[tokio::test]
+async fn a_person_approves_a_tool_call_over_websocket() {
+    let Some(everything) = everything_server() else {
+        return;
+    };
+    let servers = format!(
+        "    mcp_servers:\n      - name: everything\n        transport: {{type: stdio, command: {everything:?}, args: [stdio]}}\n        require_approval: [echo]\n"
+    );
+    let platform = Platform::start_with_tenant_config(&[], &[("acme", &servers)]).await;
+    let mut ws = platform.ws(platform.key("acme")).await;
+    let (user_event_id, _, conversation_id) = ws
+        .send_message(
+            None,
+            r#"/mock tool everything.echo {"message":"approved!"}"#,
+        )
+        .await;
+    ws.send(&ClientFrame::Subscribe {
+        request_id: Some("s".into()),
+        conversation_id: conversation_id.clone(),
+        after_position: None,
+    })
+    .await;
+    let frames = ws
+        .frames_until(|f| {
+            matches!(f, ServerFrame::Event { event, .. }
+                if matches!(event.body, EventBody::ToolCallApprovalRequested { .. }))
+        })
+        .await;
+    let Some(ServerFrame::Event { event: asked, .. }) = frames.last() else {
+        unreachable!()
+    };
+    let tool_call_event_id = asked.causation_id.clone();
+
+    // Another tenant cannot decide on it: the conversation is not theirs.
+    let mut intruder = platform.ws(platform.key("globex")).await;
+    intruder
+        .send(&ClientFrame::DecideToolCall {
+            request_id: Some("d".into()),
+            conversation_id: conversation_id.clone(),
+            tool_call_event_id: tool_call_event_id.clone(),
+            approved: true,
+            reason: None,
+        })
+        .await;
+    intruder.expect_error("conversation_not_found").await;
+
+    ws.send(&ClientFrame::DecideToolCall {
+        request_id: Some("d".into()),
+        conversation_id: conversation_id.clone(),
+        tool_call_event_id,
+        approved: true,
+        reason: Some("looks fine".into()),
+    })
+    .await;
+    let (events, _) = read_turn(&mut ws, &user_event_id).await;
+    let completed = events
+        .iter()
+        .find_map(|e| match &e.body {
+            EventBody::ToolCallCompleted {
+                is_error,
+                content_text,
+                ..
+            } => Some((*is_error, content_text.clone())),
+            _ => None,
+        })
+        .expect("the approved call ran");
+    assert!(!completed.0, "{completed:?}");
+    assert!(completed.1.contains("approved!"), "{completed:?}");
+    let EventBody::AssistantMessage { text, .. } = &events.last().unwrap().body else {
+        panic!("{events:#?}")
+    };
+    assert!(text.contains("approved!"), "{text}");
+
+    // Over gRPC: another tenant is refused, the owner rejects the next call.
+    let (second_event_id, _, _) = ws
+        .send_message(
+            Some(&conversation_id),
+            r#"/mock tool everything.echo {"message":"no"}"#,
+        )
+        .await;
+    let frames = ws
+        .frames_until(|f| {
+            matches!(f, ServerFrame::Event { event, .. }
+                if event.correlation_id == second_event_id
+                    && matches!(event.body, EventBody::ToolCallApprovalRequested { .. }))
+        })
+        .await;
+    let Some(ServerFrame::Event { event: asked, .. }) = frames.last() else {
+        unreachable!()
+    };
+    let decide = |key: &str, approved: bool| {
+        support::authed(
+            chatstream_schemas::pb::gateway::DecideToolCallRequest {
+                request_id: String::new(),
+                conversation_id: conversation_id.clone(),
+                tool_call_event_id: asked.causation_id.clone(),
+                approved,
+                reason: "not this one".into(),
+            },
+            key,
+        )
+    };
+    let mut grpc = platform.grpc().await;
+    let refused = grpc
+        .decide_tool_call(decide(platform.key("globex"), true))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
+    grpc.decide_tool_call(decide(platform.key("acme"), false))
+        .await
+        .expect("decision acked");
+    let (events, _) = read_turn(&mut ws, &second_event_id).await;
+    let rejected = events
+        .iter()
+        .find_map(|e| match &e.body {
+            EventBody::ToolCallCompleted { error_kind, .. } => Some(error_kind.clone()),
+            _ => None,
+        })
+        .expect("the rejected call has a result");
+    assert_eq!(rejected, "rejected");
+}

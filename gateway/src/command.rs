@@ -21,6 +21,18 @@ pub enum ChatCommand {
         request_id: Option<String>,
         conversation_id: String,
     },
+    DecideToolCall(ToolCallDecision),
+}
+
+/// A person's answer to a tool call waiting for approval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCallDecision {
+    pub request_id: Option<String>,
+    pub conversation_id: String,
+    /// Id of the `ToolCallRequested` event.
+    pub tool_call_event_id: String,
+    pub approved: bool,
+    pub reason: String,
 }
 
 impl ChatCommand {
@@ -30,6 +42,7 @@ impl ChatCommand {
             | Self::Subscribe { request_id, .. }
             | Self::Unsubscribe { request_id, .. } => request_id.as_deref(),
             Self::Send(message) => message.request_id.as_deref(),
+            Self::DecideToolCall(decision) => decision.request_id.as_deref(),
         }
     }
 }

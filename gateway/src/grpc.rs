@@ -18,7 +18,9 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::Gateway;
-use crate::command::{ChatCommand, ChatReply, MessageAck, SendMessage, non_empty};
+use crate::command::{
+    ChatCommand, ChatReply, MessageAck, SendMessage, ToolCallDecision, non_empty,
+};
 use crate::error::ChatError;
 use crate::session::Session;
 
@@ -211,6 +213,20 @@ impl ChatService for GrpcChat {
         Ok(Response::new(ack_to_pb(ack)))
     }
 
+    async fn decide_tool_call(
+        &self,
+        request: Request<pb::DecideToolCallRequest>,
+    ) -> Result<Response<pb::MessageAck>, Status> {
+        let principal = self.authenticate(request.metadata())?;
+        let ack = self
+            .gateway
+            .core
+            .decide_tool_call(&principal, decision_from_request(request.into_inner()))
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(ack_to_pb(ack)))
+    }
+
     async fn get_conversation(
         &self,
         request: Request<pb::GetConversationRequest>,
@@ -250,7 +266,8 @@ impl ChatService for GrpcChat {
 /// The command a frame carries, or the error for it with the frame's request id.
 fn command_from_frame(frame: pb::ClientFrame) -> Result<ChatCommand, (Option<String>, ChatError)> {
     let Some(frame) = frame.frame else {
-        let message = "a ClientFrame must set one of open, send, subscribe, unsubscribe";
+        let message =
+            "a ClientFrame must set one of open, send, subscribe, unsubscribe, decide_tool_call";
         return Err((None, ChatError::InvalidRequest(message.into())));
     };
     Ok(match frame {
@@ -268,7 +285,20 @@ fn command_from_frame(frame: pb::ClientFrame) -> Result<ChatCommand, (Option<Str
             request_id: non_empty(unsubscribe.request_id),
             conversation_id: unsubscribe.conversation_id,
         },
+        ClientFrameKind::DecideToolCall(decision) => {
+            ChatCommand::DecideToolCall(decision_from_request(decision))
+        }
     })
+}
+
+fn decision_from_request(decision: pb::DecideToolCallRequest) -> ToolCallDecision {
+    ToolCallDecision {
+        request_id: non_empty(decision.request_id),
+        conversation_id: decision.conversation_id,
+        tool_call_event_id: decision.tool_call_event_id,
+        approved: decision.approved,
+        reason: decision.reason,
+    }
 }
 
 fn send_from_request(send: pb::SendMessageRequest) -> SendMessage {

@@ -82,6 +82,13 @@ impl Session {
                     Err(error) => ChatReply::Error { request_id, error },
                 }
             }
+            ChatCommand::DecideToolCall(decision) => {
+                let request_id = decision.request_id.clone();
+                match self.core.decide_tool_call(&self.principal, decision).await {
+                    Ok(ack) => ChatReply::Ack(ack),
+                    Err(error) => ChatReply::Error { request_id, error },
+                }
+            }
             ChatCommand::Unsubscribe {
                 request_id,
                 conversation_id,

@@ -227,7 +227,10 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, ChatError> {
             "a frame is a JSON object with a string field \"type\"".into(),
         ));
     };
-    if !matches!(kind, "auth" | "open" | "send" | "subscribe" | "unsubscribe") {
+    if !matches!(
+        kind,
+        "auth" | "open" | "send" | "subscribe" | "unsubscribe" | "decide_tool_call"
+    ) {
         return Err(ChatError::UnknownType(kind.to_owned()));
     }
     let kind = kind.to_owned();
@@ -275,6 +278,19 @@ fn command_from_frame(frame: ClientFrame) -> ChatCommand {
             request_id,
             conversation_id,
         },
+        ClientFrame::DecideToolCall {
+            request_id,
+            conversation_id,
+            tool_call_event_id,
+            approved,
+            reason,
+        } => ChatCommand::DecideToolCall(crate::command::ToolCallDecision {
+            request_id,
+            conversation_id,
+            tool_call_event_id,
+            approved,
+            reason: reason.unwrap_or_default(),
+        }),
         ClientFrame::Auth { .. } => unreachable!("auth frames are handled before commands"),
     }
 }

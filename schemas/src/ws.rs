@@ -44,6 +44,19 @@ pub enum ClientFrame {
         request_id: Option<String>,
         conversation_id: String,
     },
+    /// Approve or reject a tool call that waits for a person
+    /// (a `chatstream.tool_call.approval_requested.v1` event); acked like a send.
+    DecideToolCall {
+        #[serde(default)]
+        request_id: Option<String>,
+        conversation_id: String,
+        /// Id of the `chatstream.tool_call.requested.v1` event (the approval
+        /// request's `causation_id`).
+        tool_call_event_id: String,
+        approved: bool,
+        #[serde(default)]
+        reason: Option<String>,
+    },
 }
 
 /// A frame sent by the server.
