@@ -90,6 +90,9 @@ impl SharedBackends {
             ("CHATSTREAM_LOG_BACKEND", "kafka".into()),
             ("KAFKA_BOOTSTRAP_SERVERS", kafka),
             ("CHATSTREAM_KAFKA_TOPIC", topic.clone()),
+            // Groups of their own: tests running at once must not share a
+            // consumer group (a rebalance in one would stall the other).
+            ("CHATSTREAM_KAFKA_GROUP_PREFIX", format!("test-{suffix}-")),
             ("CHATSTREAM_LOG_PARTITIONS", partitions.to_string()),
             ("CHATSTREAM_STORE_BACKEND", "scylla".into()),
             ("SCYLLA_NODES", cql),

@@ -83,6 +83,9 @@ pub struct KafkaConfig {
     /// Turns on Kafka transactions for a processor replica (real Kafka
     /// clusters only; unique per replica).
     pub transactional_id: Option<String>,
+    /// Put before every consumer group id, so several platforms can share
+    /// a cluster (`CHATSTREAM_KAFKA_GROUP_PREFIX`).
+    pub group_prefix: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -243,6 +246,7 @@ impl Config {
         log.extra = kafka.settings.clone();
         log.dead_letter_topic = kafka.dead_letter_topic.clone();
         log.transactional_id = kafka.transactional_id.clone();
+        log.group_prefix = kafka.group_prefix.clone();
         log
     }
 }
@@ -259,6 +263,7 @@ impl Default for KafkaConfig {
             settings: BTreeMap::new(),
             dead_letter_topic: None,
             transactional_id: None,
+            group_prefix: String::new(),
         }
     }
 }
@@ -436,6 +441,10 @@ pub const ENV_VARS: &[(&str, EnvSetter)] = &[
     }),
     ("CHATSTREAM_KAFKA_TOPIC", |c, v| {
         set_string(&mut c.kafka.topic, v)
+    }),
+    ("CHATSTREAM_KAFKA_GROUP_PREFIX", |c, v| {
+        c.kafka.group_prefix = v.trim().to_owned();
+        Ok(())
     }),
     ("CHATSTREAM_KAFKA_DEAD_LETTER_TOPIC", |c, v| {
         let mut topic = String::new();

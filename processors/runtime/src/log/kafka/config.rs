@@ -51,6 +51,9 @@ pub struct KafkaLogConfig {
     /// stable across restarts of the same replica and unique among live
     /// replicas, so a restarted replica fences its own zombie.
     pub transactional_id: Option<String>,
+    /// Put before every consumer group's id (`router` becomes
+    /// `<prefix>router`), so several platforms can share one cluster.
+    pub group_prefix: String,
     /// Raw librdkafka settings (TLS, SASL, tuning), applied to every client
     /// before the settings in `GUARANTEED_SETTINGS`, which they may not name.
     pub extra: BTreeMap<String, String>,
@@ -75,8 +78,14 @@ impl KafkaLogConfig {
             fetch_wait_max_ms: Self::DEFAULT_FETCH_WAIT_MAX_MS,
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             transactional_id: None,
+            group_prefix: String::new(),
             extra: BTreeMap::new(),
         }
+    }
+
+    /// The Kafka group id of the processor group `group`.
+    pub fn group_id(&self, group: &str) -> String {
+        format!("{}{group}", self.group_prefix)
     }
 
     /// The dead-letter topic: as configured, or `<topic>.dead-letter`.
@@ -182,7 +191,7 @@ impl KafkaLogConfig {
             .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string());
         merge(&mut config, self.base());
         config
-            .set("group.id", group)
+            .set("group.id", self.group_id(group))
             .set("enable.auto.commit", "false")
             // Records of aborted (or still open) transactions are never
             // handed out (librdkafka's default, pinned here).
@@ -216,7 +225,7 @@ impl KafkaLogConfig {
     pub(super) fn committed_offsets_of(&self, group: &str) -> ClientConfig {
         let mut config = self.base();
         config
-            .set("group.id", group)
+            .set("group.id", self.group_id(group))
             .set("enable.auto.commit", "false");
         config
     }
