@@ -193,7 +193,9 @@ if [ -n "$KAFKA" ]; then
             --partitions "$KAFKA_PARTITIONS" >&2
     }
     # start_kafka_chatstream NAME: `chatstream dev --log kafka` on a fresh
-    # topic; sets KTOPIC, KWS_URL, KKEY_FILE and KPID.
+    # topic, with consumer groups of its own (a group left behind by the
+    # previous run must not rebalance this one); sets KTOPIC, KWS_URL,
+    # KKEY_FILE and KPID.
     start_kafka_chatstream() {
         local topic=chatstream-bench-$1-$RUN_STAMP dir=$WORK/$1
         KTOPIC=$topic
@@ -202,6 +204,7 @@ if [ -n "$KAFKA" ]; then
         (cd "$dir" && CHATSTREAM_MOCK_TOKEN_DELAY_MS=0 LOG_LEVEL=warn \
             KAFKA_BOOTSTRAP_SERVERS=$KAFKA CHATSTREAM_KAFKA_TOPIC=$topic \
             CHATSTREAM_LOG_PARTITIONS=$KAFKA_PARTITIONS \
+            CHATSTREAM_KAFKA_GROUP_PREFIX=$topic. \
             exec "$CHATSTREAM" dev --log kafka --data-dir data --http-port 0 --grpc-port 0 \
             >"$dir.out" 2>"$dir.err") &
         KPID=$!
