@@ -281,18 +281,29 @@ async fn probes_metrics_grpc_health_and_reflection_answer() {
         .connect()
         .await
         .unwrap();
+    // The health service follows readiness (which the platform waited for)
+    // from a task of its own: SERVING within moments, not necessarily at once.
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-    let status = health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: "chatstream.gateway.v1.ChatService".into(),
-        })
-        .await
-        .expect("health check")
-        .into_inner();
-    assert_eq!(
-        status.status(),
-        tonic_health::pb::health_check_response::ServingStatus::Serving
-    );
+    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "chatstream.gateway.v1.ChatService".into(),
+            })
+            .await
+            .expect("health check")
+            .into_inner();
+        if status.status() == serving {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gRPC health says {:?} after /ready",
+            status.status()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 
     // Reflection lists the chat service, so grpcurl needs no proto files (v1 and v1alpha).
     use tonic_reflection::pb::v1::{
