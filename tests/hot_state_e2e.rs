@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use chatstream_schemas::pb::gateway as pb;
 use chatstream_schemas::ws::{ClientFrame, EventBody, ServerFrame};
 use support::cluster::{OwnRedis, SharedBackends};
-use support::{authed, connect_ws, grpc_client, http_get};
+use support::{authed, connect_ws, conversation_events, grpc_client, http_get};
 use tokio_util::sync::CancellationToken;
 
 const RATE: f64 = 20.0;
@@ -195,17 +195,7 @@ async fn without_redis_the_gateway_stays_up_refuses_sends_and_recovers() {
     let key = backends.key("acme").to_owned();
 
     let mut ws = connect_ws(&gateway.http_addr, &key).await;
-    ws.send(&ClientFrame::Open {
-        request_id: None,
-        title: None,
-    })
-    .await;
-    let conversation_id = match ws.next_frame().await {
-        ServerFrame::Opened {
-            conversation_id, ..
-        } => conversation_id,
-        other => panic!("expected opened, got {other:?}"),
-    };
+    let conversation_id = ws.open_conversation().await;
     let mut grpc = grpc_client(gateway.grpc_addr.as_deref().expect("gRPC")).await;
     let send = |text: &str| {
         authed(
@@ -252,23 +242,7 @@ async fn without_redis_the_gateway_stays_up_refuses_sends_and_recovers() {
     // Both acked messages are answered, once each; the refused one left no trace.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let history = grpc
-            .get_conversation(authed(
-                pb::GetConversationRequest {
-                    conversation_id: conversation_id.clone(),
-                    after_position: None,
-                    page_size: 1000,
-                },
-                &key,
-            ))
-            .await
-            .expect("GetConversation")
-            .into_inner();
-        let events: Vec<_> = history
-            .events
-            .iter()
-            .filter_map(|c| chatstream_schemas::ws::EventJson::from_event(c.event.as_ref()?))
-            .collect();
+        let events = conversation_events(&mut grpc, &key, &conversation_id).await;
         let answered: Vec<&str> = events
             .iter()
             .filter(|e| matches!(e.body, EventBody::AssistantMessage { .. }))

@@ -154,17 +154,7 @@ struct Turns {
 
 async fn run_client(http_addr: &str, api_key: &str, acked: Arc<AtomicUsize>) -> Turns {
     let mut ws = connect_ws(http_addr, api_key).await;
-    ws.send(&ClientFrame::Open {
-        request_id: None,
-        title: None,
-    })
-    .await;
-    let conversation_id = match ws.next_frame().await {
-        ServerFrame::Opened {
-            conversation_id, ..
-        } => conversation_id,
-        other => panic!("expected opened, got {other:?}"),
-    };
+    let conversation_id = ws.open_conversation().await;
     ws.send(&ClientFrame::Subscribe {
         request_id: None,
         conversation_id: conversation_id.clone(),

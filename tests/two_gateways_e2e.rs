@@ -283,23 +283,7 @@ async fn a_retry_on_another_gateway_gets_the_same_answer() {
     // The conversation holds each message once, and one answer to each.
     let deadline = std::time::Instant::now() + ANSWER_WAIT;
     loop {
-        let history = grpc
-            .get_conversation(authed(
-                pb::GetConversationRequest {
-                    conversation_id: conversation_id.clone(),
-                    after_position: None,
-                    page_size: 1000,
-                },
-                &key,
-            ))
-            .await
-            .expect("history")
-            .into_inner();
-        let events: Vec<EventJson> = history
-            .events
-            .iter()
-            .filter_map(|c| EventJson::from_event(c.event.as_ref()?))
-            .collect();
+        let events = support::conversation_events(&mut grpc, &key, &conversation_id).await;
         let sent = events
             .iter()
             .filter(|e| matches!(e.body, EventBody::UserMessageSent { .. }))

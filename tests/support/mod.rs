@@ -242,6 +242,31 @@ pub async fn grpc_client(addr: &str) -> ChatServiceClient<Channel> {
         .expect("grpc connects")
 }
 
+/// A conversation's whole committed history, as `GetConversation` returns it.
+pub async fn conversation_events(
+    client: &mut ChatServiceClient<Channel>,
+    api_key: &str,
+    conversation_id: &str,
+) -> Vec<chatstream_schemas::ws::EventJson> {
+    let request = chatstream_schemas::pb::gateway::GetConversationRequest {
+        conversation_id: conversation_id.to_owned(),
+        after_position: None,
+        page_size: 1000,
+    };
+    client
+        .get_conversation(authed(request, api_key))
+        .await
+        .expect("GetConversation")
+        .into_inner()
+        .events
+        .iter()
+        .map(|committed| {
+            let event = committed.event.as_ref().expect("an event");
+            chatstream_schemas::ws::EventJson::from_event(event).expect("a known payload")
+        })
+        .collect()
+}
+
 /// A gRPC request carrying an API key.
 pub fn authed<T>(message: T, api_key: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
@@ -332,6 +357,21 @@ impl Ws {
                 ..
             }) => (event_id, position, conversation_id),
             other => panic!("expected an ack, got {other:?}"),
+        }
+    }
+
+    /// Opens a conversation with an `open` frame and returns its id.
+    pub async fn open_conversation(&mut self) -> String {
+        self.send(&ClientFrame::Open {
+            request_id: None,
+            title: None,
+        })
+        .await;
+        match self.next_frame().await {
+            ServerFrame::Opened {
+                conversation_id, ..
+            } => conversation_id,
+            other => panic!("expected opened, got {other:?}"),
         }
     }
 
