@@ -98,13 +98,20 @@ async fn commits_a_transaction(config: &KafkaLogConfig) -> bool {
         .append("probe", &user_message("probe", "c", "probe"))
         .await
         .expect("append in the probe transaction");
-    let supported = match transaction.commit(&[]).await {
-        Ok(()) => true,
-        Err(TransactionError::Unsupported { .. }) => false,
+    match transaction.commit(&[]).await {
+        Ok(()) => {
+            member.close().await.expect("close the probe");
+            true
+        }
+        Err(TransactionError::Unsupported { .. }) => {
+            // Destroying a transactional producer whose EndTxn the broker
+            // refused sometimes crashes librdkafka (SIGSEGV seen in CI on
+            // tansu); the test ends right after, so leave it be.
+            std::mem::forget(member);
+            false
+        }
         Err(error) => panic!("committing the probe transaction: {error}"),
-    };
-    member.close().await.expect("close the probe");
-    supported
+    }
 }
 
 /// Polls `member` until it has `count` records.
