@@ -5,8 +5,6 @@
 //! "not run: ..." and returns, unless `CHATSTREAM_TEST_STRICT=1`: then it fails.
 mod support;
 
-use std::io::Write;
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use chatstream_runtime::conformance::unique;
@@ -20,34 +18,9 @@ const PARTITIONS: u32 = 2;
 const PROCESSORS: usize = 3;
 const POISON: &[u8] = b"\xde\xad not an event";
 
-fn broker() -> Option<String> {
-    let servers = std::env::var("CHATSTREAM_TEST_KAFKA")
-        .ok()
-        .filter(|servers| !servers.is_empty())
-        .unwrap_or_else(|| "127.0.0.1:9092".to_owned());
-    let first = servers.split(',').next().unwrap_or_default().trim();
-    let reachable = first
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addresses| addresses.next())
-        .is_some_and(|address| {
-            TcpStream::connect_timeout(&address, Duration::from_secs(2)).is_ok()
-        });
-    if reachable {
-        return Some(servers);
-    }
-    let notice = format!("not run: no Kafka-protocol broker at {servers}");
-    assert!(
-        std::env::var("CHATSTREAM_TEST_STRICT").as_deref() != Ok("1"),
-        "{notice} (CHATSTREAM_TEST_STRICT=1: Kafka tests must run)"
-    );
-    let _ = writeln!(std::io::stderr(), "{notice}");
-    None
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_record_is_dead_lettered_by_every_processor_and_the_tenant_is_still_answered() {
-    let Some(servers) = broker() else {
+    let Some(servers) = support::kafka_broker() else {
         return;
     };
     let config = KafkaLogConfig {

@@ -3,8 +3,8 @@
 //! `127.0.0.1:9092`), each test on topics of its own. When no broker
 //! answers, the broker tests print "not run: ..." and return, unless
 //! `CHATSTREAM_TEST_STRICT=1` (set by `scripts/test.sh`): then they fail.
-use std::io::Write;
-use std::net::{TcpStream, ToSocketAddrs};
+mod support;
+
 use std::process::Output;
 use std::time::{Duration, Instant};
 
@@ -14,31 +14,6 @@ use chatstream_runtime::log::{EventLog, LogPosition};
 
 /// Longest a `topics` command may take, even against a dead broker.
 const COMMAND_LIMIT: Duration = Duration::from_secs(30);
-
-fn broker() -> Option<String> {
-    let servers = std::env::var("CHATSTREAM_TEST_KAFKA")
-        .ok()
-        .filter(|servers| !servers.is_empty())
-        .unwrap_or_else(|| "127.0.0.1:9092".to_owned());
-    let first = servers.split(',').next().unwrap_or_default().trim();
-    let reachable = first
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addresses| addresses.next())
-        .is_some_and(|address| {
-            TcpStream::connect_timeout(&address, Duration::from_secs(2)).is_ok()
-        });
-    if reachable {
-        return Some(servers);
-    }
-    let notice = format!("not run: no Kafka-protocol broker at {servers}");
-    assert!(
-        std::env::var("CHATSTREAM_TEST_STRICT").as_deref() != Ok("1"),
-        "{notice} (CHATSTREAM_TEST_STRICT=1: Kafka tests must run)"
-    );
-    let _ = writeln!(std::io::stderr(), "{notice}");
-    None
-}
 
 /// Runs `chatstream topics <args>` with none of the Kafka settings of the
 /// environment, so only `args` count; fails if it outlives `COMMAND_LIMIT`.
@@ -69,7 +44,7 @@ fn text(bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_is_idempotent_and_describe_shows_partitions_and_group_lag() {
-    let Some(servers) = broker() else {
+    let Some(servers) = support::kafka_broker() else {
         return;
     };
     let topic = unique("chatstream-test-topics");
@@ -229,7 +204,7 @@ async fn create_is_idempotent_and_describe_shows_partitions_and_group_lag() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_partition_count_is_refused_with_the_existing_count() {
-    let Some(servers) = broker() else {
+    let Some(servers) = support::kafka_broker() else {
         return;
     };
     let topic = unique("chatstream-test-topics");
@@ -263,7 +238,7 @@ async fn another_partition_count_is_refused_with_the_existing_count() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn describing_a_missing_topic_says_how_to_create_it() {
-    let Some(servers) = broker() else {
+    let Some(servers) = support::kafka_broker() else {
         return;
     };
     let topic = unique("chatstream-test-missing");

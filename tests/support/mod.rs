@@ -267,6 +267,36 @@ pub async fn conversation_events(
         .collect()
 }
 
+/// The Kafka-protocol broker at `CHATSTREAM_TEST_KAFKA` (default
+/// `127.0.0.1:9092`) when it answers; otherwise `None` after a "not run"
+/// notice, or a failure when `CHATSTREAM_TEST_STRICT=1`.
+pub fn kafka_broker() -> Option<String> {
+    use std::net::ToSocketAddrs;
+    let servers = std::env::var("CHATSTREAM_TEST_KAFKA")
+        .ok()
+        .filter(|servers| !servers.is_empty())
+        .unwrap_or_else(|| "127.0.0.1:9092".to_owned());
+    let first = servers.split(',').next().unwrap_or_default().trim();
+    let reachable = first
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addresses| addresses.next())
+        .is_some_and(|address| {
+            std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2)).is_ok()
+        });
+    if reachable {
+        return Some(servers);
+    }
+    let notice = format!("not run: no Kafka-protocol broker at {servers}");
+    assert!(
+        std::env::var("CHATSTREAM_TEST_STRICT").as_deref() != Ok("1"),
+        "{notice} (CHATSTREAM_TEST_STRICT=1: Kafka tests must run)"
+    );
+    // Straight to stderr: the harness captures `eprintln!` of passing tests.
+    let _ = std::io::Write::write_fmt(&mut std::io::stderr(), format_args!("{notice}\n"));
+    None
+}
+
 /// A gRPC request carrying an API key.
 pub fn authed<T>(message: T, api_key: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
