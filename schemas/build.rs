@@ -32,6 +32,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .boxed(".chatstream.events.v1.Event.payload.model_routing_decided")
         .boxed(".chatstream.events.v1.Event.payload.model_attempt_failed")
         .boxed(".chatstream.events.v1.Event.payload.model_usage_recorded")
+        // A user message may carry the conversation sent along with it.
+        .boxed(".chatstream.events.v1.Event.payload.user_message_sent")
         .compile_fds(descriptors)?;
     Ok(())
 }

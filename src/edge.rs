@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use chatstream_gateway::chat::ChatLimits;
 use chatstream_gateway::connections::ConnectionLimits;
+use chatstream_gateway::openai::ModelDirectory;
 use chatstream_gateway::{ChatCore, EdgeLimits, Gateway, Readiness};
 use chatstream_runtime::config::Config;
 use chatstream_runtime::fanout::FanOut;
@@ -75,6 +76,7 @@ pub async fn start(
         limits: EdgeLimits::for_max_message_bytes(largest_message_limit(config, &tenants)),
         tenants,
         connections: ConnectionLimits::new(backends.connections, config.limits.max_connections),
+        models: Arc::new(ModelDirectory::new(config.models.clone())),
         metrics: Some(metrics),
         readiness: readiness.clone(),
         shutdown: shutdown.clone(),

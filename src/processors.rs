@@ -71,12 +71,18 @@ pub fn spawn(
         }
         ProcessorKind::Router => {
             let mock = MockModel::new(Duration::from_millis(config.mock_model.token_delay_ms));
+            // The router lists the tenants' tools on its own connections to
+            // their MCP servers; the mcp processor runs the calls.
+            let tools = mcp_pool(config).map(Arc::new);
             let router = routing_tenants(config).and_then(|tenants| {
                 let (models, log) = (&config.models, log.clone());
                 router_from_config(log, store, fanout, models, mock, &tenants)
             });
-            match router {
-                Ok(router) => {
+            match router.and_then(|router| Ok((router, tools?))) {
+                Ok((router, tools)) => {
+                    let reaper = tools.clone().spawn_idle_reaper(shutdown.clone());
+                    tasks.spawn(reaper);
+                    let router = router.with_tools(tools);
                     spawn_processor(tasks, log, Arc::new(router), dead_letters, shutdown.clone())
                 }
                 Err(error) => {

@@ -178,11 +178,10 @@ impl ChatCore {
             .limits
             .max_message_bytes
             .unwrap_or(self.limits.max_message_bytes);
-        if message.text.len() > limit {
-            return Err(ChatError::MessageTooLarge {
-                size: message.text.len(),
-                limit,
-            });
+        let context_bytes: usize = message.context.iter().map(|m| m.text.len()).sum();
+        let size = message.text.len() + context_bytes;
+        if size > limit {
+            return Err(ChatError::MessageTooLarge { size, limit });
         }
         if message.text.trim().is_empty() {
             return Err(ChatError::InvalidRequest("text must not be empty".into()));
@@ -331,11 +330,13 @@ impl ChatCore {
         let event = client_event(
             who,
             &conversation_id,
-            Payload::UserMessageSent(UserMessageSent {
+            Payload::UserMessageSent(Box::new(UserMessageSent {
                 client_message_id: message.client_message_id.clone().unwrap_or_default(),
                 text: message.text.clone(),
                 sent_by_key_id: who.key_id.clone(),
-            }),
+                context: message.context.clone(),
+                model: message.model.clone(),
+            })),
         );
         let started = Instant::now();
         let position = self.log.append(&who.tenant.id, &event).await?;

@@ -2,6 +2,7 @@
 //! every edge converts back out of.
 use chatstream_runtime::fanout::TokenDelta;
 use chatstream_runtime::store::HistoryEntry;
+use chatstream_schemas::pb::events::ContextMessage;
 
 use crate::error::ChatError;
 
@@ -54,6 +55,10 @@ pub struct SendMessage {
     pub conversation_id: Option<String>,
     pub client_message_id: Option<String>,
     pub text: String,
+    /// Earlier messages sent along (the stateless OpenAI-compatible API).
+    pub context: Vec<ContextMessage>,
+    /// The catalog model asked for; empty lets routing choose.
+    pub model: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

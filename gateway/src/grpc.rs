@@ -307,6 +307,8 @@ fn send_from_request(send: pb::SendMessageRequest) -> SendMessage {
         conversation_id: non_empty(send.conversation_id),
         client_message_id: non_empty(send.client_message_id),
         text: send.text,
+        context: Vec::new(),
+        model: String::new(),
     }
 }
 

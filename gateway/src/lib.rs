@@ -34,6 +34,8 @@ pub struct Gateway {
     pub limits: EdgeLimits,
     /// Each tenant's maximum of open connections.
     pub connections: connections::ConnectionLimits,
+    /// The models each tenant may ask for by name (OpenAI-compatible API).
+    pub models: Arc<openai::ModelDirectory>,
     /// Cancelled when the process shuts down: connections close with "going away".
     pub shutdown: CancellationToken,
 }

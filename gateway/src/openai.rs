@@ -17,6 +17,7 @@ use chatstream_runtime::tenants::Principal;
 
 pub use chat_completions::CONVERSATION_ID_HEADER;
 pub use error::OpenAiError;
+pub use models::ModelDirectory;
 
 use crate::{EdgeLimits, Gateway, ws};
 

@@ -261,6 +261,8 @@ fn command_from_frame(frame: ClientFrame) -> ChatCommand {
             conversation_id: conversation_id.and_then(non_empty),
             client_message_id: client_message_id.and_then(non_empty),
             text,
+            context: Vec::new(),
+            model: String::new(),
         }),
         ClientFrame::Subscribe {
             request_id,

@@ -65,6 +65,7 @@ async fn start_gateway_without_router() -> TestGateway {
             ..EdgeLimits::for_max_message_bytes(1024)
         },
         connections: ConnectionLimits::new(Arc::new(InProcessConnectionCounter::new()), None),
+        models: Default::default(),
         shutdown: shutdown.clone(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

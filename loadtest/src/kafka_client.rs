@@ -142,11 +142,12 @@ fn user_message(
             causation_id: "",
             correlation_id: "",
         },
-        Payload::UserMessageSent(UserMessageSent {
+        Payload::UserMessageSent(Box::new(UserMessageSent {
             client_message_id,
             text: text.to_owned(),
             sent_by_key_id: "dev".to_owned(),
-        }),
+            ..Default::default()
+        })),
     )
 }
 

@@ -59,10 +59,10 @@ mod tests {
                 causation_id: "",
                 correlation_id: "",
             },
-            Payload::UserMessageSent(UserMessageSent {
+            Payload::UserMessageSent(Box::new(UserMessageSent {
                 text: "hi".into(),
                 ..Default::default()
-            }),
+            })),
         );
         assert_eq!(decode(&encode(&event)).unwrap(), event);
         assert!(matches!(

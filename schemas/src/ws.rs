@@ -145,6 +145,13 @@ pub enum EventBody {
     UserMessageSent {
         client_message_id: String,
         text: String,
+        /// Earlier messages the client sent with this one (OpenAI-compatible
+        /// requests carry the conversation so far).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        context: Vec<ContextMessageJson>,
+        /// The model the client asked for; absent lets routing choose.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        model: String,
     },
     #[serde(rename = "chatstream.assistant_message.v1")]
     AssistantMessage {
@@ -276,6 +283,14 @@ impl From<&ToolCallRequestJson> for events::ToolCallRequested {
     }
 }
 
+/// A message of a client-supplied conversation: `role` is `system`,
+/// `user` or `assistant`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ContextMessageJson {
+    pub role: String,
+    pub text: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct TokenUsageJson {
     pub prompt_tokens: u32,
@@ -309,6 +324,15 @@ impl EventJson {
             Payload::UserMessageSent(p) => EventBody::UserMessageSent {
                 client_message_id: p.client_message_id.clone(),
                 text: p.text.clone(),
+                context: p
+                    .context
+                    .iter()
+                    .map(|m| ContextMessageJson {
+                        role: m.role.clone(),
+                        text: m.text.clone(),
+                    })
+                    .collect(),
+                model: p.model.clone(),
             },
             Payload::AssistantMessage(p) => {
                 let usage = p.usage.unwrap_or_default();
@@ -415,11 +439,21 @@ impl EventJson {
             EventBody::UserMessageSent {
                 client_message_id,
                 text,
-            } => Payload::UserMessageSent(events::UserMessageSent {
+                context,
+                model,
+            } => Payload::UserMessageSent(Box::new(events::UserMessageSent {
                 client_message_id: client_message_id.clone(),
                 text: text.clone(),
+                context: context
+                    .iter()
+                    .map(|m| events::ContextMessage {
+                        role: m.role.clone(),
+                        text: m.text.clone(),
+                    })
+                    .collect(),
+                model: model.clone(),
                 ..Default::default()
-            }),
+            })),
             EventBody::AssistantMessage {
                 text,
                 model,
@@ -592,15 +626,22 @@ mod tests {
                 causation_id: "",
                 correlation_id: "",
             },
-            Payload::UserMessageSent(events::UserMessageSent {
+            Payload::UserMessageSent(Box::new(events::UserMessageSent {
                 client_message_id: "m1".into(),
                 text: "hello".into(),
                 sent_by_key_id: "k".into(),
-            }),
+                context: vec![events::ContextMessage {
+                    role: "system".into(),
+                    text: "be brief".into(),
+                }],
+                model: "fast".into(),
+            })),
         );
         let json = serde_json::to_value(EventJson::from_event(&event).unwrap()).unwrap();
         assert_eq!(json["type"], "chatstream.user_message.sent.v1");
         assert_eq!(json["data"]["text"], "hello");
+        assert_eq!(json["data"]["context"][0]["role"], "system");
+        assert_eq!(json["data"]["model"], "fast");
         assert!(json["occurred_at"].as_str().unwrap().ends_with('Z'));
         let back: EventJson = serde_json::from_value(json).unwrap();
         assert_eq!(back.id, "id-1");

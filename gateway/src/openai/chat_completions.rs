@@ -16,10 +16,10 @@ use tokio_util::sync::CancellationToken;
 use super::authenticate;
 use super::completion::{self, CompletionMeta, SSE_DONE, sse_event};
 use super::error::OpenAiError;
-use super::models::find_model;
 use super::request::{ChatRequest, parse_chat_request};
 use super::turn::{ReplyUpdate, ReplyWatch, start_turn};
 use crate::Gateway;
+use crate::command::SendMessage;
 use crate::error::ChatError;
 
 /// The conversation each completion was recorded in, for clients that
@@ -51,7 +51,7 @@ async fn respond(
     let who = authenticate(&gateway, &headers)?;
     let body = body.map_err(OpenAiError::from_body_rejection)?;
     let request = parse_chat_request(&body)?;
-    if find_model(&who, &request.model).is_none() {
+    if !gateway.models.offers(&who, &request.model) {
         return Err(OpenAiError::model_not_found(&request.model));
     }
     let idempotency_key = headers
@@ -65,10 +65,19 @@ async fn respond(
     let ChatRequest {
         model,
         text,
+        context,
         stream,
         include_usage,
     } = request;
-    let (ack, watch) = start_turn(&gateway, &who, text, idempotency_key).await?;
+    let message = SendMessage {
+        request_id: None,
+        conversation_id: None,
+        client_message_id: idempotency_key,
+        text,
+        context,
+        model: model.clone(),
+    };
+    let (ack, watch) = start_turn(&gateway, &who, message).await?;
     metrics::counter!("chatstream_gateway_openai_completions_total", "tenant" => who.tenant.id.clone(), "stream" => stream.to_string())
         .increment(1);
     let meta = CompletionMeta {

@@ -2,6 +2,7 @@
 //! with an error naming the field at fault. Fields chatstream does not use
 //! (sampling parameters, tools, `user`, ...) are accepted and ignored, so
 //! SDKs that send them work unchanged.
+use chatstream_schemas::pb::events::ContextMessage;
 use serde_json::{Map, Value};
 
 use super::error::OpenAiError;
@@ -10,10 +11,11 @@ use super::error::OpenAiError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatRequest {
     pub model: String,
-    /// The text of the last `user` message: the turn's user message. The
-    /// messages before it are validated but not sent anywhere: every
-    /// request is a fresh conversation.
+    /// The text of the last `user` message: the turn's user message.
     pub text: String,
+    /// The messages before it, as text (every request is a fresh
+    /// conversation, so this is all the model knows of earlier turns).
+    pub context: Vec<ContextMessage>,
     pub stream: bool,
     /// `stream_options.include_usage`: a last chunk carrying the usage.
     pub include_usage: bool,
@@ -42,7 +44,7 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, OpenAiError> {
         }
         Some(_) => return Err(wrong_type("model", "a string")),
     };
-    let text = turn_text(body.get("messages"))?;
+    let (context, text) = split_messages(body.get("messages"))?;
     let stream = optional_bool(&body, "stream")?.unwrap_or(false);
     let include_usage = match body.get("stream_options") {
         None | Some(Value::Null) => false,
@@ -72,13 +74,15 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, OpenAiError> {
     Ok(ChatRequest {
         model,
         text,
+        context,
         stream,
         include_usage,
     })
 }
 
-/// Validates every message and returns the text of the last `user` one.
-fn turn_text(messages: Option<&Value>) -> Result<String, OpenAiError> {
+/// Validates every message; returns the ones before the last `user` one
+/// as context, and that one's text.
+fn split_messages(messages: Option<&Value>) -> Result<(Vec<ContextMessage>, String), OpenAiError> {
     let messages = match messages {
         Some(Value::Array(messages)) => messages,
         None | Some(Value::Null) => {
@@ -120,13 +124,69 @@ fn turn_text(messages: Option<&Value>) -> Result<String, OpenAiError> {
             turn = Some((index, content));
         }
     }
-    let Some((index, content)) = turn else {
+    let Some((turn_index, content)) = turn else {
         return Err(OpenAiError::invalid_request(
             "messages",
             "`messages` must contain a message with role \"user\"",
         ));
     };
-    text_of(content, &format!("messages[{index}].content"))
+    let mut context = Vec::with_capacity(turn_index);
+    for (index, message) in messages[..turn_index].iter().enumerate() {
+        if let Some(message) = context_message(message, index)? {
+            context.push(message);
+        }
+    }
+    let text = text_of(content, &format!("messages[{turn_index}].content"))?;
+    Ok((context, text))
+}
+
+/// An earlier message as the model will see it. Without a tool protocol
+/// between client and model, a tool result is shown as text from the user
+/// and an assistant's tool calls as text; a message with nothing to show
+/// is left out.
+fn context_message(message: &Value, index: usize) -> Result<Option<ContextMessage>, OpenAiError> {
+    let role = message
+        .get("role")
+        .and_then(Value::as_str)
+        .unwrap_or("user");
+    let param = format!("messages[{index}].content");
+    let content = message.get("content");
+    let mut text = match content {
+        None | Some(Value::Null) => String::new(),
+        Some(content) => text_of(Some(content), &param)?,
+    };
+    if role == "assistant"
+        && let Some(Value::Array(calls)) = message.get("tool_calls")
+    {
+        for call in calls {
+            let function = call.get("function");
+            let name = function.and_then(|f| f.get("name")).and_then(Value::as_str);
+            let arguments = function
+                .and_then(|f| f.get("arguments"))
+                .and_then(Value::as_str);
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(&format!(
+                "[tool call] {} {}",
+                name.unwrap_or_default(),
+                arguments.unwrap_or("{}")
+            ));
+        }
+    }
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let (role, text) = match role {
+        "system" | "developer" => ("system", text),
+        "assistant" => ("assistant", text),
+        "tool" | "function" => ("user", format!("[tool result] {text}")),
+        _ => ("user", text),
+    };
+    Ok(Some(ContextMessage {
+        role: role.into(),
+        text,
+    }))
 }
 
 /// `content` is a string, an array of parts, or null (assistant and tool
@@ -234,10 +294,50 @@ mod tests {
             ChatRequest {
                 model: "mock".into(),
                 text: "a\nb".into(),
+                context: vec![
+                    ContextMessage {
+                        role: "system".into(),
+                        text: "be brief".into()
+                    },
+                    ContextMessage {
+                        role: "user".into(),
+                        text: "first".into()
+                    },
+                ],
                 stream: false,
                 include_usage: false,
             }
         );
+    }
+
+    #[test]
+    fn earlier_tool_calls_and_results_become_text() {
+        let request = parse(
+            r#"{"model":"mock","messages":[
+                {"role":"user","content":"time?"},
+                {"role":"assistant","content":null,"tool_calls":[
+                    {"id":"c1","type":"function","function":{"name":"now","arguments":"{}"}}]},
+                {"role":"tool","tool_call_id":"c1","content":"12:00"},
+                {"role":"assistant","content":"It is noon."},
+                {"role":"user","content":"thanks"}
+            ]}"#,
+        )
+        .unwrap();
+        let shown: Vec<_> = request
+            .context
+            .iter()
+            .map(|m| format!("{}: {}", m.role, m.text))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "user: time?",
+                "assistant: [tool call] now {}",
+                "user: [tool result] 12:00",
+                "assistant: It is noon."
+            ]
+        );
+        assert_eq!(request.text, "thanks");
     }
 
     #[test]

@@ -32,25 +32,35 @@ pub enum ReplyUpdate {
 }
 
 /// Turns a conversation's delivery into the updates of one reply: deltas
-/// in order without gaps or repeats, then the committed outcome.
+/// in order without gaps or repeats, then the committed outcome. A turn
+/// with tool calls has several steps; each streams its own deltas, caused
+/// by the event the step answers (the user message, then each tool result).
 #[derive(Debug)]
 pub struct ReplyTracker {
-    /// Event id of the user message being answered.
+    /// Event id of the user message being answered: the turn's correlation id.
+    turn: String,
+    /// The event the current step answers; its deltas are the reply's.
     reply_to: String,
     next_index: u32,
+    /// What the current step streamed.
     streamed: String,
     /// A delta was missed: the rest of the text comes from the committed reply.
     gapped: bool,
 }
 
 impl ReplyTracker {
-    pub fn new(reply_to: String) -> Self {
+    pub fn new(turn: String) -> Self {
         Self {
-            reply_to,
+            reply_to: turn.clone(),
+            turn,
             next_index: 0,
             streamed: String::new(),
             gapped: false,
         }
+    }
+
+    fn in_turn(&self, event: &chatstream_schemas::Event) -> bool {
+        event.correlation_id == self.turn || event.causation_id == self.turn
     }
 
     /// The update `reply` makes, if it concerns this reply.
@@ -68,8 +78,16 @@ impl ReplyTracker {
                 self.streamed.push_str(&delta.text);
                 Some(ReplyUpdate::Delta(delta.text))
             }
-            ChatReply::Event(entry) if entry.event.causation_id == self.reply_to => {
+            ChatReply::Event(entry) if self.in_turn(&entry.event) => {
                 match entry.event.payload {
+                    // A tool answered: the next step streams the reply.
+                    Some(Payload::ToolCallCompleted(_)) => {
+                        self.reply_to = entry.event.id;
+                        self.next_index = 0;
+                        self.streamed.clear();
+                        self.gapped = false;
+                        None
+                    }
                     Some(Payload::AssistantMessage(reply)) => {
                         let unstreamed = match reply.text.strip_prefix(self.streamed.as_str()) {
                             Some(rest) => rest.to_owned(),
@@ -114,26 +132,20 @@ impl ReplyWatch {
     }
 }
 
-/// Appends `text` as a user message in a new conversation and follows its
-/// reply from before the append, so no delta is missed. A retry with the
-/// same `idempotency_key` appends nothing and follows the original
-/// message's reply instead (from its committed events; its deltas may be over).
+/// Appends `message` as a user message in a new conversation and follows
+/// its reply from before the append, so no delta is missed. A retry with
+/// the same `client_message_id` (the idempotency key) appends nothing and
+/// follows the original message's reply instead (from its committed
+/// events; its deltas may be over).
 pub async fn start_turn(
     gateway: &Gateway,
     who: &Principal,
-    text: String,
-    idempotency_key: Option<String>,
+    message: SendMessage,
 ) -> Result<(MessageAck, ReplyWatch), ChatError> {
     let (out, replies) = mpsc::channel(REPLY_BUFFER);
     let stop = CancellationToken::new();
     // Guarded from here: a send that fails after subscribing stops the delivery too.
     let stop_on_drop = stop.clone().drop_guard();
-    let message = SendMessage {
-        request_id: None,
-        conversation_id: None,
-        client_message_id: idempotency_key,
-        text,
-    };
     let watcher = Watcher {
         out: out.clone(),
         stop: stop.clone(),
@@ -243,6 +255,44 @@ mod tests {
             tracker.observe(committed("m", Payload::AssistantMessage(reply.clone()))),
             Some(ReplyUpdate::Completed {
                 unstreamed: " said: hi".into(),
+                reply
+            })
+        );
+    }
+
+    #[test]
+    fn a_tool_call_turn_follows_the_step_after_the_result() {
+        let mut tracker = ReplyTracker::new("m".into());
+        let mut request = committed("m", Payload::ToolCallRequested(Box::default()));
+        if let ChatReply::Event(entry) = &mut request {
+            entry.event.id = "req".into();
+            entry.event.correlation_id = "m".into();
+        }
+        assert_eq!(
+            tracker.observe(request),
+            None,
+            "a tool call is not the reply"
+        );
+        let mut result = committed("req", Payload::ToolCallCompleted(Box::default()));
+        if let ChatReply::Event(entry) = &mut result {
+            entry.event.id = "res".into();
+            entry.event.correlation_id = "m".into();
+        }
+        assert_eq!(tracker.observe(result), None);
+        assert_eq!(tracker.observe(delta("m", 5, "stale")), None);
+        assert_eq!(
+            tracker.observe(delta("res", 0, "It is")),
+            Some(ReplyUpdate::Delta("It is".into()))
+        );
+        let reply = answer("It is noon");
+        let mut done = committed("res", Payload::AssistantMessage(reply.clone()));
+        if let ChatReply::Event(entry) = &mut done {
+            entry.event.correlation_id = "m".into();
+        }
+        assert_eq!(
+            tracker.observe(done),
+            Some(ReplyUpdate::Completed {
+                unstreamed: " noon".into(),
                 reply
             })
         );

@@ -1,28 +1,3 @@
-//! What the router needs to offer a tenant's tools to a model: names,
-//! descriptions and input schemas, only ever the tenant's own.
-use async_trait::async_trait;
-
-/// One tool a tenant's model may call.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ToolDescriptor {
-    /// The tenant's name for the server.
-    pub server: String,
-    pub tool: String,
-    pub description: String,
-    /// The tool's JSON Schema for its arguments.
-    pub input_schema: serde_json::Value,
-}
-
-impl ToolDescriptor {
-    /// The name a model calls it by: `<server>.<tool>`.
-    pub fn qualified_name(&self) -> String {
-        format!("{}.{}", self.server, self.tool)
-    }
-}
-
-#[async_trait]
-pub trait ToolCatalog: Send + Sync + 'static {
-    /// Every tool `tenant_id` may call, across its servers. Servers that
-    /// cannot be reached are left out (and logged), not an error.
-    async fn tools_for_tenant(&self, tenant_id: &str) -> Vec<ToolDescriptor>;
-}
+//! What the router needs to offer a tenant's tools to a model; the seam
+//! lives in the runtime so the router does not depend on this crate.
+pub use chatstream_runtime::tools::{ToolCatalog, ToolDescriptor};

@@ -301,6 +301,28 @@ impl McpClientPool {
     }
 }
 
+impl McpClientPool {
+    /// Closes idle servers every so often until `shutdown` (or until the
+    /// last other holder of the pool lets go).
+    pub fn spawn_idle_reaper(
+        self: Arc<Self>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let every = (self.config.idle_timeout / 4).max(Duration::from_secs(1));
+        let pool = Arc::downgrade(&self);
+        async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                let Some(pool) = pool.upgrade() else { return };
+                pool.close_idle().await;
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl ToolCatalog for McpClientPool {
     async fn tools_for_tenant(&self, tenant_id: &str) -> Vec<ToolDescriptor> {

@@ -5,6 +5,7 @@
 //! events that explain it.
 
 pub mod accounting;
+pub mod context;
 pub mod mock;
 pub mod model;
 mod processor;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::stream::{self, BoxStream, StreamExt};
 
-use crate::model::{ChatModel, CompletionRequest, ModelChunk, ModelError, Usage};
+use crate::model::{ChatModel, CompletionRequest, ModelChunk, ModelError, Role, Usage};
 
 /// Messages starting with this make the mock model fail with the rest as the error.
 pub const FAIL_COMMAND: &str = "/mock error";
@@ -80,6 +80,23 @@ impl MockModel {
         script.pop_front()
     }
 
+    /// What the mock says after a tool result: the tool and its outcome.
+    fn tool_outcome(request: &CompletionRequest) -> Option<String> {
+        let result = request.messages.last().filter(|m| m.role == Role::Tool)?;
+        let name = request
+            .messages
+            .iter()
+            .flat_map(|m| &m.tool_calls)
+            .find(|call| call.call_id == result.tool_call_id)
+            .map_or("the tool", |call| call.name.as_str());
+        let verb = if result.is_error {
+            "failed"
+        } else {
+            "returned"
+        };
+        Some(format!("{name} {verb}: {}", result.content))
+    }
+
     /// The scripted reply, or what the message asks for, or the default.
     fn reply_for(&self, text: &str) -> MockReply {
         if let Some(reply) = self.next_scripted() {
@@ -145,7 +162,11 @@ impl ChatModel for MockModel {
         request: CompletionRequest,
     ) -> BoxStream<'static, Result<ModelChunk, ModelError>> {
         let text = request.last_user_text().to_owned();
-        let (reply, ending) = match self.reply_for(&text) {
+        let answered = match Self::tool_outcome(&request) {
+            Some(outcome) => self.next_scripted().unwrap_or(MockReply::Text(outcome)),
+            None => self.reply_for(&text),
+        };
+        let (reply, ending) = match answered {
             MockReply::Fail(error) => (String::new(), Ending::Fail(error)),
             MockReply::Text(reply) => (reply, Ending::Done),
             MockReply::FailAfter { text, error } => (text, Ending::Fail(error)),

@@ -4,40 +4,107 @@ use std::time::Duration;
 
 use futures::stream::BoxStream;
 
+pub use crate::tools::ToolCallChunk;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     System,
     User,
     Assistant,
+    /// A tool's result, answering an assistant message's tool call.
+    Tool,
 }
 
 impl Role {
-    /// The role's name in both the OpenAI and the Anthropic wire formats.
+    /// The role's name in the OpenAI wire format (Anthropic has no `tool`
+    /// role: its providers send results as `user` content blocks).
     pub fn as_str(self) -> &'static str {
         match self {
             Role::System => "system",
             Role::User => "user",
             Role::Assistant => "assistant",
+            Role::Tool => "tool",
         }
     }
 }
 
+/// One message of the conversation as models see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatMessage {
     pub role: Role,
+    /// The text; for a failed tool, the error kind and message.
     pub content: String,
+    /// The tool calls an assistant message made.
+    pub tool_calls: Vec<ToolCallChunk>,
+    /// For a `Tool` message: the call it answers.
+    pub tool_call_id: String,
+    /// For a `Tool` message: the tool failed (or was refused).
+    pub is_error: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl ChatMessage {
+    fn text(role: Role, content: &str) -> Self {
+        Self {
+            role,
+            content: content.to_owned(),
+            tool_calls: Vec::new(),
+            tool_call_id: String::new(),
+            is_error: false,
+        }
+    }
+
+    pub fn system(content: &str) -> Self {
+        Self::text(Role::System, content)
+    }
+
+    pub fn user(content: &str) -> Self {
+        Self::text(Role::User, content)
+    }
+
+    pub fn assistant(content: &str) -> Self {
+        Self::text(Role::Assistant, content)
+    }
+
+    /// An assistant message that asks for `call`.
+    pub fn tool_call(call: ToolCallChunk) -> Self {
+        Self {
+            tool_calls: vec![call],
+            ..Self::text(Role::Assistant, "")
+        }
+    }
+
+    /// The result of the call `call_id`.
+    pub fn tool_result(call_id: &str, content: &str, is_error: bool) -> Self {
+        Self {
+            tool_call_id: call_id.to_owned(),
+            is_error,
+            ..Self::text(Role::Tool, content)
+        }
+    }
+}
+
+/// A tool offered to the model, as providers describe functions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolSpec {
+    /// The name the model calls it by (letters, digits, `_` and `-`).
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the arguments object.
+    pub input_schema: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct CompletionRequest {
     pub tenant_id: String,
     pub conversation_id: String,
     /// The provider's model name; empty lets the provider choose (the mock).
     pub model: String,
     /// The conversation so far, oldest first; the last is the user message
-    /// being answered.
+    /// or tool result being answered.
     pub messages: Vec<ChatMessage>,
     pub max_tokens: Option<u32>,
+    /// Tools the model may call; none offers no tools.
+    pub tools: Vec<ToolSpec>,
 }
 
 impl CompletionRequest {
@@ -47,11 +114,9 @@ impl CompletionRequest {
             tenant_id: tenant_id.to_owned(),
             conversation_id: conversation_id.to_owned(),
             model: String::new(),
-            messages: vec![ChatMessage {
-                role: Role::User,
-                content: text.to_owned(),
-            }],
+            messages: vec![ChatMessage::user(text)],
             max_tokens: None,
+            tools: Vec::new(),
         }
     }
 
@@ -76,7 +141,7 @@ pub enum ModelChunk {
         finish_reason: String,
     },
     /// The model asks for a tool; the step ends with the call, not a reply.
-    ToolCall(crate::tools::ToolCallChunk),
+    ToolCall(ToolCallChunk),
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -15,16 +15,18 @@ use chatstream_runtime::log::{EventLog, LogPosition};
 use chatstream_runtime::projector::is_first_send;
 use chatstream_runtime::runner::{ProcessError, Processor};
 use chatstream_runtime::store::ProjectionStore;
+use chatstream_runtime::tools::{ToolCatalog, ToolDescriptor};
 use chatstream_schemas::Event;
 use chatstream_schemas::event::{EventContext, new_event};
 use chatstream_schemas::ids::derived_event_id;
 use chatstream_schemas::pb::events::{ModelUsageRecorded, TokenUsage, event::Payload};
 
 use crate::accounting::{BudgetLedger, month_of};
+use crate::context;
 use crate::model::ChatModel;
 use crate::routing::Routing;
 use crate::routing::turn::{TurnObserver, TurnRequest, TurnUsage, run_turn};
-use crate::tools::TurnStep;
+use crate::tools::{OfferedTools, TurnStep};
 
 /// Derived-id index of a turn's `ModelUsageRecorded` (the answer is 0).
 /// Far from the small indexes other outputs of the same message may use.
@@ -41,6 +43,18 @@ pub struct ModelRouter {
     /// or only the answer (the built-in mock of `chatstream dev`).
     records_routing: bool,
     budgets: BudgetLedger,
+    /// The tenants' tools offered to models.
+    tools: Arc<dyn ToolCatalog>,
+}
+
+/// No tools for anyone: a router without MCP servers.
+struct NoTools;
+
+#[async_trait]
+impl ToolCatalog for NoTools {
+    async fn tools_for_tenant(&self, _tenant_id: &str) -> Vec<ToolDescriptor> {
+        Vec::new()
+    }
 }
 
 impl ModelRouter {
@@ -73,7 +87,14 @@ impl ModelRouter {
             fanout,
             routing,
             records_routing: true,
+            tools: Arc::new(NoTools),
         }
+    }
+
+    /// Offers each tenant's tools from `tools` to its models.
+    pub fn with_tools(mut self, tools: Arc<dyn ToolCatalog>) -> Self {
+        self.tools = tools;
+        self
     }
 
     pub fn routing(&self) -> &Arc<Routing> {
@@ -218,12 +239,23 @@ impl Processor for ModelRouter {
             return Ok(());
         }
 
+        let history = context::history_before(self.store.as_ref(), event, position)
+            .await
+            .map_err(retryable)?;
+        // At the maximum depth the model must answer in words.
+        let tools = if step.may_call_tools() {
+            OfferedTools::new(&self.tools.tools_for_tenant(&event.tenant_id).await)
+        } else {
+            OfferedTools::default()
+        };
         let month = month_of(SystemTime::now());
         let request = TurnRequest {
             event_id: event.id.clone(),
             tenant_id: event.tenant_id.clone(),
             conversation_id: event.conversation_id.clone(),
-            messages: step.messages.clone(),
+            messages: context::messages(&history, event, &tools),
+            requested_model: context::requested_model(&history, event),
+            tools,
             budget_remaining: self.budget_remaining(&event.tenant_id, &month).await?,
         };
         let reporter = TurnReporter {

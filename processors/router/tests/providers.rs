@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use chatstream_router::model::{
-    ChatMessage, CompletionRequest, ModelChunk, ModelError, Role, Usage,
+    ChatMessage, CompletionRequest, ModelChunk, ModelError, ToolCallChunk, ToolSpec, Usage,
 };
 use chatstream_router::providers::anthropic::AnthropicModel;
 use chatstream_router::providers::http::{ApiKey, http_client};
@@ -19,18 +19,171 @@ fn request(model: &str) -> CompletionRequest {
         tenant_id: "acme".into(),
         conversation_id: "c".into(),
         model: model.into(),
-        messages: vec![
-            ChatMessage {
-                role: Role::System,
-                content: "be brief".into(),
-            },
-            ChatMessage {
-                role: Role::User,
-                content: "hello".into(),
-            },
-        ],
+        messages: vec![ChatMessage::system("be brief"), ChatMessage::user("hello")],
         max_tokens: Some(64),
+        tools: Vec::new(),
     }
+}
+
+/// A request after a tool round: the call, its result, and a tool on offer.
+fn tool_request(model: &str) -> CompletionRequest {
+    let call = ToolCallChunk {
+        call_id: "call_1".into(),
+        name: "time__get_current_time".into(),
+        arguments_json: r#"{"timezone":"UTC"}"#.into(),
+    };
+    CompletionRequest {
+        messages: vec![
+            ChatMessage::system("be brief"),
+            ChatMessage::user("what time is it?"),
+            ChatMessage::tool_call(call),
+            ChatMessage::tool_result("call_1", "12:00 UTC", false),
+        ],
+        tools: vec![ToolSpec {
+            name: "time__get_current_time".into(),
+            description: "The current time".into(),
+            input_schema: serde_json::json!({
+                "type": "object",
+                "properties": {"timezone": {"type": "string"}},
+                "required": ["timezone"]
+            }),
+        }],
+        ..request(model)
+    }
+}
+
+fn tool_calls(chunks: &[Result<ModelChunk, ModelError>]) -> Vec<ToolCallChunk> {
+    chunks
+        .iter()
+        .filter_map(|c| match c {
+            Ok(ModelChunk::ToolCall(call)) => Some(call.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn openai_offers_tools_sends_tool_rounds_and_parses_a_streamed_call() {
+    let server = ProviderServer::start().await;
+    let stream = openai_tool_call_stream(
+        "call_2",
+        "time__get_current_time",
+        &[r#"{"time"#, r#"zone":"#, r#""Europe/Paris"}"#],
+    );
+    // Cut into small TCP pieces too: the call's parts cross reads.
+    server.script([Reply::sse_in_pieces(&stream, 7)]);
+    let (text, chunks) = collect(&openai(&server).await, tool_request("gpt-4o")).await;
+    assert_eq!(text, "");
+    assert_eq!(
+        tool_calls(&chunks),
+        [ToolCallChunk {
+            call_id: "call_2".into(),
+            name: "time__get_current_time".into(),
+            arguments_json: r#"{"timezone":"Europe/Paris"}"#.into(),
+        }]
+    );
+    assert!(
+        matches!(last(&chunks), Ok(ModelChunk::Done { finish_reason, usage }) if finish_reason == "tool_calls" && usage.completion_tokens == 7),
+        "{chunks:?}"
+    );
+
+    let body = &server.requests()[0].body;
+    let tool = &body["tools"][0];
+    assert_eq!(tool["type"], "function");
+    assert_eq!(tool["function"]["name"], "time__get_current_time");
+    assert_eq!(tool["function"]["parameters"]["required"][0], "timezone");
+    assert_eq!(body["parallel_tool_calls"], false);
+    let messages = body["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 4);
+    assert_eq!(messages[2]["role"], "assistant");
+    assert_eq!(messages[2]["content"], serde_json::Value::Null);
+    assert_eq!(messages[2]["tool_calls"][0]["id"], "call_1");
+    assert_eq!(messages[2]["tool_calls"][0]["type"], "function");
+    assert_eq!(
+        messages[2]["tool_calls"][0]["function"]["arguments"],
+        r#"{"timezone":"UTC"}"#
+    );
+    assert_eq!(messages[3]["role"], "tool");
+    assert_eq!(messages[3]["tool_call_id"], "call_1");
+    assert_eq!(messages[3]["content"], "12:00 UTC");
+}
+
+#[tokio::test]
+async fn openai_tool_call_without_a_name_is_a_protocol_error() {
+    let server = ProviderServer::start().await;
+    let stream = openai_tool_call_stream("call_2", "", &["{}"]);
+    server.script([Reply::sse(&stream)]);
+    let (_, chunks) = collect(&openai(&server).await, tool_request("m")).await;
+    let Err(error) = last(&chunks) else {
+        panic!("{chunks:?}")
+    };
+    assert_eq!(error.code(), "protocol", "{error}");
+}
+
+#[tokio::test]
+async fn anthropic_offers_tools_sends_tool_rounds_and_parses_tool_use() {
+    let server = ProviderServer::start().await;
+    let stream = anthropic_tool_use_stream(
+        "Let me check.",
+        "toolu_2",
+        "time__get_current_time",
+        &[r#"{"timezone": "#, r#""Asia/Tokyo"}"#],
+    );
+    server.script([Reply::sse_in_pieces(&stream, 9)]);
+    let (text, chunks) = collect(&anthropic(&server).await, tool_request("claude")).await;
+    assert_eq!(text, "Let me check.");
+    assert_eq!(
+        tool_calls(&chunks),
+        [ToolCallChunk {
+            call_id: "toolu_2".into(),
+            name: "time__get_current_time".into(),
+            arguments_json: r#"{"timezone": "Asia/Tokyo"}"#.into(),
+        }]
+    );
+    assert!(
+        matches!(last(&chunks), Ok(ModelChunk::Done { finish_reason, .. }) if finish_reason == "tool_calls"),
+        "{chunks:?}"
+    );
+
+    let body = &server.requests()[0].body;
+    assert_eq!(body["system"], "be brief");
+    assert_eq!(body["tools"][0]["name"], "time__get_current_time");
+    assert_eq!(body["tools"][0]["input_schema"]["type"], "object");
+    assert_eq!(body["tool_choice"]["disable_parallel_tool_use"], true);
+    let messages = body["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 3, "{messages:?}");
+    let call = &messages[1]["content"][0];
+    assert_eq!(messages[1]["role"], "assistant");
+    assert_eq!(
+        (call["type"].as_str(), call["id"].as_str()),
+        (Some("tool_use"), Some("call_1"))
+    );
+    assert_eq!(call["input"]["timezone"], "UTC", "input is an object");
+    let result = &messages[2]["content"][0];
+    assert_eq!(messages[2]["role"], "user");
+    assert_eq!(result["type"], "tool_result");
+    assert_eq!(result["tool_use_id"], "call_1");
+    assert_eq!(result["content"], "12:00 UTC");
+    assert_eq!(result["is_error"], false);
+}
+
+#[tokio::test]
+async fn anthropic_input_for_a_block_that_is_not_tool_use_is_a_protocol_error() {
+    let server = ProviderServer::start().await;
+    let delta = serde_json::json!({
+        "type": "content_block_delta", "index": 0,
+        "delta": {"type": "input_json_delta", "partial_json": "{}"}
+    });
+    let stream = format!(
+        "{}event: content_block_delta\ndata: {delta}\n\n",
+        anthropic_start(3)
+    );
+    server.script([Reply::sse(&stream)]);
+    let (_, chunks) = collect(&anthropic(&server).await, tool_request("claude")).await;
+    let Err(error) = last(&chunks) else {
+        panic!("{chunks:?}")
+    };
+    assert_eq!(error.code(), "protocol", "{error}");
 }
 
 async fn openai(server: &ProviderServer) -> OpenAiModel {

@@ -100,7 +100,7 @@ async fn a_tool_call_ends_the_step_and_its_result_continues_the_turn() {
         answer.text.contains("2026-11-26T12:00:00+00:00"),
         "{answer:?}"
     );
-    assert!(answer.text.contains("time.get_current_time"), "{answer:?}");
+    assert!(answer.text.contains("time__get_current_time"), "{answer:?}");
 }
 
 #[tokio::test]

@@ -22,3 +22,4 @@ pub mod runner;
 pub mod sends;
 pub mod store;
 pub mod tenants;
+pub mod tools;

@@ -147,6 +147,18 @@ impl Default for RoutingPolicyConfig {
     }
 }
 
+impl RoutingPolicyConfig {
+    /// The catalog ids a client of this tenant may ask for by name: the
+    /// allowlist, or without one the candidates.
+    pub fn usable_models(&self) -> Vec<&str> {
+        if self.allowed_models.is_empty() {
+            self.candidates.iter().map(|c| c.model.as_str()).collect()
+        } else {
+            self.allowed_models.iter().map(String::as_str).collect()
+        }
+    }
+}
+
 impl Default for CircuitBreakerConfig {
     fn default() -> Self {
         Self {
@@ -211,6 +223,15 @@ impl ModelsConfig {
                     candidate.model
                 ));
             }
+        }
+        if let Some(unknown) = policy
+            .allowed_models
+            .iter()
+            .find(|m| !self.catalog.contains_key(m.as_str()))
+        {
+            return Err(format!(
+                "{at}: allowed model {unknown:?} is not in models.catalog"
+            ));
         }
         if !policy.candidates.is_empty() && policy.candidates.iter().all(|c| c.weight == 0) {
             return Err(format!(

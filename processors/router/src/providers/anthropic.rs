@@ -1,12 +1,19 @@
 //! The Anthropic Messages API (`POST {base}/v1/messages`, `stream: true`):
 //! `message_start` (input tokens), `content_block_delta` text deltas,
 //! `message_delta` (stop reason, output tokens so far), `message_stop`,
-//! `ping`, and `error` events such as `overloaded_error`.
+//! `ping`, and `error` events such as `overloaded_error`. Tools go out as
+//! `tools` (one call per step: `disable_parallel_tool_use`); a call streams
+//! as a `tool_use` content block whose input arrives as `input_json_delta`
+//! fragments, and results go back as `tool_result` blocks of a user message.
+use std::collections::BTreeMap;
+
 use futures::stream::BoxStream;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::model::{ChatModel, CompletionRequest, ModelChunk, ModelError, Role, Usage};
+use crate::model::{
+    ChatMessage, ChatModel, CompletionRequest, ModelChunk, ModelError, Role, ToolCallChunk, Usage,
+};
 use crate::providers::http::{
     ApiKey, Decoded, StreamDecoder, decode_stream, parse_json, post_event_stream,
 };
@@ -53,7 +60,7 @@ impl AnthropicModel {
             .messages
             .iter()
             .filter(|m| m.role != Role::System)
-            .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
+            .map(wire_message)
             .collect();
         let mut body = json!({
             "model": request.model,
@@ -64,7 +71,50 @@ impl AnthropicModel {
         if !system.is_empty() {
             body["system"] = json!(system.join("\n\n"));
         }
+        if !request.tools.is_empty() {
+            let tools: Vec<_> = request
+                .tools
+                .iter()
+                .map(|tool| {
+                    json!({
+                        "name": tool.name,
+                        "description": tool.description,
+                        "input_schema": tool.input_schema,
+                    })
+                })
+                .collect();
+            body["tools"] = json!(tools);
+            body["tool_choice"] = json!({"type": "auto", "disable_parallel_tool_use": true});
+        }
         body
+    }
+}
+
+fn wire_message(message: &ChatMessage) -> serde_json::Value {
+    match message.role {
+        // Results are content blocks of a user message here.
+        Role::Tool => json!({"role": "user", "content": [{
+            "type": "tool_result",
+            "tool_use_id": message.tool_call_id,
+            "content": message.content,
+            "is_error": message.is_error,
+        }]}),
+        Role::Assistant if !message.tool_calls.is_empty() => {
+            let text = (!message.content.is_empty())
+                .then(|| json!({"type": "text", "text": message.content}));
+            let calls = message.tool_calls.iter().map(|call| {
+                // The input is an object; arguments that are not one (a
+                // model's slip, already refused by the mcp processor) go as {}.
+                let input = serde_json::from_str::<serde_json::Value>(&call.arguments_json)
+                    .ok()
+                    .filter(serde_json::Value::is_object)
+                    .unwrap_or_else(|| json!({}));
+                json!({"type": "tool_use", "id": call.call_id, "name": call.name, "input": input})
+            });
+            let blocks: Vec<_> = text.into_iter().chain(calls).collect();
+            json!({"role": "assistant", "content": blocks})
+        }
+        role => json!({"role": role.as_str(), "content": message.content}),
     }
 }
 
@@ -93,6 +143,8 @@ impl ChatModel for AnthropicModel {
 struct EventDecoder {
     usage: Usage,
     stop_reason: Option<String>,
+    /// `tool_use` blocks being streamed, by content block index.
+    tool_calls: BTreeMap<u32, ToolCallChunk>,
 }
 
 #[derive(Deserialize)]
@@ -101,8 +153,19 @@ enum WireEvent {
     MessageStart {
         message: StartedMessage,
     },
+    ContentBlockStart {
+        #[serde(default)]
+        index: u32,
+        content_block: StartedBlock,
+    },
     ContentBlockDelta {
+        #[serde(default)]
+        index: u32,
         delta: BlockDelta,
+    },
+    ContentBlockStop {
+        #[serde(default)]
+        index: u32,
     },
     MessageDelta {
         #[serde(default)]
@@ -114,8 +177,7 @@ enum WireEvent {
     Error {
         error: WireError,
     },
-    /// `ping`, `content_block_start`, `content_block_stop` and event types
-    /// added later: nothing to do.
+    /// `ping` and event types added later: nothing to do.
     #[serde(other)]
     Other,
 }
@@ -128,11 +190,26 @@ struct StartedMessage {
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+enum StartedBlock {
+    ToolUse {
+        id: String,
+        name: String,
+    },
+    /// Text and thinking blocks: their deltas carry the content.
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 enum BlockDelta {
     TextDelta {
         text: String,
     },
-    /// Tool input and thinking deltas: not part of the text answer.
+    InputJsonDelta {
+        partial_json: String,
+    },
+    /// Thinking and signature deltas: not part of the answer.
     #[serde(other)]
     Other,
 }
@@ -191,10 +268,45 @@ impl StreamDecoder for EventDecoder {
             WireEvent::MessageStart { message } => {
                 self.add_usage(message.usage).into_iter().collect()
             }
+            WireEvent::ContentBlockStart {
+                index,
+                content_block: StartedBlock::ToolUse { id, name },
+            } => {
+                let call = ToolCallChunk {
+                    call_id: id,
+                    name,
+                    arguments_json: String::new(),
+                };
+                self.tool_calls.insert(index, call);
+                Vec::new()
+            }
+            WireEvent::ContentBlockStart { .. } => Vec::new(),
             WireEvent::ContentBlockDelta {
                 delta: BlockDelta::TextDelta { text },
+                ..
             } if !text.is_empty() => vec![ModelChunk::Token(text)],
+            WireEvent::ContentBlockDelta {
+                index,
+                delta: BlockDelta::InputJsonDelta { partial_json },
+            } => {
+                let Some(call) = self.tool_calls.get_mut(&index) else {
+                    return Err(ModelError::Protocol(format!(
+                        "anthropic input_json_delta for block {index}, which is not a tool_use block"
+                    )));
+                };
+                call.arguments_json.push_str(&partial_json);
+                Vec::new()
+            }
             WireEvent::ContentBlockDelta { .. } => Vec::new(),
+            WireEvent::ContentBlockStop { index } => match self.tool_calls.remove(&index) {
+                Some(mut call) => {
+                    if call.arguments_json.trim().is_empty() {
+                        call.arguments_json = "{}".into();
+                    }
+                    vec![ModelChunk::ToolCall(call)]
+                }
+                None => Vec::new(),
+            },
             WireEvent::MessageDelta { delta, usage } => {
                 if delta.stop_reason.is_some() {
                     self.stop_reason = delta.stop_reason;

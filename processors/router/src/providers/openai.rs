@@ -2,11 +2,18 @@
 //! `stream: true`: `data:` chunks carrying `choices[0].delta.content`, a
 //! final chunk with `usage` (asked for with `stream_options.include_usage`)
 //! and `data: [DONE]`. OpenAI, vLLM, Ollama, llama.cpp and LM Studio speak it.
+//! Tools go out as `tools` functions (one call per step:
+//! `parallel_tool_calls: false`); a call streams as `delta.tool_calls`
+//! pieces keyed by index, whose `arguments` text arrives in fragments.
+use std::collections::BTreeMap;
+
 use futures::stream::BoxStream;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::model::{ChatModel, CompletionRequest, ModelChunk, ModelError, Usage};
+use crate::model::{
+    ChatMessage, ChatModel, CompletionRequest, ModelChunk, ModelError, Role, ToolCallChunk, Usage,
+};
 use crate::providers::http::{
     ApiKey, Decoded, StreamDecoder, decode_stream, parse_json, post_event_stream,
 };
@@ -37,11 +44,7 @@ impl OpenAiModel {
     }
 
     fn body(request: &CompletionRequest) -> serde_json::Value {
-        let messages: Vec<_> = request
-            .messages
-            .iter()
-            .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
-            .collect();
+        let messages: Vec<_> = request.messages.iter().map(wire_message).collect();
         let mut body = json!({
             "model": request.model,
             "messages": messages,
@@ -53,7 +56,47 @@ impl OpenAiModel {
             // OpenAI still accepts it next to `max_completion_tokens`.
             body["max_tokens"] = json!(max_tokens);
         }
+        if !request.tools.is_empty() {
+            let tools: Vec<_> = request
+                .tools
+                .iter()
+                .map(|tool| {
+                    json!({"type": "function", "function": {
+                        "name": tool.name,
+                        "description": tool.description,
+                        "parameters": tool.input_schema,
+                    }})
+                })
+                .collect();
+            body["tools"] = json!(tools);
+            body["parallel_tool_calls"] = json!(false);
+        }
         body
+    }
+}
+
+fn wire_message(message: &ChatMessage) -> serde_json::Value {
+    match message.role {
+        Role::Tool => json!({
+            "role": "tool",
+            "tool_call_id": message.tool_call_id,
+            "content": message.content,
+        }),
+        Role::Assistant if !message.tool_calls.is_empty() => {
+            let calls: Vec<_> = message
+                .tool_calls
+                .iter()
+                .map(|call| {
+                    json!({"id": call.call_id, "type": "function", "function": {
+                        "name": call.name,
+                        "arguments": call.arguments_json,
+                    }})
+                })
+                .collect();
+            let content = (!message.content.is_empty()).then_some(&message.content);
+            json!({"role": "assistant", "content": content, "tool_calls": calls})
+        }
+        role => json!({"role": role.as_str(), "content": message.content}),
     }
 }
 
@@ -81,6 +124,8 @@ impl ChatModel for OpenAiModel {
 struct ChunkDecoder {
     usage: Option<Usage>,
     finish_reason: Option<String>,
+    /// Tool calls being streamed, by their index in the message.
+    tool_calls: BTreeMap<u32, ToolCallChunk>,
 }
 
 #[derive(Deserialize)]
@@ -105,6 +150,28 @@ struct Choice {
 struct Delta {
     #[serde(default)]
     content: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<ToolCallDelta>>,
+}
+
+/// A piece of a tool call: the first carries id and name, the others
+/// more of the arguments text.
+#[derive(Deserialize)]
+struct ToolCallDelta {
+    #[serde(default)]
+    index: u32,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<FunctionDelta>,
+}
+
+#[derive(Deserialize)]
+struct FunctionDelta {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -126,10 +193,49 @@ struct WireError {
 }
 
 impl ChunkDecoder {
-    fn done(&mut self) -> ModelChunk {
-        ModelChunk::Done {
+    /// The end of the reply: its tool calls, then `Done`.
+    fn done(&mut self) -> Result<Vec<ModelChunk>, ModelError> {
+        let mut chunks = Vec::new();
+        for (index, mut call) in std::mem::take(&mut self.tool_calls) {
+            if call.name.is_empty() {
+                return Err(ModelError::Protocol(format!(
+                    "openai tool call {index} has no function name"
+                )));
+            }
+            if call.call_id.is_empty() {
+                call.call_id = format!("call_{index}");
+            }
+            if call.arguments_json.trim().is_empty() {
+                call.arguments_json = "{}".into();
+            }
+            chunks.push(ModelChunk::ToolCall(call));
+        }
+        chunks.push(ModelChunk::Done {
             usage: self.usage.unwrap_or_default(),
             finish_reason: self.finish_reason.take().unwrap_or_else(|| "stop".into()),
+        });
+        Ok(chunks)
+    }
+
+    fn add_tool_call_piece(&mut self, piece: ToolCallDelta) {
+        let call = self
+            .tool_calls
+            .entry(piece.index)
+            .or_insert_with(|| ToolCallChunk {
+                call_id: String::new(),
+                name: String::new(),
+                arguments_json: String::new(),
+            });
+        if let Some(id) = piece.id.filter(|id| !id.is_empty()) {
+            call.call_id = id;
+        }
+        if let Some(function) = piece.function {
+            if let Some(name) = function.name.filter(|n| !n.is_empty()) {
+                call.name = name;
+            }
+            if let Some(arguments) = function.arguments {
+                call.arguments_json.push_str(&arguments);
+            }
         }
     }
 }
@@ -138,7 +244,7 @@ impl StreamDecoder for ChunkDecoder {
     fn decode(&mut self, event: SseEvent) -> Result<Decoded, ModelError> {
         let data = event.data.trim();
         if data == "[DONE]" {
-            return Ok(Decoded::Finished(vec![self.done()]));
+            return Ok(Decoded::Finished(self.done()?));
         }
         let chunk: Chunk = parse_json("openai", data)?;
         if let Some(error) = chunk.error {
@@ -155,10 +261,17 @@ impl StreamDecoder for ChunkDecoder {
         }
         let mut chunks = Vec::new();
         for choice in chunk.choices {
-            if let Some(text) = choice.delta.and_then(|d| d.content)
+            let delta = choice.delta.unwrap_or(Delta {
+                content: None,
+                tool_calls: None,
+            });
+            if let Some(text) = delta.content
                 && !text.is_empty()
             {
                 chunks.push(ModelChunk::Token(text));
+            }
+            for piece in delta.tool_calls.unwrap_or_default() {
+                self.add_tool_call_piece(piece);
             }
             if choice.finish_reason.is_some() {
                 self.finish_reason = choice.finish_reason;
@@ -179,7 +292,7 @@ impl StreamDecoder for ChunkDecoder {
         // Some compatible servers close without `[DONE]` after a finish
         // reason; without one the answer was cut off.
         if self.finish_reason.is_some() {
-            Ok(vec![self.done()])
+            self.done()
         } else {
             Err(ModelError::Interrupted(
                 "openai stream closed before [DONE]".into(),

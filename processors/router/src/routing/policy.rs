@@ -18,6 +18,23 @@ pub struct PlannedCandidate {
 pub enum PlanError {
     #[error("no model is both a routing candidate and allowed for this tenant")]
     NoAllowedModel,
+    #[error("model {0:?} is not available to this tenant")]
+    NotAllowed(String),
+}
+
+/// The plan of a turn whose client asked for `model` by name: that model
+/// alone (retried, never swapped for another), when the tenant may use it.
+pub fn plan_requested(
+    policy: &RoutingPolicyConfig,
+    model: &str,
+) -> Result<Vec<PlannedCandidate>, PlanError> {
+    if !policy.usable_models().contains(&model) {
+        return Err(PlanError::NotAllowed(model.to_owned()));
+    }
+    Ok(vec![PlannedCandidate {
+        model: model.to_owned(),
+        reason: "requested",
+    }])
 }
 
 /// The order in which a turn caused by `event_id` tries the candidates.
@@ -107,6 +124,26 @@ mod tests {
         assert!(!firsts.contains_key("c"), "weight 0 is fallback only");
         let share_a = f64::from(firsts["a"]) / 4000.0;
         assert!((0.70..0.80).contains(&share_a), "{share_a}");
+    }
+
+    #[test]
+    fn a_requested_model_is_used_alone_when_the_tenant_may_use_it() {
+        let mut policy = policy(&[("a", 1), ("b", 0)]);
+        assert_eq!(
+            plan_requested(&policy, "b").unwrap(),
+            vec![PlannedCandidate {
+                model: "b".into(),
+                reason: "requested"
+            }]
+        );
+        assert_eq!(
+            plan_requested(&policy, "z"),
+            Err(PlanError::NotAllowed("z".into()))
+        );
+        // The allowlist decides when there is one, candidate or not.
+        policy.allowed_models = vec!["c".into()];
+        assert!(plan_requested(&policy, "c").is_ok());
+        assert!(plan_requested(&policy, "a").is_err());
     }
 
     #[test]

@@ -14,11 +14,12 @@ use chatstream_schemas::pb::events::{
 use futures::StreamExt;
 use tokio::time::Instant;
 
-use crate::model::{ChatMessage, CompletionRequest, ModelChunk, ModelError, Usage};
+use crate::model::{ChatMessage, CompletionRequest, ModelChunk, ModelError, ToolCallChunk, Usage};
 use crate::providers::CatalogEntry;
 use crate::routing::Routing;
-use crate::routing::policy::plan;
+use crate::routing::policy::{plan, plan_requested};
 use crate::routing::retry::retry_delay;
+use crate::tools::OfferedTools;
 
 /// Where a turn reports what happens while it runs.
 #[async_trait]
@@ -35,6 +36,10 @@ pub struct TurnRequest {
     pub tenant_id: String,
     pub conversation_id: String,
     pub messages: Vec<ChatMessage>,
+    /// The tenant's tools the model may call this step.
+    pub tools: OfferedTools,
+    /// The catalog model the client asked for, if it asked.
+    pub requested_model: Option<String>,
     /// Tokens left in the tenant's monthly budget, when it has one.
     pub budget_remaining: Option<u64>,
 }
@@ -89,7 +94,7 @@ enum Attempt {
     Finished {
         text: String,
         /// The model asked for this tool instead of (or after) replying.
-        tool_call: Option<crate::tools::ToolCallChunk>,
+        tool_call: Option<ToolCallChunk>,
         usage: Usage,
         finish_reason: String,
         estimated: bool,
@@ -259,7 +264,11 @@ pub async fn run_turn(
             false,
         )));
     }
-    let candidates = match plan(policy, &request.event_id) {
+    let planned = match &request.requested_model {
+        Some(model) => plan_requested(policy, model),
+        None => plan(policy, &request.event_id),
+    };
+    let candidates = match planned {
         Ok(candidates) => candidates,
         Err(error) => {
             return Ok(no_call(error_answer(
@@ -325,6 +334,7 @@ pub async fn run_turn(
                 model: entry.provider_model.clone(),
                 messages: request.messages.clone(),
                 max_tokens: Some(max_tokens),
+                tools: request.tools.specs().to_vec(),
             };
             match attempt(entry, call, policy, deadline, observer).await {
                 Attempt::Finished {
@@ -337,7 +347,7 @@ pub async fn run_turn(
                     count_attempt(entry, "ok");
                     add_usage(&mut total, entry, usage, estimated);
                     return Ok(TurnOutcome {
-                        answer: crate::tools::tool_request(call),
+                        answer: request.tools.request_for(call),
                         usage: Some(total),
                     });
                 }

@@ -275,3 +275,73 @@ pub async fn collect(
         .collect();
     (text, chunks)
 }
+
+/// An OpenAI Chat Completions stream that asks for one tool: the call's id
+/// and name in the first piece, its arguments split over the next ones,
+/// then `finish_reason: tool_calls`, usage and `[DONE]`.
+pub fn openai_tool_call_stream(call_id: &str, name: &str, argument_pieces: &[&str]) -> String {
+    let chunk = |delta: serde_json::Value, finish: Option<&str>| {
+        let chunk = serde_json::json!({
+            "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]
+        });
+        format!("data: {chunk}\n\n")
+    };
+    let mut body = chunk(
+        serde_json::json!({"role": "assistant", "content": null, "tool_calls": [
+            {"index": 0, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+        ]}),
+        None,
+    );
+    for piece in argument_pieces {
+        body.push_str(&chunk(
+            serde_json::json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}),
+            None,
+        ));
+    }
+    body.push_str(&chunk(serde_json::json!({}), Some("tool_calls")));
+    let usage = serde_json::json!({
+        "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+        "choices": [],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27}
+    });
+    body.push_str(&format!("data: {usage}\n\ndata: [DONE]\n\n"));
+    body
+}
+
+/// An Anthropic stream that says `text`, then asks for one tool: a
+/// `tool_use` block at index 1 whose input arrives as `input_json_delta`
+/// pieces, then `stop_reason: tool_use`.
+pub fn anthropic_tool_use_stream(
+    text: &str,
+    id: &str,
+    name: &str,
+    input_pieces: &[&str],
+) -> String {
+    let mut body = anthropic_start(30);
+    body.push_str(&anthropic_text(text));
+    body.push_str(
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+    );
+    let start = serde_json::json!({
+        "type": "content_block_start", "index": 1,
+        "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}
+    });
+    body.push_str(&format!("event: content_block_start\ndata: {start}\n\n"));
+    for piece in input_pieces {
+        let delta = serde_json::json!({
+            "type": "content_block_delta", "index": 1,
+            "delta": {"type": "input_json_delta", "partial_json": piece}
+        });
+        body.push_str(&format!("event: content_block_delta\ndata: {delta}\n\n"));
+    }
+    let delta = serde_json::json!({
+        "type": "message_delta",
+        "delta": {"stop_reason": "tool_use", "stop_sequence": null},
+        "usage": {"output_tokens": 12}
+    });
+    body.push_str(&format!(
+        "event: content_block_stop\ndata: {{\"type\":\"content_block_stop\",\"index\":1}}\n\nevent: message_delta\ndata: {delta}\n\nevent: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n"
+    ));
+    body
+}

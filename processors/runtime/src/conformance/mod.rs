@@ -67,11 +67,12 @@ pub fn user_message(tenant_id: &str, conversation_id: &str, text: &str) -> Event
             causation_id: "",
             correlation_id: "",
         },
-        Payload::UserMessageSent(UserMessageSent {
+        Payload::UserMessageSent(Box::new(UserMessageSent {
             client_message_id: new_event_id(),
             text: text.to_owned(),
             sent_by_key_id: "key-conformance".to_owned(),
-        }),
+            ..Default::default()
+        })),
     )
 }
 

@@ -67,7 +67,6 @@ pub(super) fn to_kafka_headers(headers: &[(&str, String)]) -> OwnedHeaders {
 #[cfg(test)]
 mod tests {
     use chatstream_schemas::event::{EventContext, USER_MESSAGE_SENT, new_event};
-    use chatstream_schemas::pb::events::UserMessageSent;
     use chatstream_schemas::pb::events::event::Payload;
     use rdkafka::message::Headers;
 
@@ -82,7 +81,7 @@ mod tests {
                 causation_id: "",
                 correlation_id: "",
             },
-            Payload::UserMessageSent(UserMessageSent::default()),
+            Payload::UserMessageSent(Box::default()),
         );
         if let Some(occurred_at) = event.occurred_at.as_mut() {
             occurred_at.seconds = 1_700_000_000;

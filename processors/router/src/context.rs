@@ -1,0 +1,362 @@
+//! The conversation a model sees for one step of a turn: the messages the
+//! conversation's history holds before the event being answered, then that
+//! event. Tool calls appear as providers expect them: an assistant message
+//! with the call, followed at once by the call's result.
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use chatstream_runtime::log::LogPosition;
+use chatstream_runtime::store::{ProjectionStore, StoreError};
+use chatstream_schemas::Event;
+use chatstream_schemas::pb::events::{ToolCallCompleted, ToolCallRequested, event::Payload};
+
+use crate::model::{ChatMessage, Role, ToolCallChunk};
+use crate::tools::OfferedTools;
+
+/// Most messages a model is sent; older ones are left out.
+pub const MAX_CONTEXT_MESSAGES: usize = 64;
+/// History entries read per store query.
+const HISTORY_PAGE: usize = 500;
+/// Events kept while reading: enough for the newest messages and the tool
+/// results that pair with them; routing and usage events are not kept.
+const KEPT_EVENTS: usize = 4 * MAX_CONTEXT_MESSAGES;
+
+/// The conversation's events that come before `current` on the log, oldest
+/// first, the newest `KEPT_EVENTS` that can become messages. The history is
+/// the projector's, so an event it has not projected yet is missing; the
+/// previous answer is there once a client has seen it committed.
+pub async fn history_before(
+    store: &dyn ProjectionStore,
+    current: &Event,
+    position: LogPosition,
+) -> Result<Vec<Event>, StoreError> {
+    let mut kept = VecDeque::new();
+    let mut after = None;
+    'pages: loop {
+        let page = store
+            .read_history(
+                &current.tenant_id,
+                &current.conversation_id,
+                after,
+                HISTORY_PAGE,
+            )
+            .await?;
+        let full = page.len() == HISTORY_PAGE;
+        for entry in page {
+            after = Some(entry.position.offset);
+            // Entries from another partition predate a repartition.
+            let later = entry.position.partition == position.partition
+                && entry.position.offset >= position.offset;
+            if later || entry.event.id == current.id {
+                break 'pages;
+            }
+            if becomes_message(&entry.event) {
+                if kept.len() == KEPT_EVENTS {
+                    kept.pop_front();
+                }
+                kept.push_back(entry.event);
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(kept.into())
+}
+
+fn becomes_message(event: &Event) -> bool {
+    matches!(
+        event.payload,
+        Some(
+            Payload::UserMessageSent(_)
+                | Payload::AssistantMessage(_)
+                | Payload::ToolCallRequested(_)
+                | Payload::ToolCallCompleted(_)
+        )
+    )
+}
+
+/// The model the client asked for in the turn `current` belongs to.
+pub fn requested_model(history: &[Event], current: &Event) -> Option<String> {
+    let turn = if current.correlation_id.is_empty() {
+        &current.id
+    } else {
+        &current.correlation_id
+    };
+    std::iter::once(current)
+        .chain(history.iter().rev())
+        .find_map(|event| match &event.payload {
+            Some(Payload::UserMessageSent(sent)) if event.id == *turn => Some(sent.model.clone()),
+            _ => None,
+        })
+        .filter(|model| !model.is_empty())
+}
+
+/// The messages for a model answering `current` after `history`, at most
+/// `MAX_CONTEXT_MESSAGES` (system messages always kept).
+pub fn messages(history: &[Event], current: &Event, tools: &OfferedTools) -> Vec<ChatMessage> {
+    let events: Vec<&Event> = history.iter().chain(std::iter::once(current)).collect();
+    // Results by their request's event id (a model's call ids may repeat).
+    let results: HashMap<&str, &ToolCallCompleted> = events
+        .iter()
+        .filter_map(|event| match &event.payload {
+            Some(Payload::ToolCallCompleted(done)) => Some((event.causation_id.as_str(), &**done)),
+            _ => None,
+        })
+        .collect();
+    let mut shown_calls = HashSet::new();
+    let mut messages = Vec::new();
+    for event in &events {
+        match &event.payload {
+            Some(Payload::UserMessageSent(sent)) => {
+                messages.extend(sent.context.iter().map(|m| match m.role.as_str() {
+                    "system" => ChatMessage::system(&m.text),
+                    "assistant" => ChatMessage::assistant(&m.text),
+                    _ => ChatMessage::user(&m.text),
+                }));
+                messages.push(ChatMessage::user(&sent.text));
+            }
+            Some(Payload::AssistantMessage(reply)) if !reply.text.is_empty() => {
+                messages.push(ChatMessage::assistant(&reply.text));
+            }
+            // A call without a result yet (or ever) is left out: providers
+            // refuse a call that no result follows.
+            Some(Payload::ToolCallRequested(request)) => {
+                if let Some(done) = results.get(event.id.as_str())
+                    && shown_calls.insert(event.id.as_str())
+                {
+                    messages.extend(tool_exchange(request, done, &event.id, tools));
+                }
+            }
+            // The result of a call the history does not hold (not projected
+            // yet): shown from the request it carries.
+            Some(Payload::ToolCallCompleted(done))
+                if shown_calls.insert(event.causation_id.as_str()) =>
+            {
+                let request = done.request.clone().unwrap_or_default();
+                let turn_started = events.iter().any(|e| e.id == current.correlation_id);
+                if std::ptr::eq(*event, current) && !turn_started {
+                    messages.push(ChatMessage::user(&request.turn_prompt));
+                }
+                messages.extend(tool_exchange(&request, done, &event.causation_id, tools));
+            }
+            _ => {}
+        }
+    }
+    newest(messages)
+}
+
+fn tool_exchange(
+    request: &ToolCallRequested,
+    done: &ToolCallCompleted,
+    request_event_id: &str,
+    tools: &OfferedTools,
+) -> [ChatMessage; 2] {
+    let call_id = if request.call_id.is_empty() {
+        request_event_id
+    } else {
+        &request.call_id
+    };
+    let arguments_json = if request.arguments_json.trim().is_empty() {
+        "{}".to_owned()
+    } else {
+        request.arguments_json.clone()
+    };
+    let content = if done.is_error {
+        format!("{}: {}", done.error_kind, done.content_text)
+    } else if done.truncated {
+        format!("{}\n[cut at the size limit]", done.content_text)
+    } else {
+        done.content_text.clone()
+    };
+    [
+        ChatMessage::tool_call(ToolCallChunk {
+            call_id: call_id.to_owned(),
+            name: tools.name_of(&request.server, &request.tool),
+            arguments_json,
+        }),
+        ChatMessage::tool_result(call_id, &content, done.is_error),
+    ]
+}
+
+/// The newest messages, starting at a user message (providers want one
+/// first, and a tool result must follow its call), after every system one.
+fn newest(messages: Vec<ChatMessage>) -> Vec<ChatMessage> {
+    if messages.len() <= MAX_CONTEXT_MESSAGES {
+        return messages;
+    }
+    let mut cut = messages.len() - MAX_CONTEXT_MESSAGES;
+    while cut < messages.len() - 1 && messages[cut].role != Role::User {
+        cut += 1;
+    }
+    let (older, newer) = messages.split_at(cut);
+    older
+        .iter()
+        .filter(|m| m.role == Role::System)
+        .chain(newer)
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use chatstream_schemas::pb::events::{AssistantMessage, ContextMessage, UserMessageSent};
+
+    use super::*;
+
+    fn event(id: &str, correlation_id: &str, causation_id: &str, payload: Payload) -> Event {
+        Event {
+            id: id.into(),
+            tenant_id: "acme".into(),
+            conversation_id: "c".into(),
+            correlation_id: correlation_id.into(),
+            causation_id: causation_id.into(),
+            payload: Some(payload),
+            ..Default::default()
+        }
+    }
+
+    fn user(id: &str, text: &str) -> Event {
+        let sent = UserMessageSent {
+            text: text.into(),
+            ..Default::default()
+        };
+        event(id, "", "", Payload::UserMessageSent(Box::new(sent)))
+    }
+
+    fn assistant(id: &str, turn: &str, text: &str) -> Event {
+        let reply = AssistantMessage {
+            text: text.into(),
+            ..Default::default()
+        };
+        event(id, turn, turn, Payload::AssistantMessage(reply))
+    }
+
+    fn request(id: &str, turn: &str, call_id: &str) -> (Event, ToolCallRequested) {
+        let request = ToolCallRequested {
+            call_id: call_id.into(),
+            server: "time".into(),
+            tool: "now".into(),
+            arguments_json: r#"{"tz":"UTC"}"#.into(),
+            turn_depth: 1,
+            turn_prompt: "time?".into(),
+        };
+        let event = event(
+            id,
+            turn,
+            turn,
+            Payload::ToolCallRequested(Box::new(request.clone())),
+        );
+        (event, request)
+    }
+
+    fn result(id: &str, turn: &str, request: (&str, &ToolCallRequested), text: &str) -> Event {
+        let done = ToolCallCompleted {
+            call_id: request.1.call_id.clone(),
+            request: Some(request.1.clone()),
+            content_text: text.into(),
+            ..Default::default()
+        };
+        event(
+            id,
+            turn,
+            request.0,
+            Payload::ToolCallCompleted(Box::new(done)),
+        )
+    }
+
+    fn shape(messages: &[ChatMessage]) -> Vec<String> {
+        messages
+            .iter()
+            .map(|m| match m.role {
+                Role::Assistant if !m.tool_calls.is_empty() => {
+                    format!("call {} {}", m.tool_calls[0].call_id, m.tool_calls[0].name)
+                }
+                Role::Tool => format!("result {} {}", m.tool_call_id, m.content),
+                role => format!("{} {}", role.as_str(), m.content),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn earlier_turns_come_before_the_message_being_answered() {
+        let history = [user("u1", "hi"), assistant("a1", "u1", "hello")];
+        let current = user("u2", "again");
+        let shown = messages(&history, &current, &OfferedTools::default());
+        assert_eq!(shape(&shown), ["user hi", "assistant hello", "user again"]);
+    }
+
+    #[test]
+    fn a_tool_result_follows_its_call_and_unanswered_calls_are_left_out() {
+        let (asked, call) = request("r1", "u1", "call-1");
+        // An older turn whose call never got a result.
+        let (lost, _) = request("r0", "u0", "call-0");
+        let history = [
+            user("u0", "first"),
+            lost,
+            user("u1", "time?"),
+            asked,
+            // A message sent while the tool ran: after the exchange.
+            user("u2", "still there?"),
+        ];
+        let current = result("d1", "u1", ("r1", &call), "12:00");
+        let shown = messages(&history, &current, &OfferedTools::default());
+        assert_eq!(
+            shape(&shown),
+            [
+                "user first",
+                "user time?",
+                "call call-1 time__now",
+                "result call-1 12:00",
+                "user still there?"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_result_whose_turn_is_not_projected_yet_brings_the_prompt() {
+        let (_, call) = request("r1", "u1", "call-1");
+        let current = result("d1", "u1", ("r1", &call), "12:00");
+        let shown = messages(&[], &current, &OfferedTools::default());
+        assert_eq!(
+            shape(&shown),
+            ["user time?", "call call-1 time__now", "result call-1 12:00"]
+        );
+    }
+
+    #[test]
+    fn client_context_comes_first_and_long_conversations_keep_the_newest() {
+        let mut first = user("u0", "q0");
+        if let Some(Payload::UserMessageSent(sent)) = &mut first.payload {
+            sent.context = vec![
+                ContextMessage {
+                    role: "system".into(),
+                    text: "be brief".into(),
+                },
+                ContextMessage {
+                    role: "assistant".into(),
+                    text: "earlier".into(),
+                },
+            ];
+            sent.model = "fast".into();
+        }
+        let mut history = vec![first];
+        for n in 1..100 {
+            history.push(assistant(&format!("a{n}"), "", &format!("a{n}")));
+            history.push(user(&format!("u{n}"), &format!("q{n}")));
+        }
+        let current = user("u100", "last");
+        let shown = messages(&history, &current, &OfferedTools::default());
+        assert!(shown.len() <= MAX_CONTEXT_MESSAGES + 1, "{}", shown.len());
+        assert_eq!(shape(&shown[..1]), ["system be brief"]);
+        assert_eq!(
+            shown[1].role,
+            Role::User,
+            "the window starts at a user message"
+        );
+        assert_eq!(shape(&shown[shown.len() - 2..]), ["user q99", "user last"]);
+
+        let turn = assistant("a", "u0", "x");
+        assert_eq!(requested_model(&history, &turn).as_deref(), Some("fast"));
+        assert_eq!(requested_model(&history, &current), None);
+    }
+}
