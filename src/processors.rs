@@ -109,7 +109,8 @@ pub fn spawn(
 
 /// The MCP servers of the tenants file's tenants (none without one).
 fn mcp_pool(config: &Config) -> Result<chatstream_mcp::McpClientPool, String> {
-    let settings = chatstream_mcp::McpConfig::default();
+    config.mcp.validate()?;
+    let settings = chatstream_mcp::McpConfig::from(&config.mcp);
     match &config.tenants_file {
         Some(path) => TenantRegistry::load(path)
             .map(|registry| chatstream_mcp::McpClientPool::from_registry(&registry, settings))

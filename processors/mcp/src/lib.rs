@@ -13,6 +13,7 @@ pub mod config;
 mod connection;
 pub mod pool;
 mod processor;
+mod recovery;
 
 pub use catalog::{ToolCatalog, ToolDescriptor};
 pub use config::McpConfig;

@@ -3,8 +3,11 @@
 //! mark, so a redelivery after a restart neither runs the tool again nor
 //! appends a second result. A call the tenant wants approved first asks
 //! (`ToolCallApprovalRequested`) and runs on a client's approval; a
-//! rejection or no decision in time is its (error) result.
-use std::sync::Arc;
+//! rejection or no decision in time is its (error) result. Waiting calls
+//! live in memory but are facts on the log: a processor that takes over a
+//! partition (after a restart or a rebalance) finds them there again.
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -23,16 +26,23 @@ use tokio_util::sync::CancellationToken;
 use crate::approvals::{PendingApprovals, PendingCall};
 use crate::call::{ToolErrorKind, ToolOutcome, run_tool_call};
 use crate::pool::McpClientPool;
+use crate::recovery;
 
 pub struct McpProcessor {
     log: Arc<dyn EventLog>,
     store: Arc<dyn ProjectionStore>,
     pool: Arc<McpClientPool>,
-    approvals: PendingApprovals,
+    deadlines: Deadlines,
+    /// The partitions this member owns, as the runner last said.
+    owned: Mutex<Vec<u32>>,
 }
 
 /// Derived-id index of a request's `ToolCallApprovalRequested` (the result is 0).
 const APPROVAL_EVENT_INDEX: u32 = 1;
+
+/// How much longer than the approval timeout the recovery looks back: covers
+/// clock skew between producers and a timeout lowered since the call asked.
+const RECOVERY_MARGIN: Duration = Duration::from_secs(60);
 
 impl McpProcessor {
     pub const NAME: &'static str = "mcp";
@@ -42,11 +52,19 @@ impl McpProcessor {
         store: Arc<dyn ProjectionStore>,
         pool: Arc<McpClientPool>,
     ) -> Self {
+        let deadlines = Deadlines {
+            log: log.clone(),
+            store: store.clone(),
+            approvals: PendingApprovals::default(),
+            progress: Arc::default(),
+            stop: CancellationToken::new(),
+        };
         Self {
             log,
             store,
             pool,
-            approvals: PendingApprovals::default(),
+            deadlines,
+            owned: Mutex::default(),
         }
     }
 
@@ -64,6 +82,17 @@ impl McpProcessor {
                 pool.close_idle().await;
             }
         })
+    }
+
+    /// Calls waiting for a decision in this process.
+    pub fn waiting_approvals(&self) -> usize {
+        self.deadlines.approvals.len()
+    }
+
+    /// Whether the runner gave this processor partitions and it resumed
+    /// the waits there.
+    pub fn owns_partitions(&self) -> bool {
+        !self.owned.lock().expect("owned lock").is_empty()
     }
 
     async fn is_done(&self, request_event_id: &str) -> Result<bool, ProcessError> {
@@ -89,16 +118,13 @@ impl McpProcessor {
             // Asked on the log; the wait starts when that event comes back
             // here, so whichever replica owns the partition keeps it.
             let expires_at = SystemTime::now() + self.pool.config().approval_timeout;
-            let expires_at_ms = expires_at
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
             let asked = derived(
                 event,
                 APPROVAL_EVENT_INDEX,
                 Payload::ToolCallApprovalRequested(Box::new(ToolCallApprovalRequested {
                     call_id: request.call_id.clone(),
                     request: Some(request.clone()),
-                    expires_at_ms,
+                    expires_at_ms: unix_ms(expires_at),
                 })),
             );
             return self
@@ -116,44 +142,13 @@ impl McpProcessor {
         &self,
         event: &Event,
         asked: &ToolCallApprovalRequested,
+        position: LogPosition,
     ) -> Result<(), ProcessError> {
         if self.is_done(&event.causation_id).await? {
             return Ok(());
         }
-        let request = asked.request.clone().unwrap_or_default();
-        let request_event = Event {
-            id: event.causation_id.clone(),
-            r#type: chatstream_schemas::event::TOOL_CALL_REQUESTED.into(),
-            payload: Some(Payload::ToolCallRequested(Box::new(request.clone()))),
-            ..event.clone()
-        };
-        let request_event_id = request_event.id.clone();
-        self.approvals.wait_for(PendingCall {
-            request_event,
-            request,
-        });
-        let now_ms = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        let wait = Duration::from_millis(asked.expires_at_ms.saturating_sub(now_ms).max(0) as u64);
-        let (approvals, log, store) =
-            (self.approvals.clone(), self.log.clone(), self.store.clone());
-        let tenant_id = event.tenant_id.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            let Some(call) = approvals.settle(&tenant_id, &request_event_id) else {
-                return; // decided in time
-            };
-            let outcome = ToolOutcome::failed(
-                ToolErrorKind::Rejected,
-                format!("nobody approved the call within {} ms", wait.as_millis()),
-            );
-            if let Err(error) =
-                complete(&log, &store, &call.request_event, &call.request, outcome).await
-            {
-                tracing::warn!(%error, request_event_id, "could not record an expired approval");
-            }
-        });
+        let call = PendingCall::from_approval_request(event, asked, position.partition);
+        self.deadlines.arm(call);
         Ok(())
     }
 
@@ -162,10 +157,14 @@ impl McpProcessor {
         event: &Event,
         decided: &ToolCallApprovalDecided,
     ) -> Result<(), ProcessError> {
-        let Some(call) = self
-            .approvals
-            .settle(&event.tenant_id, &decided.request_event_id)
-        else {
+        let waiting = if self.is_done(&decided.request_event_id).await? {
+            None
+        } else {
+            self.deadlines
+                .approvals
+                .settle(&event.tenant_id, &decided.request_event_id)
+        };
+        let Some(call) = waiting else {
             tracing::info!(
                 tenant_id = %event.tenant_id,
                 request_event_id = %decided.request_event_id,
@@ -173,7 +172,12 @@ impl McpProcessor {
             );
             return Ok(());
         };
-        let outcome = if decided.approved {
+        // Judged by when the person decided, not when this processor got
+        // to it: an approval given in time counts after a restart too.
+        let decided_at_ms = occurred_at_ms(event).unwrap_or_else(|| unix_ms(SystemTime::now()));
+        let outcome = if call.is_expired(decided_at_ms) {
+            expired(&call)
+        } else if decided.approved {
             run_tool_call(&self.pool, &event.tenant_id, &call.request).await
         } else {
             ToolOutcome::failed(
@@ -181,15 +185,222 @@ impl McpProcessor {
                 format!("a person rejected the call: {}", decided.reason),
             )
         };
-        complete(
+        let completed = complete(
             &self.log,
             &self.store,
             &call.request_event,
             &call.request,
             outcome,
         )
-        .await
+        .await;
+        if completed.is_err() {
+            // The runner retries this decision; it must find the call again.
+            self.deadlines.arm(call);
+        }
+        completed
     }
+
+    /// Resumes the waits a previous owner of each newly owned partition left
+    /// (found on the log), and forgets those of partitions no longer owned.
+    async fn take_partitions(&self, partitions: &[u32]) {
+        // The runner calls this from one task, so `owned` cannot change
+        // underneath; it is updated once the waits are resumed.
+        let gained: Vec<u32> = {
+            let owned = self.owned.lock().expect("owned lock");
+            partitions
+                .iter()
+                .filter(|p| !owned.contains(p))
+                .copied()
+                .collect()
+        };
+        self.deadlines.approvals.keep_partitions(partitions);
+        let window = self.pool.config().approval_timeout + RECOVERY_MARGIN;
+        for partition in gained {
+            let Some(recovered) = recovery::waiting_calls(
+                self.log.as_ref(),
+                self.store.as_ref(),
+                partition,
+                window,
+                &self.deadlines.stop,
+            )
+            .await
+            else {
+                return; // going away
+            };
+            self.deadlines.handled_before(
+                partition,
+                recovered.resume_offset,
+                recovered.last_handled_ms,
+            );
+            if !recovered.calls.is_empty() {
+                tracing::info!(
+                    partition,
+                    waiting = recovered.calls.len(),
+                    "resuming tool calls waiting for approval"
+                );
+            }
+            for call in recovered.calls {
+                self.deadlines.arm(call);
+            }
+        }
+        *self.owned.lock().expect("owned lock") = partitions.to_vec();
+    }
+}
+
+impl Drop for McpProcessor {
+    fn drop(&mut self) {
+        // Deadline timers outlive no processor: a new one resumes them.
+        self.deadlines.stop.cancel();
+    }
+}
+
+/// The deadlines of waiting calls: a timer per call settles it as expired,
+/// but only once this processor has handled the partition up to the
+/// deadline (an event that occurred after it, or everything there is), so
+/// a decision made in time but not handled yet (the processor lagged or
+/// restarted) still wins.
+#[derive(Clone)]
+struct Deadlines {
+    log: Arc<dyn EventLog>,
+    store: Arc<dyn ProjectionStore>,
+    approvals: PendingApprovals,
+    progress: Arc<Mutex<HashMap<u32, Progress>>>,
+    stop: CancellationToken,
+}
+
+/// How far this processor got in a partition.
+#[derive(Debug, Clone, Copy, Default)]
+struct Progress {
+    /// The offset after the last record handled.
+    next_offset: u64,
+    /// The latest time (unix ms) an event handled so far occurred at.
+    latest_ms: i64,
+}
+
+/// How often an expired call's timer checks whether the processor caught up.
+const CATCH_UP_POLL: Duration = Duration::from_millis(200);
+const SETTLE_RETRY_MAX: Duration = Duration::from_secs(10);
+
+impl Deadlines {
+    /// Records that every record of `partition` before `next_offset` was
+    /// handled, the latest of them having occurred at `latest_ms`.
+    fn handled_before(&self, partition: u32, next_offset: u64, latest_ms: i64) {
+        let mut progress = self.progress.lock().expect("progress lock");
+        let known = progress.entry(partition).or_default();
+        known.next_offset = known.next_offset.max(next_offset);
+        known.latest_ms = known.latest_ms.max(latest_ms);
+    }
+
+    fn progress(&self, partition: u32) -> Progress {
+        let progress = self.progress.lock().expect("progress lock");
+        progress.get(&partition).copied().unwrap_or_default()
+    }
+
+    /// Starts the call's wait unless it waits already.
+    fn arm(&self, call: PendingCall) {
+        let Some(timer) = self.approvals.wait_for(call.clone(), &self.stop) else {
+            return;
+        };
+        let deadlines = self.clone();
+        tokio::spawn(async move { deadlines.expire_when_due(call, timer).await });
+    }
+
+    async fn expire_when_due(self, call: PendingCall, timer: CancellationToken) {
+        let now_ms = unix_ms(SystemTime::now());
+        let wait = Duration::from_millis(call.expires_at_ms.saturating_sub(now_ms).max(0) as u64);
+        tokio::select! {
+            _ = timer.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        if !self.caught_up_to_deadline(&call, &timer).await {
+            return;
+        }
+        let Some(call) = self
+            .approvals
+            .settle(&call.request_event.tenant_id, &call.request_event.id)
+        else {
+            return; // a decision came first
+        };
+        let mut backoff = CATCH_UP_POLL;
+        loop {
+            let settled = match self
+                .store
+                .is_processed(McpProcessor::NAME, &call.request_event.id)
+                .await
+            {
+                Ok(true) => Ok(()),
+                Ok(false) => {
+                    let outcome = expired(&call);
+                    complete(
+                        &self.log,
+                        &self.store,
+                        &call.request_event,
+                        &call.request,
+                        outcome,
+                    )
+                    .await
+                }
+                Err(error) => Err(retryable(error)),
+            };
+            let Err(error) = settled else { return };
+            tracing::warn!(%error, request_event_id = %call.request_event.id,
+                "could not record an expired approval; retrying");
+            tokio::select! {
+                // Not recorded: the next owner of the partition resumes it.
+                _ = self.stop.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(SETTLE_RETRY_MAX);
+        }
+    }
+
+    /// Waits until no decision made before the call's deadline can still be
+    /// ahead in its partition: an event handled occurred after the deadline,
+    /// or every record there is was handled (here or by the group). `false`
+    /// when the wait was called off.
+    async fn caught_up_to_deadline(&self, call: &PendingCall, timer: &CancellationToken) -> bool {
+        let partition = call.partition;
+        loop {
+            let progress = self.progress(partition);
+            if progress.latest_ms > call.expires_at_ms {
+                return true;
+            }
+            if let Ok(end) = self.log.end_offset(partition).await {
+                let mut next = progress.next_offset;
+                if next < end {
+                    let committed = self.log.committed(McpProcessor::NAME, partition).await;
+                    next = next.max(committed.ok().flatten().unwrap_or_default());
+                }
+                if next >= end {
+                    return true;
+                }
+            }
+            tokio::select! {
+                _ = timer.cancelled() => return false,
+                _ = tokio::time::sleep(CATCH_UP_POLL) => {}
+            }
+        }
+    }
+}
+
+fn expired(call: &PendingCall) -> ToolOutcome {
+    ToolOutcome::failed(
+        ToolErrorKind::Rejected,
+        format!(
+            "nobody approved the call before its deadline (unix ms {})",
+            call.expires_at_ms
+        ),
+    )
+}
+
+fn occurred_at_ms(event: &Event) -> Option<i64> {
+    let at = event.occurred_at?;
+    Some(at.seconds * 1000 + i64::from(at.nanos) / 1_000_000)
+}
+
+fn unix_ms(time: SystemTime) -> i64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// An event caused by `cause`, with the `index`-th id derived from it.
@@ -263,16 +474,26 @@ impl Processor for McpProcessor {
         Self::NAME
     }
 
-    async fn handle(&self, event: &Event, _position: LogPosition) -> Result<(), ProcessError> {
-        match &event.payload {
+    async fn handle(&self, event: &Event, position: LogPosition) -> Result<(), ProcessError> {
+        let handled = match &event.payload {
             Some(Payload::ToolCallRequested(request)) => self.on_request(event, request).await,
             Some(Payload::ToolCallApprovalRequested(asked)) => {
-                self.on_approval_requested(event, asked).await
+                self.on_approval_requested(event, asked, position).await
             }
             Some(Payload::ToolCallApprovalDecided(decided)) => {
                 self.on_decision(event, decided).await
             }
             _ => Ok(()),
+        };
+        if handled.is_ok() {
+            let at_ms = occurred_at_ms(event).unwrap_or_default();
+            self.deadlines
+                .handled_before(position.partition, position.offset + 1, at_ms);
         }
+        handled
+    }
+
+    async fn partitions_assigned(&self, partitions: &[u32]) {
+        self.take_partitions(partitions).await;
     }
 }

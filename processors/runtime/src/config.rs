@@ -27,6 +27,8 @@ pub struct Config {
     pub redis: RedisConfig,
     pub limits: LimitsConfig,
     pub mock_model: MockModelConfig,
+    /// Limits of the mcp processor (tool calls on tenants' MCP servers).
+    pub mcp: McpSettings,
     /// Model providers, catalog and default routing; empty means the `mock` model.
     pub models: crate::model_config::ModelsConfig,
 }
@@ -180,6 +182,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             limits: LimitsConfig::default(),
             mock_model: MockModelConfig::default(),
+            mcp: McpSettings::default(),
             models: Default::default(),
         }
     }
@@ -317,6 +320,111 @@ impl Default for MockModelConfig {
     }
 }
 
+/// Limits of the mcp processor that hold for every tenant. A server's own
+/// `call_timeout_ms` in the tenants file wins for its calls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct McpSettings {
+    /// Longest a tool call may run.
+    pub call_timeout_ms: u64,
+    /// Longest starting or reaching a server and its `initialize` may take.
+    pub connect_timeout_ms: u64,
+    /// Tool calls running at once per tenant; more wait their turn.
+    pub max_concurrent_calls_per_tenant: usize,
+    /// Largest result kept in an event; the rest is cut and marked.
+    pub max_result_bytes: usize,
+    /// A server unused this long is closed (a stdio server's process stopped).
+    pub idle_timeout_ms: u64,
+    /// First wait before restarting a server that failed; doubles with each
+    /// failure in a row, up to `max_restart_backoff_ms`.
+    pub restart_backoff_ms: u64,
+    pub max_restart_backoff_ms: u64,
+    /// How long a call needing approval waits for a person's decision.
+    pub approval_timeout_ms: u64,
+}
+
+impl Default for McpSettings {
+    fn default() -> Self {
+        Self {
+            call_timeout_ms: 30_000,
+            connect_timeout_ms: 20_000,
+            max_concurrent_calls_per_tenant: 8,
+            max_result_bytes: 64 * 1024,
+            idle_timeout_ms: 300_000,
+            restart_backoff_ms: 200,
+            max_restart_backoff_ms: 30_000,
+            approval_timeout_ms: 300_000,
+        }
+    }
+}
+
+const SECOND_MS: u64 = 1_000;
+const HOUR_MS: u64 = 3_600 * SECOND_MS;
+const DAY_MS: u64 = 24 * HOUR_MS;
+
+impl McpSettings {
+    /// Rejects zero and values no deployment means; the message names the
+    /// field and its allowed range.
+    pub fn validate(&self) -> Result<(), String> {
+        let ranges = [
+            ("call_timeout_ms", self.call_timeout_ms, 1, HOUR_MS),
+            (
+                "connect_timeout_ms",
+                self.connect_timeout_ms,
+                1,
+                10 * 60 * SECOND_MS,
+            ),
+            (
+                "max_concurrent_calls_per_tenant",
+                self.max_concurrent_calls_per_tenant as u64,
+                1,
+                1_024,
+            ),
+            // A result travels in one log record; Kafka refuses large ones.
+            (
+                "max_result_bytes",
+                self.max_result_bytes as u64,
+                1,
+                8 * 1024 * 1024,
+            ),
+            ("idle_timeout_ms", self.idle_timeout_ms, SECOND_MS, DAY_MS),
+            (
+                "restart_backoff_ms",
+                self.restart_backoff_ms,
+                1,
+                60 * SECOND_MS,
+            ),
+            (
+                "max_restart_backoff_ms",
+                self.max_restart_backoff_ms,
+                1,
+                HOUR_MS,
+            ),
+            // A restart reads the log back this far to resume waiting calls.
+            (
+                "approval_timeout_ms",
+                self.approval_timeout_ms,
+                SECOND_MS,
+                DAY_MS,
+            ),
+        ];
+        for (field, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                return Err(format!(
+                    "mcp.{field} must be between {min} and {max}, not {value}"
+                ));
+            }
+        }
+        if self.max_restart_backoff_ms < self.restart_backoff_ms {
+            return Err(format!(
+                "mcp.max_restart_backoff_ms ({}) must not be below mcp.restart_backoff_ms ({})",
+                self.max_restart_backoff_ms, self.restart_backoff_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -356,10 +464,13 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        serde_yaml_ng::from_str(&text).map_err(|e| ConfigError::Invalid {
+        let invalid = |message: String| ConfigError::Invalid {
             path: path.display().to_string(),
-            message: e.to_string(),
-        })
+            message,
+        };
+        let config: Self = serde_yaml_ng::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        config.mcp.validate().map_err(invalid)?;
+        Ok(config)
     }
 
     /// Applies every variable in [`ENV_VARS`] that `lookup` finds.
@@ -667,5 +778,51 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("redis://"), "{err}");
+    }
+
+    #[test]
+    fn the_mcp_section_is_read_defaulted_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chatstream.yaml");
+        std::fs::write(
+            &path,
+            "mcp:\n  call_timeout_ms: 5000\n  max_result_bytes: 1024\n  approval_timeout_ms: 60000\n",
+        )
+        .unwrap();
+        let mcp = Config::from_yaml_file(&path).unwrap().mcp;
+        assert_eq!(mcp.call_timeout_ms, 5_000);
+        assert_eq!(mcp.max_result_bytes, 1_024);
+        assert_eq!(mcp.approval_timeout_ms, 60_000);
+        let defaults = McpSettings::default();
+        assert_eq!(mcp.connect_timeout_ms, defaults.connect_timeout_ms);
+        assert_eq!(mcp.max_concurrent_calls_per_tenant, 8);
+        assert_eq!(mcp.idle_timeout_ms, 300_000);
+        assert_eq!(Config::default().mcp, defaults);
+        assert!(defaults.validate().is_ok());
+
+        for (yaml, field) in [
+            ("mcp:\n  call_timeout_ms: 0\n", "mcp.call_timeout_ms"),
+            (
+                "mcp:\n  max_concurrent_calls_per_tenant: 0\n",
+                "mcp.max_concurrent_calls_per_tenant",
+            ),
+            (
+                "mcp:\n  max_result_bytes: 1000000000\n",
+                "mcp.max_result_bytes",
+            ),
+            (
+                "mcp:\n  approval_timeout_ms: 604800000\n",
+                "mcp.approval_timeout_ms",
+            ),
+            (
+                "mcp:\n  restart_backoff_ms: 5000\n  max_restart_backoff_ms: 1000\n",
+                "mcp.max_restart_backoff_ms",
+            ),
+            ("mcp:\n  call_timeout: 5\n", "call_timeout"),
+        ] {
+            std::fs::write(&path, yaml).unwrap();
+            let err = Config::from_yaml_file(&path).unwrap_err().to_string();
+            assert!(err.contains(field), "{yaml:?}: {err}");
+        }
     }
 }

@@ -29,6 +29,12 @@ pub trait Processor: Send + Sync + 'static {
     /// Handles one event. Must be idempotent: after a crash the same event
     /// may be handled again.
     async fn handle(&self, event: &Event, position: LogPosition) -> Result<(), ProcessError>;
+
+    /// Told the partitions this member owns whenever that set changes, before
+    /// any record of a newly owned partition is handled. For a processor that
+    /// keeps work in flight across records (timers, say): it resumes what the
+    /// partition's previous owner left undone and drops what it no longer owns.
+    async fn partitions_assigned(&self, _partitions: &[u32]) {}
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +111,7 @@ impl<P: Processor> ProcessorRunner<P> {
         register_metrics(name);
         let mut last_lag_report = tokio::time::Instant::now();
         let mut reported_assignment = BTreeSet::new();
+        let mut owned: Vec<u32> = Vec::new();
         tracing::info!(processor = name, "processor started");
 
         'polling: loop {
@@ -122,6 +129,13 @@ impl<P: Processor> ProcessorRunner<P> {
                     }
                 }
             };
+            let assignment = consumer.assignment();
+            if assignment != owned {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break 'polling,
+                    _ = self.processor.partitions_assigned(&assignment) => owned = assignment,
+                }
+            }
             for record in records {
                 let partition = record.position.partition;
                 let (queue, _) = workers.entry(partition).or_insert_with(|| {

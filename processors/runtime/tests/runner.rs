@@ -33,6 +33,10 @@ struct Recorder {
     /// When set, every handle waits for `release` after signalling `started`.
     gate: Option<(Arc<Notify>, Arc<Notify>)>,
     done: Notify,
+    /// Every set of partitions the runner said this member owns.
+    assignments: Mutex<Vec<Vec<u32>>>,
+    /// Events handled before the runner named any partition.
+    handled_unassigned: AtomicU32,
 }
 
 #[async_trait]
@@ -43,6 +47,9 @@ impl Processor for Recorder {
 
     async fn handle(&self, event: &Event, _position: LogPosition) -> Result<(), ProcessError> {
         let attempt = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.assignments.lock().unwrap().is_empty() {
+            self.handled_unassigned.fetch_add(1, Ordering::SeqCst);
+        }
         let Some(Payload::UserMessageSent(sent)) = &event.payload else {
             return Ok(());
         };
@@ -62,6 +69,10 @@ impl Processor for Recorder {
             .push((event.tenant_id.clone(), sent.text.clone()));
         self.done.notify_waiters();
         Ok(())
+    }
+
+    async fn partitions_assigned(&self, partitions: &[u32]) {
+        self.assignments.lock().unwrap().push(partitions.to_vec());
     }
 }
 
@@ -159,6 +170,21 @@ async fn keeps_per_tenant_order_and_commits_after_handling() {
         committed_everything(log.as_ref(), "recorder").await,
         "everything handled is committed at shutdown"
     );
+}
+
+#[tokio::test]
+async fn the_processor_hears_its_partitions_before_their_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 3).unwrap());
+    for tenant in ["acme", "globex", "initech"] {
+        log.append(tenant, &user_message(tenant, "c", "hi"))
+            .await
+            .unwrap();
+    }
+    let recorder = Arc::new(Recorder::default());
+    run_until_handled(&log, &recorder, 3).await;
+    assert_eq!(*recorder.assignments.lock().unwrap(), [vec![0, 1, 2]]);
+    assert_eq!(recorder.handled_unassigned.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
