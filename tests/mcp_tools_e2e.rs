@@ -4,7 +4,10 @@
 //! finishing the answer with the result, all seen by a WebSocket client.
 mod support;
 
+use std::sync::{Arc, Mutex};
+
 use chatstream_schemas::ws::{ClientFrame, EventBody, EventJson, ServerFrame};
+use serde_json::{Value, json};
 use support::{Platform, Ws};
 
 /// `server-everything`, or `None` after saying why the test does not run.
@@ -292,4 +295,209 @@ async fn a_person_approves_a_tool_call_over_websocket() {
         })
         .expect("the rejected call has a result");
     assert_eq!(rejected, "rejected");
+}
+
+/// An OpenAI-compatible provider that, until the conversation holds a tool
+/// result, asks for the offered tool named `<server>__echo`; then answers
+/// with the result. It records every request body.
+async fn echoing_provider() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let record = seen.clone();
+    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+        let record = record.clone();
+        async move {
+            let request: Value = serde_json::from_slice(&body).unwrap_or_default();
+            record.lock().unwrap().push(request.clone());
+            let messages = request["messages"].as_array().cloned().unwrap_or_default();
+            let result = messages.iter().find(|m| m["role"] == "tool");
+            let echo = request["tools"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t["function"]["name"].as_str())
+                .find(|name| name.ends_with("__echo"));
+            let chunk = |delta: Value, finish: Option<&str>| {
+                let chunk = json!({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+                format!("data: {chunk}\n\n")
+            };
+            let body = match (result, echo) {
+                (Some(result), _) => {
+                    let text = format!("The echo said: {}", result["content"].as_str().unwrap_or_default());
+                    chunk(json!({"content": text}), None) + &chunk(json!({}), Some("stop"))
+                }
+                (None, Some(name)) => {
+                    let call = json!({"tool_calls": [{"index": 0, "id": "call_e2e", "type": "function",
+                        "function": {"name": name, "arguments": "{\"message\":\"hi from the model\"}"}}]});
+                    chunk(call, None) + &chunk(json!({}), Some("tool_calls"))
+                }
+                (None, None) => chunk(json!({"content": "no echo tool offered"}), None)
+                    + &chunk(json!({}), Some("stop")),
+            };
+            axum::response::Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(axum::body::Body::from(body + "data: [DONE]\n\n"))
+                .unwrap()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/v1"), seen)
+}
+
+/// Sends `text` in a new conversation and returns the turn's events.
+async fn turn(ws: &mut Ws, text: &str) -> Vec<EventJson> {
+    let (user_event_id, _, conversation_id) = ws.send_message(None, text).await;
+    ws.send(&ClientFrame::Subscribe {
+        request_id: None,
+        conversation_id,
+        after_position: None,
+    })
+    .await;
+    read_turn(ws, &user_event_id).await.0
+}
+
+#[tokio::test]
+async fn a_real_provider_is_offered_the_tenants_tools_and_one_runs_on_the_real_server() {
+    let Some(everything) = everything_server() else {
+        return;
+    };
+    let (provider_url, seen) = echoing_provider().await;
+    let config_dir = tempfile::tempdir().unwrap();
+    let config_path = config_dir.path().join("chatstream.yaml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "models:\n  providers: {{p: {{kind: openai, base_url: \"{provider_url}\"}}}}\n  catalog: {{gpt: {{provider: p}}}}\n  default_routing: {{candidates: [{{model: gpt}}], retries: 0}}\n"
+        ),
+    )
+    .unwrap();
+    let servers = format!(
+        "    mcp_servers:\n      - name: everything\n        transport: {{type: stdio, command: {everything:?}, args: [stdio]}}\n        allowed_tools: [get-sum, echo]\n"
+    );
+    let platform = Platform::start_with_tenant_config(
+        &[("CHATSTREAM_CONFIG", config_path.to_str().unwrap())],
+        &[("acme", &servers)],
+    )
+    .await;
+
+    let mut acme = platform.ws(platform.key("acme")).await;
+    let events = turn(&mut acme, "please echo something").await;
+    let called = events.iter().find_map(|e| match &e.body {
+        EventBody::ToolCallRequested(request) => Some(format!(
+            "{}.{} {}",
+            request.server, request.tool, request.arguments_json
+        )),
+        _ => None,
+    });
+    assert_eq!(
+        called.as_deref(),
+        Some(r#"everything.echo {"message":"hi from the model"}"#),
+        "the offered name maps back to the tenant's server and tool: {events:?}"
+    );
+    let answer = events.last().unwrap();
+    let EventBody::AssistantMessage { text, .. } = &answer.body else {
+        panic!("{answer:?}")
+    };
+    assert!(
+        text.starts_with("The echo said:") && text.contains("hi from the model"),
+        "the real server's result reached the model: {text}"
+    );
+
+    let requests = seen.lock().unwrap().clone();
+    assert_eq!(requests.len(), 2, "one call per step: {requests:?}");
+    let mut offered: Vec<&str> = requests[0]["tools"]
+        .as_array()
+        .expect("tools offered")
+        .iter()
+        .filter_map(|t| t["function"]["name"].as_str())
+        .collect();
+    offered.sort();
+    // Only the tools the tenant allows, from the real server's tools/list.
+    assert_eq!(offered, ["everything__echo", "everything__get-sum"]);
+    let echo = requests[0]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["function"]["name"] == "everything__echo")
+        .unwrap();
+    assert!(
+        echo["function"]["parameters"]["properties"]["message"].is_object(),
+        "the server's input schema: {echo}"
+    );
+    let second = requests[1]["messages"].as_array().unwrap();
+    assert_eq!(second[0]["content"], "please echo something");
+    assert_eq!(
+        second[1]["tool_calls"][0]["function"]["name"],
+        "everything__echo"
+    );
+    assert_eq!(second[2]["role"], "tool");
+    assert_eq!(second[2]["tool_call_id"], "call_e2e");
+
+    // Another tenant's model is offered nothing.
+    let mut globex = platform.ws(platform.key("globex")).await;
+    let events = turn(&mut globex, "please echo something").await;
+    let answer = events.last().unwrap();
+    assert!(
+        matches!(&answer.body, EventBody::AssistantMessage { text, .. } if text == "no echo tool offered"),
+        "{answer:?}"
+    );
+    let requests = seen.lock().unwrap().clone();
+    assert!(requests[2].get("tools").is_none(), "{}", requests[2]);
+}
+
+#[tokio::test]
+async fn a_tool_turn_completes_over_the_openai_http_api() {
+    let Some(everything) = everything_server() else {
+        return;
+    };
+    let servers = format!(
+        "    mcp_servers:\n      - name: everything\n        transport: {{type: stdio, command: {everything:?}, args: [stdio]}}\n        allowed_tools: [echo]\n"
+    );
+    let platform = Platform::start_with_tenant_config(&[], &[("acme", &servers)]).await;
+    let url = format!("http://{}/v1/chat/completions", platform.http_addr);
+    let client = reqwest::Client::new();
+    let ask = |stream: bool| {
+        let body = json!({
+            "model": "mock",
+            "stream": stream,
+            "messages": [{"role": "user", "content": "/mock tool everything.echo {\"message\":\"over http\"}"}],
+        });
+        client
+            .post(&url)
+            .bearer_auth(platform.key("acme"))
+            .json(&body)
+            .send()
+    };
+
+    let response = ask(false).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let completion: Value = response.json().await.unwrap();
+    let content = completion["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        content.contains("returned") && content.contains("over http"),
+        "the answer after the tool: {completion}"
+    );
+
+    let response = ask(true).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let streamed: String = text
+        .split("\n\n")
+        .filter_map(|event| event.strip_prefix("data: "))
+        .filter(|data| *data != "[DONE]")
+        .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+        .filter_map(|chunk| {
+            chunk["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert!(
+        streamed.contains("returned") && streamed.contains("over http"),
+        "the streamed answer after the tool: {text}"
+    );
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
 }

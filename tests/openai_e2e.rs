@@ -131,6 +131,24 @@ async fn a_completion_answers_with_the_reply_and_its_usage_and_leaves_events() {
     assert_eq!(events.len(), 3, "{events:?}");
     assert!(matches!(events[0], Payload::ConversationOpened(_)));
     assert!(matches!(&events[1], Payload::UserMessageSent(m) if m.text == "hello there"));
+    // The earlier messages and the model travel with it, for the router.
+    let Payload::UserMessageSent(sent) = &events[1] else {
+        unreachable!()
+    };
+    let context: Vec<_> = sent
+        .context
+        .iter()
+        .map(|m| format!("{}: {}", m.role, m.text))
+        .collect();
+    assert_eq!(
+        context,
+        [
+            "system: be brief",
+            "user: earlier question",
+            "assistant: earlier answer"
+        ]
+    );
+    assert_eq!(sent.model, "mock");
     assert!(
         matches!(&events[2], Payload::AssistantMessage(m) if m.text == "You said: hello there")
     );

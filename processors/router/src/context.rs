@@ -3,6 +3,8 @@
 //! event. Tool calls appear as providers expect them: an assistant message
 //! with the call, followed at once by the call's result.
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+use std::time::Instant;
 
 use chatstream_runtime::log::LogPosition;
 use chatstream_runtime::store::{ProjectionStore, StoreError};
@@ -16,9 +18,50 @@ use crate::tools::OfferedTools;
 pub const MAX_CONTEXT_MESSAGES: usize = 64;
 /// History entries read per store query.
 const HISTORY_PAGE: usize = 500;
-/// Events kept while reading: enough for the newest messages and the tool
-/// results that pair with them; routing and usage events are not kept.
-const KEPT_EVENTS: usize = 4 * MAX_CONTEXT_MESSAGES;
+/// Events kept per conversation: enough for the newest messages and the
+/// tool results that pair with them; routing and usage events are not kept.
+const KEPT_EVENTS: usize = 2 * MAX_CONTEXT_MESSAGES;
+/// Conversations whose recent events the router keeps between turns.
+const CACHED_CONVERSATIONS: usize = 1024;
+
+/// The recent events of recently answered conversations, so that a turn
+/// reads only what the history gained since the conversation's last turn
+/// instead of all of it.
+#[derive(Default)]
+pub struct HistoryCache {
+    conversations: Mutex<HashMap<(String, String), CachedHistory>>,
+}
+
+#[derive(Clone)]
+struct CachedHistory {
+    partition: u32,
+    /// Offset of the last entry read: entries after it are new.
+    last_offset: Option<u64>,
+    events: VecDeque<Event>,
+    /// For evicting the least recently used.
+    used_at: Instant,
+}
+
+impl HistoryCache {
+    fn take(&self, key: &(String, String)) -> Option<CachedHistory> {
+        let conversations = self.conversations.lock().unwrap_or_else(|e| e.into_inner());
+        conversations.get(key).cloned()
+    }
+
+    fn keep(&self, key: (String, String), history: CachedHistory) {
+        let mut conversations = self.conversations.lock().unwrap_or_else(|e| e.into_inner());
+        if conversations.len() >= CACHED_CONVERSATIONS && !conversations.contains_key(&key) {
+            let oldest = conversations
+                .iter()
+                .min_by_key(|(_, cached)| cached.used_at)
+                .map(|(key, _)| key.clone());
+            if let Some(oldest) = oldest {
+                conversations.remove(&oldest);
+            }
+        }
+        conversations.insert(key, history);
+    }
+}
 
 /// The conversation's events that come before `current` on the log, oldest
 /// first, the newest `KEPT_EVENTS` that can become messages. The history is
@@ -26,11 +69,46 @@ const KEPT_EVENTS: usize = 4 * MAX_CONTEXT_MESSAGES;
 /// previous answer is there once a client has seen it committed.
 pub async fn history_before(
     store: &dyn ProjectionStore,
+    cache: &HistoryCache,
     current: &Event,
     position: LogPosition,
 ) -> Result<Vec<Event>, StoreError> {
-    let mut kept = VecDeque::new();
-    let mut after = None;
+    let key = (current.tenant_id.clone(), current.conversation_id.clone());
+    // The projector writes a partition in log order: everything up to the
+    // cached end is in the cache, so only what follows it needs reading.
+    let cached = cache.take(&key).filter(|cached| {
+        cached.partition == position.partition
+            && cached.last_offset.is_none_or(|last| last < position.offset)
+    });
+    let read = match cached {
+        Some(cached) => {
+            match read_since(store, current, position, Some(cached.clone())).await {
+                Ok(read) => read,
+                // A store without range reads (the CQL test server) or a
+                // failed read: read it all.
+                Err(_) => read_since(store, current, position, None).await?,
+            }
+        }
+        None => read_since(store, current, position, None).await?,
+    };
+    let events = read.events.iter().cloned().collect();
+    cache.keep(key, read);
+    Ok(events)
+}
+
+async fn read_since(
+    store: &dyn ProjectionStore,
+    current: &Event,
+    position: LogPosition,
+    from: Option<CachedHistory>,
+) -> Result<CachedHistory, StoreError> {
+    let mut history = from.unwrap_or(CachedHistory {
+        partition: position.partition,
+        last_offset: None,
+        events: VecDeque::new(),
+        used_at: Instant::now(),
+    });
+    let mut after = history.last_offset;
     'pages: loop {
         let page = store
             .read_history(
@@ -42,25 +120,29 @@ pub async fn history_before(
             .await?;
         let full = page.len() == HISTORY_PAGE;
         for entry in page {
-            after = Some(entry.position.offset);
             // Entries from another partition predate a repartition.
             let later = entry.position.partition == position.partition
                 && entry.position.offset >= position.offset;
             if later || entry.event.id == current.id {
                 break 'pages;
             }
+            after = Some(entry.position.offset);
+            if entry.position.partition == position.partition {
+                history.last_offset = Some(entry.position.offset);
+            }
             if becomes_message(&entry.event) {
-                if kept.len() == KEPT_EVENTS {
-                    kept.pop_front();
+                if history.events.len() == KEPT_EVENTS {
+                    history.events.pop_front();
                 }
-                kept.push_back(entry.event);
+                history.events.push_back(entry.event);
             }
         }
         if !full {
             break;
         }
     }
-    Ok(kept.into())
+    history.used_at = Instant::now();
+    Ok(history)
 }
 
 fn becomes_message(event: &Event) -> bool {

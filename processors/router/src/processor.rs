@@ -45,6 +45,8 @@ pub struct ModelRouter {
     budgets: BudgetLedger,
     /// The tenants' tools offered to models.
     tools: Arc<dyn ToolCatalog>,
+    /// Recent events of the conversations being answered.
+    history: context::HistoryCache,
 }
 
 /// No tools for anyone: a router without MCP servers.
@@ -88,6 +90,7 @@ impl ModelRouter {
             routing,
             records_routing: true,
             tools: Arc::new(NoTools),
+            history: context::HistoryCache::default(),
         }
     }
 
@@ -239,7 +242,7 @@ impl Processor for ModelRouter {
             return Ok(());
         }
 
-        let history = context::history_before(self.store.as_ref(), event, position)
+        let history = context::history_before(self.store.as_ref(), &self.history, event, position)
             .await
             .map_err(retryable)?;
         // At the maximum depth the model must answer in words.
