@@ -80,7 +80,7 @@ pub fn spawn(
             });
             match router.and_then(|router| Ok((router, tools?))) {
                 Ok((router, tools)) => {
-                    let reaper = tools.clone().spawn_idle_reaper(shutdown.clone());
+                    let reaper = tools.clone().idle_reaper(shutdown.clone());
                     tasks.spawn(reaper);
                     let router = router.with_tools(tools);
                     spawn_processor(tasks, log, Arc::new(router), dead_letters, shutdown.clone())
@@ -95,8 +95,9 @@ pub fn spawn(
         }
         ProcessorKind::Mcp => match mcp_pool(config) {
             Ok(pool) => {
-                let mcp = chatstream_mcp::McpProcessor::new(log.clone(), store, Arc::new(pool));
-                tasks.spawn(mcp.spawn_idle_reaper(shutdown.clone()));
+                let pool = Arc::new(pool);
+                tasks.spawn(pool.clone().idle_reaper(shutdown.clone()));
+                let mcp = chatstream_mcp::McpProcessor::new(log.clone(), store, pool);
                 spawn_processor(tasks, log, Arc::new(mcp), dead_letters, shutdown.clone());
             }
             Err(error) => {

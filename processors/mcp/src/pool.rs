@@ -302,9 +302,9 @@ impl McpClientPool {
 }
 
 impl McpClientPool {
-    /// Closes idle servers every so often until `shutdown` (or until the
-    /// last other holder of the pool lets go).
-    pub fn spawn_idle_reaper(
+    /// A task that closes idle servers every so often until `shutdown` (or
+    /// until the last other holder of the pool lets go).
+    pub fn idle_reaper(
         self: Arc<Self>,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {

@@ -68,22 +68,6 @@ impl McpProcessor {
         }
     }
 
-    /// Closes idle servers every so often until `shutdown`.
-    pub fn spawn_idle_reaper(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
-        let pool = Arc::downgrade(&self.pool);
-        let every = (self.pool.config().idle_timeout / 4).max(std::time::Duration::from_secs(1));
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(every) => {}
-                }
-                let Some(pool) = pool.upgrade() else { return };
-                pool.close_idle().await;
-            }
-        })
-    }
-
     /// Calls waiting for a decision in this process.
     pub fn waiting_approvals(&self) -> usize {
         self.deadlines.approvals.len()

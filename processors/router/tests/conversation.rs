@@ -25,8 +25,8 @@ use chatstream_runtime::store::ProjectionStore;
 use chatstream_runtime::store::embedded::EmbeddedStore;
 use chatstream_runtime::tools::{ToolCatalog, ToolDescriptor};
 use chatstream_schemas::event::{EventContext, new_event};
-use chatstream_schemas::ids::{derived_event_id, new_event_id};
-use chatstream_schemas::pb::events::{ConversationOpened, ToolCallCompleted, event::Payload};
+use chatstream_schemas::ids::new_event_id;
+use chatstream_schemas::pb::events::{ConversationOpened, event::Payload};
 use chatstream_schemas::{Event, codec};
 use serde_json::{Value, json};
 use support::*;
@@ -148,27 +148,6 @@ fn payload_of<'a>(events: &'a [Event], kind: &str) -> &'a Event {
         .iter()
         .find(|e| e.r#type == kind)
         .unwrap_or_else(|| panic!("no {kind} in {events:?}"))
-}
-
-fn completed(request: &Event, text: &str) -> Event {
-    let Some(Payload::ToolCallRequested(asked)) = &request.payload else {
-        panic!("{request:?}")
-    };
-    new_event(
-        derived_event_id(&request.id, 0),
-        EventContext {
-            tenant_id: &request.tenant_id,
-            conversation_id: &request.conversation_id,
-            causation_id: &request.id,
-            correlation_id: &request.correlation_id,
-        },
-        Payload::ToolCallCompleted(Box::new(ToolCallCompleted {
-            call_id: asked.call_id.clone(),
-            request: Some((**asked).clone()),
-            content_text: text.into(),
-            ..Default::default()
-        })),
-    )
 }
 
 #[tokio::test]

@@ -1,5 +1,7 @@
 //! A turn with a tool call: the model's request becomes `ToolCallRequested`,
 //! the tool's result continues the turn, and the answer uses it.
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,10 +16,10 @@ use chatstream_runtime::log::embedded::EmbeddedLog;
 use chatstream_runtime::runner::Processor;
 use chatstream_runtime::store::ProjectionStore;
 use chatstream_runtime::store::embedded::EmbeddedStore;
-use chatstream_schemas::event::{EventContext, new_event};
 use chatstream_schemas::ids::derived_event_id;
-use chatstream_schemas::pb::events::{ToolCallCompleted, event::Payload};
+use chatstream_schemas::pb::events::event::Payload;
 use chatstream_schemas::{Event, codec};
+use support::completed;
 
 async fn caused_by(log: &dyn EventLog, cause: &str) -> Vec<Event> {
     let records = log.read(0, 0, 1000).await.unwrap();
@@ -26,27 +28,6 @@ async fn caused_by(log: &dyn EventLog, cause: &str) -> Vec<Event> {
         .map(|r| codec::decode(&r.value).unwrap())
         .filter(|e| e.causation_id == cause)
         .collect()
-}
-
-fn completed(request: &Event, text: &str) -> Event {
-    let Some(Payload::ToolCallRequested(asked)) = &request.payload else {
-        panic!("{request:?}")
-    };
-    new_event(
-        derived_event_id(&request.id, 0),
-        EventContext {
-            tenant_id: &request.tenant_id,
-            conversation_id: &request.conversation_id,
-            causation_id: &request.id,
-            correlation_id: &request.correlation_id,
-        },
-        Payload::ToolCallCompleted(Box::new(ToolCallCompleted {
-            call_id: asked.call_id.clone(),
-            request: Some((**asked).clone()),
-            content_text: text.into(),
-            ..Default::default()
-        })),
-    )
 }
 
 #[tokio::test]

@@ -345,3 +345,27 @@ pub fn anthropic_tool_use_stream(
     ));
     body
 }
+
+/// The mcp processor's answer to the tool request `request`: `text`.
+pub fn completed(request: &chatstream_schemas::Event, text: &str) -> chatstream_schemas::Event {
+    use chatstream_schemas::event::{EventContext, new_event};
+    use chatstream_schemas::pb::events::{ToolCallCompleted, event::Payload};
+    let Some(Payload::ToolCallRequested(asked)) = &request.payload else {
+        panic!("{request:?}")
+    };
+    new_event(
+        chatstream_schemas::ids::derived_event_id(&request.id, 0),
+        EventContext {
+            tenant_id: &request.tenant_id,
+            conversation_id: &request.conversation_id,
+            causation_id: &request.id,
+            correlation_id: &request.correlation_id,
+        },
+        Payload::ToolCallCompleted(Box::new(ToolCallCompleted {
+            call_id: asked.call_id.clone(),
+            request: Some((**asked).clone()),
+            content_text: text.into(),
+            ..Default::default()
+        })),
+    )
+}
