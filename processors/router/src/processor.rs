@@ -1,4 +1,5 @@
-//! Answers each user message once: deltas go to the fan-out as they
+//! Answers each user message once, with the conversation so far and the
+//! tenant's tools offered to the model: deltas go to the fan-out as they
 //! stream, the result goes to the log with an id derived from the user
 //! message's id, and the side effect is marked done so a redelivery after
 //! a crash neither calls the model nor appends again. With configured
@@ -7,7 +8,7 @@
 //! consumers (budgets included) count each turn once.
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use chatstream_runtime::fanout::{FanOut, FanOutMessage, TokenDelta};
@@ -31,6 +32,8 @@ use crate::tools::{OfferedTools, TurnStep};
 /// Derived-id index of a turn's `ModelUsageRecorded` (the answer is 0).
 /// Far from the small indexes other outputs of the same message may use.
 pub const USAGE_EVENT_INDEX: u32 = 100;
+/// Longest a turn waits for the tenant's tool list, unless set otherwise.
+const TOOL_LISTING_WAIT: Duration = Duration::from_secs(10);
 /// Derived-id index of a turn's first routing event; the others follow.
 pub const ROUTING_EVENT_FIRST_INDEX: u32 = 101;
 
@@ -47,6 +50,8 @@ pub struct ModelRouter {
     tools: Arc<dyn ToolCatalog>,
     /// Recent events of the conversations being answered.
     history: context::HistoryCache,
+    /// Longest a turn waits for the tenant's tool list.
+    tool_listing_wait: Duration,
 }
 
 /// No tools for anyone: a router without MCP servers.
@@ -91,6 +96,7 @@ impl ModelRouter {
             records_routing: true,
             tools: Arc::new(NoTools),
             history: context::HistoryCache::default(),
+            tool_listing_wait: TOOL_LISTING_WAIT,
         }
     }
 
@@ -100,8 +106,38 @@ impl ModelRouter {
         self
     }
 
+    /// How long a turn waits for the tenant's tool list (10 s by default).
+    pub fn with_tool_listing_wait(mut self, wait: Duration) -> Self {
+        self.tool_listing_wait = wait;
+        self
+    }
+
     pub fn routing(&self) -> &Arc<Routing> {
         &self.routing
+    }
+
+    /// The tenant's tools, or none when listing them takes longer than
+    /// the tool listing wait (a server starting slowly or hanging must not
+    /// hold the answer). The listing goes on and fills the cache for the
+    /// next turn.
+    async fn tenant_tools(&self, tenant_id: &str) -> Vec<ToolDescriptor> {
+        let (catalog, tenant) = (self.tools.clone(), tenant_id.to_owned());
+        let listing = tokio::spawn(async move { catalog.tools_for_tenant(&tenant).await });
+        match tokio::time::timeout(self.tool_listing_wait, listing).await {
+            Ok(Ok(tools)) => tools,
+            Ok(Err(error)) => {
+                tracing::warn!(tenant_id, %error, "listing the tenant's tools failed; answering without them");
+                Vec::new()
+            }
+            Err(_) => {
+                tracing::warn!(
+                    tenant_id,
+                    wait_ms = self.tool_listing_wait.as_millis() as u64,
+                    "the tenant's tools are slow to list; answering without them"
+                );
+                Vec::new()
+            }
+        }
     }
 
     async fn append_derived(
@@ -247,7 +283,7 @@ impl Processor for ModelRouter {
             .map_err(retryable)?;
         // At the maximum depth the model must answer in words.
         let tools = if step.may_call_tools() {
-            OfferedTools::new(&self.tools.tools_for_tenant(&event.tenant_id).await)
+            OfferedTools::new(&self.tenant_tools(&event.tenant_id).await)
         } else {
             OfferedTools::default()
         };

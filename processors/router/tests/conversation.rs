@@ -31,6 +31,16 @@ use chatstream_schemas::{Event, codec};
 use serde_json::{Value, json};
 use support::*;
 
+/// A tenant whose tools never finish listing (a hung MCP server).
+struct HangingTools;
+
+#[async_trait]
+impl ToolCatalog for HangingTools {
+    async fn tools_for_tenant(&self, _tenant_id: &str) -> Vec<ToolDescriptor> {
+        std::future::pending().await
+    }
+}
+
 /// Tools by tenant, as the mcp processor would list them.
 struct StaticTools(HashMap<String, Vec<ToolDescriptor>>);
 
@@ -252,4 +262,20 @@ async fn tenants_see_only_their_own_tools_and_conversations() {
         h.sent_messages(2),
         ["user: hello", "assistant: ok", "user: time?"]
     );
+}
+
+#[tokio::test]
+async fn a_tool_list_that_hangs_does_not_hold_the_answer() {
+    let mut h = harness().await;
+    h.router = h
+        .router
+        .with_tools(Arc::new(HangingTools))
+        .with_tool_listing_wait(Duration::from_millis(200));
+    h.open("acme", "c").await;
+    h.provider
+        .set_default(Reply::sse(&openai_stream(&["ok"], 3)));
+    let answered = h.step(&user_message("acme", "c", "hello")).await;
+    payload_of(&answered, chatstream_schemas::event::ASSISTANT_MESSAGE);
+    let sent = &h.provider.requests()[0].body;
+    assert!(sent.get("tools").is_none(), "{sent}");
 }
