@@ -73,7 +73,11 @@ async fn run_platform(
     )
     .await?;
     for kind in ProcessorKind::ALL {
-        processors::spawn(kind, &config, &processor_backends, &tasks, &shutdown);
+        if let Err(error) = processors::spawn(kind, &config, &processor_backends, &tasks, &shutdown)
+        {
+            shutdown.cancel();
+            return Err(error);
+        }
     }
 
     // Clients must not see a history that the projection has not caught up with yet.

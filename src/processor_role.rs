@@ -39,7 +39,10 @@ async fn serve(
         "probe server",
         probes::serve(listener, backends.clone(), metrics, shutdown.clone()),
     ));
-    processors::spawn(kind, &config, &backends, &tasks, &shutdown);
+    if let Err(error) = processors::spawn(kind, &config, &backends, &tasks, &shutdown) {
+        shutdown.cancel();
+        return Err(error);
+    }
 
     println!(
         "chatstream processor {group} is running ({} environment)",

@@ -57,7 +57,7 @@ pub fn spawn(
     backends: &ProcessorBackends,
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
-) {
+) -> anyhow::Result<()> {
     let ProcessorBackends {
         log,
         store,
@@ -70,42 +70,30 @@ pub fn spawn(
             spawn_processor(tasks, log, projector, dead_letters, shutdown.clone());
         }
         ProcessorKind::Router => {
+            // A router that cannot follow its config must not answer: the
+            // error (unknown model, missing API key, ...) stops the start.
             let mock = MockModel::new(Duration::from_millis(config.mock_model.token_delay_ms));
+            let tenants = routing_tenants(config).map_err(anyhow::Error::msg)?;
+            let router =
+                router_from_config(log.clone(), store, fanout, &config.models, mock, &tenants)
+                    .map_err(|error| anyhow::anyhow!("cannot start the router: {error}"))?;
             // The router lists the tenants' tools on its own connections to
             // their MCP servers; the mcp processor runs the calls.
-            let tools = mcp_pool(config).map(Arc::new);
-            let router = routing_tenants(config).and_then(|tenants| {
-                let (models, log) = (&config.models, log.clone());
-                router_from_config(log, store, fanout, models, mock, &tenants)
-            });
-            match router.and_then(|router| Ok((router, tools?))) {
-                Ok((router, tools)) => {
-                    let reaper = tools.clone().idle_reaper(shutdown.clone());
-                    tasks.spawn(reaper);
-                    let router = router.with_tools(tools);
-                    spawn_processor(tasks, log, Arc::new(router), dead_letters, shutdown.clone())
-                }
-                Err(error) => {
-                    // A router that cannot follow its config must not answer:
-                    // stop the platform with the reason.
-                    tracing::error!(%error, "cannot start the router");
-                    shutdown.cancel();
-                }
-            }
+            let tools = Arc::new(mcp_pool(config).map_err(anyhow::Error::msg)?);
+            tasks.spawn(tools.clone().idle_reaper(shutdown.clone()));
+            let router = router.with_tools(tools);
+            spawn_processor(tasks, log, Arc::new(router), dead_letters, shutdown.clone());
         }
-        ProcessorKind::Mcp => match mcp_pool(config) {
-            Ok(pool) => {
-                let pool = Arc::new(pool);
-                tasks.spawn(pool.clone().idle_reaper(shutdown.clone()));
-                let mcp = chatstream_mcp::McpProcessor::new(log.clone(), store, pool);
-                spawn_processor(tasks, log, Arc::new(mcp), dead_letters, shutdown.clone());
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot start the mcp processor");
-                shutdown.cancel();
-            }
-        },
+        ProcessorKind::Mcp => {
+            let pool = mcp_pool(config)
+                .map_err(|error| anyhow::anyhow!("cannot start the mcp processor: {error}"))?;
+            let pool = Arc::new(pool);
+            tasks.spawn(pool.clone().idle_reaper(shutdown.clone()));
+            let mcp = chatstream_mcp::McpProcessor::new(log.clone(), store, pool);
+            spawn_processor(tasks, log, Arc::new(mcp), dead_letters, shutdown.clone());
+        }
     }
+    Ok(())
 }
 
 /// The MCP servers of the tenants file's tenants (none without one).

@@ -180,3 +180,28 @@ async fn configured_providers_fall_back_account_and_enforce_budgets() {
     );
     assert_eq!(calls[1].1["max_tokens"], 5);
 }
+
+#[test]
+fn a_router_config_it_cannot_follow_stops_dev_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("chatstream.yaml");
+    std::fs::write(
+        &config,
+        "models:\n  providers: {p: {kind: openai, base_url: \"http://127.0.0.1:1/v1\", api_key_env: CHATSTREAM_E2E_SURELY_UNSET_KEY}}\n  catalog: {gpt: {provider: p}}\n  default_routing: {candidates: [{model: gpt}]}\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_chatstream"))
+        .args(["dev", "--http-port", "0", "--grpc-port", "0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("CHATSTREAM_CONFIG", &config)
+        .env_remove("CHATSTREAM_E2E_SURELY_UNSET_KEY")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot start the router")
+            && stderr.contains("CHATSTREAM_E2E_SURELY_UNSET_KEY"),
+        "{stderr}"
+    );
+}
