@@ -1,7 +1,12 @@
 //! The conversation a model sees for one step of a turn: the messages the
-//! conversation's history holds before the event being answered, then that
-//! event. Tool calls appear as providers expect them: an assistant message
-//! with the call, followed at once by the call's result.
+//! conversation holds before the event being answered, then that event.
+//! Tool calls appear as providers expect them: an assistant message with
+//! the call, followed at once by the call's result.
+//!
+//! The router reads every event of its partitions in log order, so it keeps
+//! the recent events of the conversations it answers as they pass by; the
+//! projected history in the store is read only for a conversation it has
+//! not seen since it started (or since its partitions changed).
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -21,35 +26,87 @@ const HISTORY_PAGE: usize = 500;
 /// Events kept per conversation: enough for the newest messages and the
 /// tool results that pair with them; routing and usage events are not kept.
 const KEPT_EVENTS: usize = 2 * MAX_CONTEXT_MESSAGES;
-/// Conversations whose recent events the router keeps between turns.
+/// Conversations whose recent events the router keeps.
 const CACHED_CONVERSATIONS: usize = 1024;
 
-/// The recent events of recently answered conversations, so that a turn
-/// reads only what the history gained since the conversation's last turn
-/// instead of all of it.
+type ConversationKey = (String, String);
+
+/// The recent events of the conversations the router answered lately,
+/// kept up to date from the log as the router reads it.
 #[derive(Default)]
 pub struct HistoryCache {
-    conversations: Mutex<HashMap<(String, String), CachedHistory>>,
+    conversations: Mutex<HashMap<ConversationKey, CachedHistory>>,
 }
 
-#[derive(Clone)]
 struct CachedHistory {
     partition: u32,
-    /// Offset of the last entry read: entries after it are new.
-    last_offset: Option<u64>,
+    /// Every event of the conversation up to this offset is accounted for.
+    complete_through: Option<u64>,
     events: VecDeque<Event>,
     /// For evicting the least recently used.
     used_at: Instant,
 }
 
+impl CachedHistory {
+    fn push(&mut self, event: Event) {
+        if self.events.len() == KEPT_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
+    }
+}
+
+fn key_of(event: &Event) -> ConversationKey {
+    (event.tenant_id.clone(), event.conversation_id.clone())
+}
+
 impl HistoryCache {
-    fn take(&self, key: &(String, String)) -> Option<CachedHistory> {
-        let conversations = self.conversations.lock().unwrap_or_else(|e| e.into_inner());
-        conversations.get(key).cloned()
+    /// Records an event the router has handled (every event of its
+    /// partitions passes here, in log order) for a conversation it keeps.
+    pub fn observe(&self, event: &Event, position: LogPosition) {
+        let mut conversations = self.lock();
+        let Some(cached) = conversations.get_mut(&key_of(event)) else {
+            return;
+        };
+        let seen = cached
+            .complete_through
+            .is_some_and(|c| position.offset <= c);
+        if cached.partition != position.partition || seen {
+            return; // a redelivery: already accounted for
+        }
+        cached.complete_through = Some(position.offset);
+        if becomes_message(event) {
+            cached.push(event.clone());
+        }
     }
 
-    fn keep(&self, key: (String, String), history: CachedHistory) {
-        let mut conversations = self.conversations.lock().unwrap_or_else(|e| e.into_inner());
+    /// Forgets everything: after the router's partitions change, another
+    /// member may have handled events this one did not see.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ConversationKey, CachedHistory>> {
+        self.conversations.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The kept events before `position`, when every one of them is known.
+    fn events_before(&self, key: &ConversationKey, position: LogPosition) -> Option<Vec<Event>> {
+        let mut conversations = self.lock();
+        let cached = conversations.get_mut(key)?;
+        // The router saw every event since the entry was made, in order, so
+        // nothing between its end and `position` is missing.
+        let complete = cached.partition == position.partition
+            && cached.complete_through.is_none_or(|c| c < position.offset);
+        if !complete {
+            return None;
+        }
+        cached.used_at = Instant::now();
+        Some(cached.events.iter().cloned().collect())
+    }
+
+    fn keep(&self, key: ConversationKey, history: CachedHistory) {
+        let mut conversations = self.lock();
         if conversations.len() >= CACHED_CONVERSATIONS && !conversations.contains_key(&key) {
             let oldest = conversations
                 .iter()
@@ -64,51 +121,39 @@ impl HistoryCache {
 }
 
 /// The conversation's events that come before `current` on the log, oldest
-/// first, the newest `KEPT_EVENTS` that can become messages. The history is
-/// the projector's, so an event it has not projected yet is missing; the
-/// previous answer is there once a client has seen it committed.
+/// first, the newest `KEPT_EVENTS` that can become messages: from the
+/// cache when it holds the conversation, else from the store's projected
+/// history (where an event the projector has not written yet is missing;
+/// an answer a client has seen committed is always there).
 pub async fn history_before(
     store: &dyn ProjectionStore,
     cache: &HistoryCache,
     current: &Event,
     position: LogPosition,
 ) -> Result<Vec<Event>, StoreError> {
-    let key = (current.tenant_id.clone(), current.conversation_id.clone());
-    // The projector writes a partition in log order: everything up to the
-    // cached end is in the cache, so only what follows it needs reading.
-    let cached = cache.take(&key).filter(|cached| {
-        cached.partition == position.partition
-            && cached.last_offset.is_none_or(|last| last < position.offset)
-    });
-    let read = match cached {
-        Some(cached) => {
-            match read_since(store, current, position, Some(cached.clone())).await {
-                Ok(read) => read,
-                // A store without range reads (the CQL test server) or a
-                // failed read: read it all.
-                Err(_) => read_since(store, current, position, None).await?,
-            }
-        }
-        None => read_since(store, current, position, None).await?,
-    };
+    let key = key_of(current);
+    if let Some(events) = cache.events_before(&key, position) {
+        return Ok(events);
+    }
+    let read = read_history_before(store, current, position).await?;
     let events = read.events.iter().cloned().collect();
     cache.keep(key, read);
     Ok(events)
 }
 
-async fn read_since(
+async fn read_history_before(
     store: &dyn ProjectionStore,
     current: &Event,
     position: LogPosition,
-    from: Option<CachedHistory>,
 ) -> Result<CachedHistory, StoreError> {
-    let mut history = from.unwrap_or(CachedHistory {
+    let mut history = CachedHistory {
         partition: position.partition,
-        last_offset: None,
+        // From here on the router sees the events itself.
+        complete_through: position.offset.checked_sub(1),
         events: VecDeque::new(),
         used_at: Instant::now(),
-    });
-    let mut after = history.last_offset;
+    };
+    let mut after = None;
     'pages: loop {
         let page = store
             .read_history(
@@ -127,21 +172,14 @@ async fn read_since(
                 break 'pages;
             }
             after = Some(entry.position.offset);
-            if entry.position.partition == position.partition {
-                history.last_offset = Some(entry.position.offset);
-            }
             if becomes_message(&entry.event) {
-                if history.events.len() == KEPT_EVENTS {
-                    history.events.pop_front();
-                }
-                history.events.push_back(entry.event);
+                history.push(entry.event);
             }
         }
         if !full {
             break;
         }
     }
-    history.used_at = Instant::now();
     Ok(history)
 }
 
@@ -357,6 +395,54 @@ mod tests {
                 role => format!("{} {}", role.as_str(), m.content),
             })
             .collect()
+    }
+
+    fn at(offset: u64) -> LogPosition {
+        LogPosition {
+            partition: 0,
+            offset,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_cache_follows_the_log_and_reads_the_store_only_when_cold() {
+        use chatstream_runtime::store::HistoryEntry;
+        use chatstream_runtime::store::embedded::EmbeddedStore;
+        let (dir, empty) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let nothing = EmbeddedStore::open(empty.path()).unwrap();
+        let (u1, a1) = (user("u1", "hi"), assistant("a1", "u1", "hello"));
+        for (offset, event) in [(1, &u1), (2, &a1)] {
+            let entry = HistoryEntry {
+                position: at(offset),
+                event: event.clone(),
+            };
+            store.append_history(&entry).await.unwrap();
+        }
+        let cache = HistoryCache::default();
+        let u2 = user("u2", "again");
+        let cold = history_before(&store, &cache, &u2, at(3)).await.unwrap();
+        assert_eq!(cold, [u1.clone(), a1.clone()], "read from the store");
+        cache.observe(&u2, at(3));
+        let a2 = assistant("a2", "u2", "hello again");
+        cache.observe(&a2, at(5));
+        cache.observe(&a2, at(5)); // redelivered: counted once
+        // Another conversation's event does not enter this one.
+        let elsewhere = Event {
+            conversation_id: "other".into(),
+            ..user("x", "elsewhere")
+        };
+        cache.observe(&elsewhere, at(6));
+
+        // Warm: from what the router saw, with no store to read from.
+        let u3 = user("u3", "third");
+        let warm = history_before(&nothing, &cache, &u3, at(7)).await.unwrap();
+        assert_eq!(warm, [u1, a1, u2, a2]);
+
+        // After its partitions change, the router reads the store again.
+        cache.clear();
+        let cleared = history_before(&nothing, &cache, &u3, at(7)).await.unwrap();
+        assert!(cleared.is_empty());
     }
 
     #[test]

@@ -253,6 +253,25 @@ impl Processor for ModelRouter {
     }
 
     async fn handle(&self, event: &Event, position: LogPosition) -> Result<(), ProcessError> {
+        let handled = self.answer(event, position).await;
+        if handled.is_ok() {
+            // Every event passes here in log order: the conversations the
+            // router keeps stay complete without reading the store.
+            self.history.observe(event, position);
+        }
+        handled
+    }
+
+    async fn partitions_assigned(&self, _partitions: &[u32]) {
+        // Another member may have handled events of a partition this one
+        // gets (back): what it kept may have gaps.
+        self.history.clear();
+    }
+}
+
+impl ModelRouter {
+    /// Answers `event` when it starts or continues a turn.
+    async fn answer(&self, event: &Event, position: LogPosition) -> Result<(), ProcessError> {
         let retryable =
             |e: chatstream_runtime::store::StoreError| ProcessError::Retryable(e.to_string());
         // A turn starts at a user message and goes on after each tool result.

@@ -96,7 +96,8 @@ async fn harness() -> Harness {
 
 impl Harness {
     /// Appends `event`, lets the router handle it and projects everything
-    /// new, as a running platform would; returns what the router appended.
+    /// new, as a running platform would (the router also reads back what it
+    /// appended); returns what the router appended.
     async fn step(&self, event: &Event) -> Vec<Event> {
         let position = self.log.append(&event.tenant_id, event).await.unwrap();
         self.router.handle(event, position).await.unwrap();
@@ -104,6 +105,8 @@ impl Harness {
         self.projector.handle(event, position).await.unwrap();
         for (position, event) in &appended {
             self.projector.handle(event, *position).await.unwrap();
+            // The router reads its own output back from the log, too.
+            self.router.handle(event, *position).await.unwrap();
         }
         appended.into_iter().map(|(_, event)| event).collect()
     }
