@@ -133,8 +133,10 @@ pub async fn history_before(
 ) -> Result<Vec<Event>, StoreError> {
     let key = key_of(current);
     if let Some(events) = cache.events_before(&key, position) {
+        metrics::counter!("chatstream_router_context_total", "source" => "cache").increment(1);
         return Ok(events);
     }
+    metrics::counter!("chatstream_router_context_total", "source" => "store").increment(1);
     let read = read_history_before(store, current, position).await?;
     let events = read.events.iter().cloned().collect();
     cache.keep(key, read);

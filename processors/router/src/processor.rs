@@ -122,14 +122,13 @@ impl ModelRouter {
     /// next turn.
     async fn tenant_tools(&self, tenant_id: &str) -> Vec<ToolDescriptor> {
         let (catalog, tenant) = (self.tools.clone(), tenant_id.to_owned());
-        let listing = tokio::spawn(async move { catalog.tools_for_tenant(&tenant).await });
-        match tokio::time::timeout(self.tool_listing_wait, listing).await {
-            Ok(Ok(tools)) => tools,
-            Ok(Err(error)) => {
-                tracing::warn!(tenant_id, %error, "listing the tenant's tools failed; answering without them");
-                Vec::new()
-            }
+        // Polled here (no task hop when the list is cached); handed to a
+        // task of its own only when it outlasts the wait.
+        let mut listing = Box::pin(async move { catalog.tools_for_tenant(&tenant).await });
+        match tokio::time::timeout(self.tool_listing_wait, &mut listing).await {
+            Ok(tools) => tools,
             Err(_) => {
+                tokio::spawn(listing);
                 tracing::warn!(
                     tenant_id,
                     wait_ms = self.tool_listing_wait.as_millis() as u64,
