@@ -25,6 +25,32 @@ fn everything_server() -> Option<String> {
     }
 }
 
+/// A tenant's `mcp_servers` entry for server-everything over stdio, with
+/// `extra` lines (e.g. `allowed_tools: [echo]`) indented to fit.
+fn everything_servers(everything: &str, extra: &str) -> String {
+    let extra = if extra.is_empty() {
+        String::new()
+    } else {
+        format!("        {extra}\n")
+    };
+    format!(
+        "    mcp_servers:\n      - name: everything\n        transport: {{type: stdio, command: {everything:?}, args: [stdio]}}\n{extra}"
+    )
+}
+
+/// Sends `text` in a new conversation and subscribes to it: the user
+/// message's event id and the conversation id.
+async fn send_and_follow(ws: &mut Ws, text: &str) -> (String, String) {
+    let (user_event_id, _, conversation_id) = ws.send_message(None, text).await;
+    ws.send(&ClientFrame::Subscribe {
+        request_id: None,
+        conversation_id: conversation_id.clone(),
+        after_position: None,
+    })
+    .await;
+    (user_event_id, conversation_id)
+}
+
 /// The events of the turn started by `user_event_id`, up to its end (an
 /// assistant message or an error), and the deltas' text per `reply_to`.
 async fn read_turn(ws: &mut Ws, user_event_id: &str) -> (Vec<EventJson>, Vec<(String, String)>) {
@@ -56,21 +82,12 @@ async fn a_model_uses_a_tool_on_a_real_mcp_server_within_one_turn() {
     let Some(everything) = everything_server() else {
         return;
     };
-    let servers = format!(
-        "    mcp_servers:\n      - name: everything\n        transport: {{type: stdio, command: {everything:?}, args: [stdio]}}\n        allowed_tools: [get-sum, echo]\n"
-    );
+    let servers = everything_servers(&everything, "allowed_tools: [get-sum, echo]");
     let platform = Platform::start_with_tenant_config(&[], &[("acme", &servers)]).await;
     let mut ws = platform.ws(platform.key("acme")).await;
 
-    let (user_event_id, _, conversation_id) = ws
-        .send_message(None, r#"/mock tool everything.get-sum {"a":20,"b":22}"#)
-        .await;
-    ws.send(&ClientFrame::Subscribe {
-        request_id: Some("s".into()),
-        conversation_id: conversation_id.clone(),
-        after_position: None,
-    })
-    .await;
+    let (user_event_id, _) =
+        send_and_follow(&mut ws, r#"/mock tool everything.get-sum {"a":20,"b":22}"#).await;
     let (events, deltas) = read_turn(&mut ws, &user_event_id).await;
 
     let kinds: Vec<&str> = events
@@ -134,23 +151,14 @@ async fn another_tenants_model_cannot_call_the_tool() {
     let Some(everything) = everything_server() else {
         return;
     };
-    let servers = format!(
-        "    mcp_servers:\n      - name: everything\n        transport: {{type: stdio, command: {everything:?}, args: [stdio]}}\n"
-    );
+    let servers = everything_servers(&everything, "");
     let platform = Platform::start_with_tenant_config(&[], &[("acme", &servers)]).await;
     let mut ws = platform.ws(platform.key("globex")).await;
 
-    let (user_event_id, _, conversation_id) = ws
-        .send_message(
-            None,
-            r#"/mock tool everything.echo {"message":"acme's secrets"}"#,
-        )
-        .await;
-    ws.send(&ClientFrame::Subscribe {
-        request_id: Some("s".into()),
-        conversation_id,
-        after_position: None,
-    })
+    let (user_event_id, _) = send_and_follow(
+        &mut ws,
+        r#"/mock tool everything.echo {"message":"acme's secrets"}"#,
+    )
     .await;
     let (events, _) = read_turn(&mut ws, &user_event_id).await;
     let completed = events
@@ -180,22 +188,13 @@ async fn a_person_approves_a_tool_call_over_websocket() {
     let Some(everything) = everything_server() else {
         return;
     };
-    let servers = format!(
-        "    mcp_servers:\n      - name: everything\n        transport: {{type: stdio, command: {everything:?}, args: [stdio]}}\n        require_approval: [echo]\n"
-    );
+    let servers = everything_servers(&everything, "require_approval: [echo]");
     let platform = Platform::start_with_tenant_config(&[], &[("acme", &servers)]).await;
     let mut ws = platform.ws(platform.key("acme")).await;
-    let (user_event_id, _, conversation_id) = ws
-        .send_message(
-            None,
-            r#"/mock tool everything.echo {"message":"approved!"}"#,
-        )
-        .await;
-    ws.send(&ClientFrame::Subscribe {
-        request_id: Some("s".into()),
-        conversation_id: conversation_id.clone(),
-        after_position: None,
-    })
+    let (user_event_id, conversation_id) = send_and_follow(
+        &mut ws,
+        r#"/mock tool everything.echo {"message":"approved!"}"#,
+    )
     .await;
     let frames = ws
         .frames_until(|f| {
@@ -347,13 +346,7 @@ async fn echoing_provider() -> (String, Arc<Mutex<Vec<Value>>>) {
 
 /// Sends `text` in a new conversation and returns the turn's events.
 async fn turn(ws: &mut Ws, text: &str) -> Vec<EventJson> {
-    let (user_event_id, _, conversation_id) = ws.send_message(None, text).await;
-    ws.send(&ClientFrame::Subscribe {
-        request_id: None,
-        conversation_id,
-        after_position: None,
-    })
-    .await;
+    let (user_event_id, _) = send_and_follow(ws, text).await;
     read_turn(ws, &user_event_id).await.0
 }
 
@@ -372,9 +365,7 @@ async fn a_real_provider_is_offered_the_tenants_tools_and_one_runs_on_the_real_s
         ),
     )
     .unwrap();
-    let servers = format!(
-        "    mcp_servers:\n      - name: everything\n        transport: {{type: stdio, command: {everything:?}, args: [stdio]}}\n        allowed_tools: [get-sum, echo]\n"
-    );
+    let servers = everything_servers(&everything, "allowed_tools: [get-sum, echo]");
     let platform = Platform::start_with_tenant_config(
         &[("CHATSTREAM_CONFIG", config_path.to_str().unwrap())],
         &[("acme", &servers)],
@@ -451,9 +442,7 @@ async fn a_tool_turn_completes_over_the_openai_http_api() {
     let Some(everything) = everything_server() else {
         return;
     };
-    let servers = format!(
-        "    mcp_servers:\n      - name: everything\n        transport: {{type: stdio, command: {everything:?}, args: [stdio]}}\n        allowed_tools: [echo]\n"
-    );
+    let servers = everything_servers(&everything, "allowed_tools: [echo]");
     let platform = Platform::start_with_tenant_config(&[], &[("acme", &servers)]).await;
     let url = format!("http://{}/v1/chat/completions", platform.http_addr);
     let client = reqwest::Client::new();

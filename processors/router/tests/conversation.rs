@@ -277,7 +277,13 @@ async fn a_tool_list_that_hangs_does_not_hold_the_answer() {
     h.open("acme", "c").await;
     h.provider
         .set_default(Reply::sse(&openai_stream(&["ok"], 3)));
-    let answered = h.step(&user_message("acme", "c", "hello")).await;
+    // Fails, rather than hangs, if the turn waits for the list.
+    let answered = tokio::time::timeout(
+        Duration::from_secs(5),
+        h.step(&user_message("acme", "c", "hello")),
+    )
+    .await
+    .expect("the turn went on without the tools");
     payload_of(&answered, chatstream_schemas::event::ASSISTANT_MESSAGE);
     let sent = &h.provider.requests()[0].body;
     assert!(sent.get("tools").is_none(), "{sent}");

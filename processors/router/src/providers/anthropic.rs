@@ -15,7 +15,7 @@ use crate::model::{
     ChatMessage, ChatModel, CompletionRequest, ModelChunk, ModelError, Role, ToolCallChunk, Usage,
 };
 use crate::providers::http::{
-    ApiKey, Decoded, StreamDecoder, decode_stream, parse_json, post_event_stream,
+    ApiKey, Decoded, Endpoint, StreamDecoder, decode_stream, parse_json, post_event_stream,
 };
 use crate::providers::sse::SseEvent;
 
@@ -26,11 +26,8 @@ const DEFAULT_MAX_TOKENS: u32 = 4096;
 
 #[derive(Debug, Clone)]
 pub struct AnthropicModel {
-    name: String,
-    /// e.g. `https://api.anthropic.com`; `/v1/messages` is appended.
-    base_url: String,
-    api_key: Option<ApiKey>,
-    client: reqwest::Client,
+    /// Base URL e.g. `https://api.anthropic.com`; `/v1/messages` is appended.
+    endpoint: Endpoint,
 }
 
 impl AnthropicModel {
@@ -41,10 +38,7 @@ impl AnthropicModel {
         client: reqwest::Client,
     ) -> Self {
         Self {
-            name: name.to_owned(),
-            base_url: base_url.trim_end_matches('/').to_owned(),
-            api_key,
-            client,
+            endpoint: Endpoint::new(name, base_url, api_key, client),
         }
     }
 
@@ -120,7 +114,7 @@ fn wire_message(message: &ChatMessage) -> serde_json::Value {
 
 impl ChatModel for AnthropicModel {
     fn name(&self) -> &str {
-        &self.name
+        &self.endpoint.name
     }
 
     fn stream(
@@ -128,10 +122,10 @@ impl ChatModel for AnthropicModel {
         request: CompletionRequest,
     ) -> BoxStream<'static, Result<ModelChunk, ModelError>> {
         let mut http = self
-            .client
-            .post(format!("{}/v1/messages", self.base_url))
+            .endpoint
+            .post("/v1/messages")
             .header("anthropic-version", ANTHROPIC_VERSION);
-        if let Some(key) = &self.api_key {
+        if let Some(key) = &self.endpoint.api_key {
             http = http.header("x-api-key", key.expose());
         }
         let body = Self::body(&request);

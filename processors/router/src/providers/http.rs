@@ -50,6 +50,37 @@ impl std::fmt::Debug for ApiKey {
     }
 }
 
+/// One provider endpoint: its name, base URL, key and HTTP client.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub name: String,
+    /// Without a trailing `/`; each provider appends its path.
+    base_url: String,
+    pub api_key: Option<ApiKey>,
+    client: reqwest::Client,
+}
+
+impl Endpoint {
+    pub fn new(
+        name: &str,
+        base_url: &str,
+        api_key: Option<ApiKey>,
+        client: reqwest::Client,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            api_key,
+            client,
+        }
+    }
+
+    /// A `POST` to `path` under the base URL.
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.post(format!("{}{path}", self.base_url))
+    }
+}
+
 /// A client for one provider endpoint: no overall timeout, because a
 /// stream may rightly run for minutes; the router bounds each phase.
 pub fn http_client(connect_timeout: Duration) -> reqwest::Client {

@@ -15,17 +15,14 @@ use crate::model::{
     ChatMessage, ChatModel, CompletionRequest, ModelChunk, ModelError, Role, ToolCallChunk, Usage,
 };
 use crate::providers::http::{
-    ApiKey, Decoded, StreamDecoder, decode_stream, parse_json, post_event_stream,
+    ApiKey, Decoded, Endpoint, StreamDecoder, decode_stream, parse_json, post_event_stream,
 };
 use crate::providers::sse::SseEvent;
 
 #[derive(Debug, Clone)]
 pub struct OpenAiModel {
-    name: String,
-    /// e.g. `https://api.openai.com/v1`; `/chat/completions` is appended.
-    base_url: String,
-    api_key: Option<ApiKey>,
-    client: reqwest::Client,
+    /// Base URL e.g. `https://api.openai.com/v1`; `/chat/completions` is appended.
+    endpoint: Endpoint,
 }
 
 impl OpenAiModel {
@@ -36,10 +33,7 @@ impl OpenAiModel {
         client: reqwest::Client,
     ) -> Self {
         Self {
-            name: name.to_owned(),
-            base_url: base_url.trim_end_matches('/').to_owned(),
-            api_key,
-            client,
+            endpoint: Endpoint::new(name, base_url, api_key, client),
         }
     }
 
@@ -102,17 +96,15 @@ fn wire_message(message: &ChatMessage) -> serde_json::Value {
 
 impl ChatModel for OpenAiModel {
     fn name(&self) -> &str {
-        &self.name
+        &self.endpoint.name
     }
 
     fn stream(
         &self,
         request: CompletionRequest,
     ) -> BoxStream<'static, Result<ModelChunk, ModelError>> {
-        let mut http = self
-            .client
-            .post(format!("{}/chat/completions", self.base_url));
-        if let Some(key) = &self.api_key {
+        let mut http = self.endpoint.post("/chat/completions");
+        if let Some(key) = &self.endpoint.api_key {
             http = http.bearer_auth(key.expose());
         }
         let body = Self::body(&request);
