@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use chatstream_runtime::config::{Config, LogBackend};
-use chatstream_runtime::projector::ConversationProjector;
-use chatstream_runtime::tenants::{generate_api_key, hash_api_key};
+use chatstream_config::tenants::{generate_api_key, hash_api_key};
+use chatstream_config::{Config, LogBackend};
+use chatstream_projector::ConversationProjector;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 

@@ -1,8 +1,8 @@
 //! `chatstream gateway`: the gateway alone, as one replica of many, on the
 //! shared backends (Kafka, ScyllaDB, Redis). Processors run elsewhere.
 use anyhow::Context;
-use chatstream_runtime::config::Config;
-use chatstream_runtime::projector::ConversationProjector;
+use chatstream_config::Config;
+use chatstream_projector::ConversationProjector;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 

@@ -1,7 +1,7 @@
 //! `chatstream keygen`: a new API key and the tenants-file entry for it.
 use clap::Args;
 
-use chatstream_runtime::tenants::{generate_api_key, hash_api_key};
+use chatstream_config::tenants::{generate_api_key, hash_api_key};
 
 #[derive(Args, Debug)]
 pub struct KeygenArgs {

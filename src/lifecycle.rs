@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use chatstream_runtime::deadletter::DeadLetterSink;
-use chatstream_runtime::log::EventLog;
-use chatstream_runtime::runner::{Processor, ProcessorRunner, RunnerConfig};
+use chatstream_core::deadletter::DeadLetterSink;
+use chatstream_core::log::EventLog;
+use chatstream_core::runner::{Processor, ProcessorRunner, RunnerConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;

@@ -8,14 +8,16 @@ mod lifecycle;
 mod probes;
 mod processor_role;
 mod processors;
+#[cfg(feature = "scylla")]
 mod schema;
 mod telemetry;
+#[cfg(feature = "kafka")]
 mod topics;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use chatstream_runtime::config::{Config, LogBackend};
+use chatstream_config::{Config, LogBackend};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -42,8 +44,10 @@ enum Command {
     /// Print a new API key and the tenants-file entry that holds its hash.
     Keygen(keygen::KeygenArgs),
     /// Create or describe the Kafka topics (events and dead letters).
+    #[cfg(feature = "kafka")]
     Topics(topics::TopicsArgs),
     /// Create or migrate the ScyllaDB keyspace and tables (safe to run again).
+    #[cfg(feature = "scylla")]
     Schema(schema::SchemaArgs),
 }
 
@@ -132,7 +136,9 @@ fn main() -> ExitCode {
         Command::Gateway(args) => gateway_role::run(args),
         Command::Processor(args) => processor_role::run(args),
         Command::Keygen(args) => keygen::run(args),
+        #[cfg(feature = "kafka")]
         Command::Topics(args) => topics::run(args),
+        #[cfg(feature = "scylla")]
         Command::Schema(args) => schema::run(args),
     };
     match result {

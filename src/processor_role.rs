@@ -2,7 +2,7 @@
 //! of its consumer group, on the shared backends. Partitions are spread
 //! over the group's replicas, so adding replicas (up to the partition
 //! count) adds throughput. Serves probes and metrics on its HTTP port.
-use chatstream_runtime::config::Config;
+use chatstream_config::Config;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 

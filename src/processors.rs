@@ -2,15 +2,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chatstream_config::Config;
+use chatstream_config::tenants::{Tenant, TenantRegistry};
+use chatstream_core::deadletter::DeadLetterSink;
+use chatstream_core::fanout::FanOut;
+use chatstream_core::log::EventLog;
+use chatstream_core::store::ProjectionStore;
+use chatstream_projector::ConversationProjector;
 use chatstream_router::mock::MockModel;
 use chatstream_router::{ModelRouter, router_from_config};
-use chatstream_runtime::config::Config;
-use chatstream_runtime::deadletter::DeadLetterSink;
-use chatstream_runtime::fanout::FanOut;
-use chatstream_runtime::log::EventLog;
-use chatstream_runtime::projector::ConversationProjector;
-use chatstream_runtime::store::ProjectionStore;
-use chatstream_runtime::tenants::{Tenant, TenantRegistry};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use chatstream_runtime::config::Config;
-use chatstream_runtime::store::scylla::{Replication, ScyllaStore, ScyllaStoreConfig};
+use chatstream_config::Config;
+use chatstream_scylla::{Replication, ScyllaStore, ScyllaStoreConfig};
 use clap::{Args, Subcommand};
 
 #[derive(Args, Debug)]
@@ -75,7 +75,7 @@ pub fn run(args: SchemaArgs) -> anyhow::Result<()> {
 impl ApplyArgs {
     /// The `scylla` section of the config with these flags applied on top.
     fn store_config(&self, file_and_env: &Config) -> anyhow::Result<ScyllaStoreConfig> {
-        let mut config = file_and_env.scylla_store()?;
+        let mut config = ScyllaStoreConfig::from_config(file_and_env)?;
         if !self.nodes.is_empty() {
             config.known_nodes = self.nodes.clone();
         }

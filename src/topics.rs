@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use chatstream_router::ModelRouter;
-use chatstream_runtime::config::Config;
-use chatstream_runtime::log::kafka::{
+use chatstream_config::Config;
+use chatstream_kafka::{
     KafkaLogConfig, TopicCreation, TopicDescription, create_topics, describe_topic,
 };
-use chatstream_runtime::projector::ConversationProjector;
+use chatstream_projector::ConversationProjector;
+use chatstream_router::ModelRouter;
 use clap::{Args, Subcommand};
 
 #[derive(Args, Debug)]
@@ -95,7 +95,7 @@ pub fn run(args: TopicsArgs) -> anyhow::Result<()> {
 
 /// The log config these arguments describe: defaults, then what was given.
 pub fn kafka_log_config(args: &KafkaArgs) -> anyhow::Result<KafkaLogConfig> {
-    let mut config = Config::load(args.config.as_deref())?.kafka_log();
+    let mut config = KafkaLogConfig::from_config(&Config::load(args.config.as_deref())?);
     if let Some(servers) = &args.bootstrap_servers {
         config.bootstrap_servers = servers.clone();
     }
@@ -246,7 +246,7 @@ fn table<const N: usize>(rows: &[[String; N]], indent: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use chatstream_runtime::log::kafka::{Broker, GroupProgress, PartitionDescription};
+    use chatstream_kafka::{Broker, GroupProgress, PartitionDescription};
 
     use super::*;
 

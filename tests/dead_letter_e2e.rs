@@ -7,11 +7,11 @@ mod support;
 
 use std::time::Duration;
 
-use chatstream_runtime::conformance::unique;
-use chatstream_runtime::log::EventLog;
-use chatstream_runtime::log::kafka::{KafkaLog, KafkaLogConfig, create_topics};
+use chatstream_core::log::EventLog;
+use chatstream_kafka::{KafkaLog, KafkaLogConfig, create_topics};
 use chatstream_schemas::codec;
 use chatstream_schemas::pb::events::event::Payload;
+use chatstream_test_support::conformance::unique;
 
 const PARTITIONS: u32 = 2;
 /// The processors `chatstream dev` runs.

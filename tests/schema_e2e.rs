@@ -8,10 +8,10 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::process::Output;
 use std::time::Duration;
 
-use chatstream_runtime::conformance::{unique, user_message};
-use chatstream_runtime::log::LogPosition;
-use chatstream_runtime::store::scylla::{ScyllaStore, ScyllaStoreConfig};
-use chatstream_runtime::store::{HistoryEntry, ProjectionStore, Recorded};
+use chatstream_core::log::LogPosition;
+use chatstream_core::store::{HistoryEntry, ProjectionStore, Recorded};
+use chatstream_scylla::{ScyllaStore, ScyllaStoreConfig};
+use chatstream_test_support::conformance::{unique, user_message};
 
 /// Longest a `schema` command may take, even against a dead cluster.
 const COMMAND_LIMIT: Duration = Duration::from_secs(30);

@@ -8,9 +8,9 @@ mod support;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use chatstream_runtime::conformance::{PATIENCE, unique, user_message};
-use chatstream_runtime::log::kafka::{KafkaLog, KafkaLogConfig};
-use chatstream_runtime::log::{EventLog, LogPosition};
+use chatstream_core::log::{EventLog, LogPosition};
+use chatstream_kafka::{KafkaLog, KafkaLogConfig};
+use chatstream_test_support::conformance::{PATIENCE, unique, user_message};
 
 /// Longest a `topics` command may take, even against a dead broker.
 const COMMAND_LIMIT: Duration = Duration::from_secs(30);

@@ -5,14 +5,14 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use chatstream_runtime::fanout::{FanOut, FanOutError, FanOutMessage, FanOutStream};
-use chatstream_runtime::log::{EventLog, LogPosition};
-use chatstream_runtime::ratelimit::{RateDecision, RateLimit, RateLimiter};
-use chatstream_runtime::sends::{Reservation, SendReservations};
-use chatstream_runtime::store::{
+use chatstream_config::tenants::Principal;
+use chatstream_core::fanout::{FanOut, FanOutError, FanOutMessage, FanOutStream};
+use chatstream_core::log::{EventLog, LogPosition};
+use chatstream_core::ratelimit::{RateDecision, RateLimit, RateLimiter};
+use chatstream_core::sends::{Reservation, SendReservations};
+use chatstream_core::store::{
     ClientMessageRecord, ConversationRecord, HistoryEntry, ProjectionStore,
 };
-use chatstream_runtime::tenants::Principal;
 use chatstream_schemas::event::{EventContext, new_event};
 use chatstream_schemas::ids::new_event_id;
 use chatstream_schemas::pb::events::{ConversationOpened, UserMessageSent, event::Payload};

@@ -1,7 +1,7 @@
 //! The one internal command type every edge converts into, and the replies
 //! every edge converts back out of.
-use chatstream_runtime::fanout::TokenDelta;
-use chatstream_runtime::store::HistoryEntry;
+use chatstream_core::fanout::TokenDelta;
+use chatstream_core::store::HistoryEntry;
 use chatstream_schemas::pb::events::ContextMessage;
 
 use crate::error::ChatError;

@@ -3,8 +3,8 @@
 //! counter is shared (Redis).
 use std::sync::Arc;
 
-use chatstream_runtime::ratelimit::connections::ConnectionCounter;
-use chatstream_runtime::tenants::Principal;
+use chatstream_config::tenants::Principal;
+use chatstream_core::ratelimit::connections::ConnectionCounter;
 
 use crate::error::ChatError;
 

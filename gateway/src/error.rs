@@ -1,8 +1,8 @@
 //! Errors a client can get, each with a stable code, mapped once per edge
 //! to a gRPC status, an HTTP status or a WebSocket error frame.
-use chatstream_runtime::fanout::FanOutError;
-use chatstream_runtime::log::LogError;
-use chatstream_runtime::store::StoreError;
+use chatstream_core::fanout::FanOutError;
+use chatstream_core::log::LogError;
+use chatstream_core::store::StoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChatError {

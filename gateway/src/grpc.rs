@@ -3,7 +3,7 @@
 //! from metadata: `authorization: Bearer <key>` or `x-api-key: <key>`.
 use std::pin::Pin;
 
-use chatstream_runtime::tenants::Principal;
+use chatstream_config::tenants::Principal;
 use chatstream_schemas::pb::gateway::{
     self as pb,
     chat_service_server::{ChatService, ChatServiceServer},

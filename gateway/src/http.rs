@@ -9,9 +9,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
-use chatstream_runtime::fanout::FanOut;
-use chatstream_runtime::log::EventLog;
-use chatstream_runtime::store::ProjectionStore;
+use chatstream_core::fanout::FanOut;
+use chatstream_core::log::EventLog;
+use chatstream_core::store::ProjectionStore;
 use serde_json::json;
 use tokio::net::TcpListener;
 

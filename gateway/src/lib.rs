@@ -16,7 +16,7 @@ pub mod ws;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatstream_runtime::tenants::TenantRegistry;
+use chatstream_config::tenants::TenantRegistry;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;

@@ -13,7 +13,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
-use chatstream_runtime::tenants::Principal;
+use chatstream_config::tenants::Principal;
 
 pub use chat_completions::CONVERSATION_ID_HEADER;
 pub use error::OpenAiError;

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chatstream_runtime::tenants::Principal;
+use chatstream_config::tenants::Principal;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 

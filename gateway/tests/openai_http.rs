@@ -6,15 +6,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chatstream_config::tenants::{TenantRegistry, generate_api_key, hash_api_key};
+use chatstream_core::fanout::in_process::InProcessFanOut;
+use chatstream_core::log::embedded::EmbeddedLog;
+use chatstream_core::ratelimit::connections::in_process::InProcessConnectionCounter;
+use chatstream_core::ratelimit::in_process::InProcessRateLimiter;
+use chatstream_core::store::embedded::EmbeddedStore;
 use chatstream_gateway::chat::ChatLimits;
 use chatstream_gateway::connections::ConnectionLimits;
 use chatstream_gateway::{ChatCore, EdgeLimits, Gateway, Readiness};
-use chatstream_runtime::fanout::in_process::InProcessFanOut;
-use chatstream_runtime::log::embedded::EmbeddedLog;
-use chatstream_runtime::ratelimit::connections::in_process::InProcessConnectionCounter;
-use chatstream_runtime::ratelimit::in_process::InProcessRateLimiter;
-use chatstream_runtime::store::embedded::EmbeddedStore;
-use chatstream_runtime::tenants::{TenantRegistry, generate_api_key, hash_api_key};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 

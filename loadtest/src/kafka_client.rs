@@ -3,7 +3,7 @@
 //! against. Each message is a real `UserMessageSent` event, encoded with
 //! `chatstream_schemas::codec` and carrying the CloudEvents headers, sent
 //! with the producer settings of chatstream's Kafka log
-//! (processors/runtime/src/log/kafka/config.rs: idempotent, `acks=all`,
+//! (crates/kafka/src/config.rs: idempotent, `acks=all`,
 //! murmur2 partitioning of the tenant key). An "ack" is the delivery report.
 //!
 //! All load connections share one producer, as a gateway process shares its
@@ -151,9 +151,9 @@ fn user_message(
     )
 }
 
-/// The headers chatstream's log writes (processors/runtime/src/log/kafka/
-/// headers.rs): CloudEvents binary mode and the content type. Repeated here
-/// so the load tester does not depend on the runtime crate.
+/// The headers chatstream's log writes (crates/kafka/src/headers.rs):
+/// CloudEvents binary mode and the content type. Repeated here so the load
+/// tester talks to Kafka as an outside client would, not through our crates.
 fn cloud_event_headers(event: &Event) -> OwnedHeaders {
     let time = event
         .occurred_at

@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use chatstream_runtime::log::kafka::{KafkaLogConfig, create_topics};
-use chatstream_runtime::store::scylla::{ScyllaStore, ScyllaStoreConfig};
-use chatstream_runtime::tenants::generate_api_key;
+use chatstream_config::tenants::generate_api_key;
+use chatstream_kafka::{KafkaLogConfig, create_topics};
+use chatstream_scylla::{ScyllaStore, ScyllaStoreConfig};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 

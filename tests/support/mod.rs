@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use chatstream_runtime::tenants::{generate_api_key, hash_api_key};
+use chatstream_config::tenants::{generate_api_key, hash_api_key};
 use chatstream_schemas::pb::gateway::chat_service_client::ChatServiceClient;
 use chatstream_schemas::ws::{ClientFrame, ServerFrame};
 use futures::{SinkExt, StreamExt};

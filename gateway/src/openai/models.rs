@@ -4,8 +4,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use chatstream_runtime::model_config::ModelsConfig;
-use chatstream_runtime::tenants::Principal;
+use chatstream_config::models::ModelsConfig;
+use chatstream_config::tenants::Principal;
 use serde_json::{Value, json};
 
 use super::authenticate;
@@ -92,7 +92,7 @@ pub async fn retrieve(
 mod tests {
     use std::sync::Arc;
 
-    use chatstream_runtime::tenants::TenantRegistry;
+    use chatstream_config::tenants::TenantRegistry;
 
     use super::*;
 
@@ -111,7 +111,7 @@ mod tests {
 
     #[test]
     fn each_tenant_sees_its_own_models() {
-        let hash = chatstream_runtime::tenants::hash_api_key;
+        let hash = chatstream_config::tenants::hash_api_key;
         let registry = TenantRegistry::parse(&format!(
             "tenants:\n  - id: acme\n    api_keys: [{{id: a, sha256: {}}}]\n    routing: {{candidates: [{{model: fast}}, {{model: smart, weight: 0}}]}}\n  - id: globex\n    api_keys: [{{id: g, sha256: {}}}]\n    routing: {{candidates: [{{model: fast}}], allowed_models: [cheap]}}\n  - id: initech\n    api_keys: [{{id: i, sha256: {}}}]\n",
             hash("a"),

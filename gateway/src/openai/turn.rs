@@ -1,7 +1,7 @@
 //! One turn for a stateless API: append the user message in a fresh
 //! conversation (through `ChatCore`, so limits and idempotency apply), then
 //! follow that conversation until the reply to the message is committed.
-use chatstream_runtime::tenants::Principal;
+use chatstream_config::tenants::Principal;
 use chatstream_schemas::pb::events::{AssistantMessage, ErrorOccurred, event::Payload};
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -177,9 +177,9 @@ pub async fn start_turn(
 
 #[cfg(test)]
 mod tests {
-    use chatstream_runtime::fanout::TokenDelta;
-    use chatstream_runtime::log::LogPosition;
-    use chatstream_runtime::store::HistoryEntry;
+    use chatstream_core::fanout::TokenDelta;
+    use chatstream_core::log::LogPosition;
+    use chatstream_core::store::HistoryEntry;
     use chatstream_schemas::Event;
 
     use super::*;

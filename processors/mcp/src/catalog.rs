@@ -1,3 +1,3 @@
 //! What the router needs to offer a tenant's tools to a model; the seam
 //! lives in the runtime so the router does not depend on this crate.
-pub use chatstream_runtime::tools::{ToolCatalog, ToolDescriptor};
+pub use chatstream_core::tools::{ToolCatalog, ToolDescriptor};

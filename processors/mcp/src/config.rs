@@ -2,7 +2,7 @@
 //! config file's `mcp:` section.
 use std::time::Duration;
 
-use chatstream_runtime::config::McpSettings;
+use chatstream_config::McpSettings;
 
 #[derive(Debug, Clone)]
 pub struct McpConfig {

@@ -4,7 +4,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use chatstream_runtime::mcp_config::McpTransportConfig;
+use chatstream_config::mcp::McpTransportConfig;
 use rmcp::model::Tool;
 use rmcp::service::{NotificationContext, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chatstream_runtime::mcp_config::McpServerConfig;
-use chatstream_runtime::tenants::TenantRegistry;
+use chatstream_config::mcp::McpServerConfig;
+use chatstream_config::tenants::TenantRegistry;
 use rmcp::model::Tool;
 use rmcp::{Peer, RoleClient};
 use tokio::sync::Semaphore;

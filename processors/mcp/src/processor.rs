@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use chatstream_runtime::log::{EventLog, LogPosition};
-use chatstream_runtime::runner::{ProcessError, Processor};
-use chatstream_runtime::store::{ProjectionStore, StoreError};
+use chatstream_core::log::{EventLog, LogPosition};
+use chatstream_core::runner::{ProcessError, Processor};
+use chatstream_core::store::{ProjectionStore, StoreError};
 use chatstream_schemas::Event;
 use chatstream_schemas::event::{EventContext, new_event};
 use chatstream_schemas::ids::derived_event_id;

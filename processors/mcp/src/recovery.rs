@@ -10,8 +10,8 @@
 //! by the records' append times.
 use std::time::Duration;
 
-use chatstream_runtime::log::{EventLog, LogError, LogRecord};
-use chatstream_runtime::store::{ProjectionStore, StoreError};
+use chatstream_core::log::{EventLog, LogError, LogRecord};
+use chatstream_core::store::{ProjectionStore, StoreError};
 use chatstream_schemas::codec;
 use chatstream_schemas::pb::events::event::Payload;
 use tokio_util::sync::CancellationToken;

@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chatstream_core::log::{EventLog, LogPosition};
+use chatstream_core::runner::{Processor, ProcessorRunner, RunnerConfig};
 use chatstream_mcp::{McpClientPool, McpProcessor};
-use chatstream_runtime::log::{EventLog, LogPosition};
-use chatstream_runtime::runner::{Processor, ProcessorRunner, RunnerConfig};
 use chatstream_schemas::event::{EventContext, new_event};
 use chatstream_schemas::ids::new_event_id;
 use chatstream_schemas::pb::events::{ToolCallApprovalDecided, event::Payload};
@@ -30,7 +30,7 @@ fn approval_setup(everything: &str, timeout: Duration) -> Setup {
 /// Tenant `acme` must approve `echo` calls to its `everything` server.
 fn approval_servers(
     everything: &str,
-) -> HashMap<String, Vec<chatstream_runtime::mcp_config::McpServerConfig>> {
+) -> HashMap<String, Vec<chatstream_config::mcp::McpServerConfig>> {
     let servers = servers_yaml(&format!(
         "- name: everything\n  transport: {{type: stdio, command: {everything:?}, args: [stdio]}}\n  require_approval: [echo]\n"
     ));

@@ -6,15 +6,15 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use chatstream_core::log::LogPosition;
+use chatstream_core::runner::Processor;
 use chatstream_mcp::ToolCatalog;
-use chatstream_runtime::log::LogPosition;
-use chatstream_runtime::runner::Processor;
 use support::*;
 
 fn acme_only(
     everything: &str,
     time: &str,
-) -> HashMap<String, Vec<chatstream_runtime::mcp_config::McpServerConfig>> {
+) -> HashMap<String, Vec<chatstream_config::mcp::McpServerConfig>> {
     HashMap::from([("acme".to_owned(), acme_servers(everything, time))])
 }
 

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use chatstream_runtime::store::{ProjectionStore, StoreError};
+use chatstream_core::store::{ProjectionStore, StoreError};
 use chatstream_schemas::Event;
 use chatstream_schemas::pb::events::event::Payload;
 

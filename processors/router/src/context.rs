@@ -11,8 +11,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use chatstream_runtime::log::LogPosition;
-use chatstream_runtime::store::{ProjectionStore, StoreError};
+use chatstream_core::log::LogPosition;
+use chatstream_core::store::{ProjectionStore, StoreError};
 use chatstream_schemas::Event;
 use chatstream_schemas::pb::events::{ToolCallCompleted, ToolCallRequested, event::Payload};
 
@@ -408,8 +408,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_cache_follows_the_log_and_reads_the_store_only_when_cold() {
-        use chatstream_runtime::store::HistoryEntry;
-        use chatstream_runtime::store::embedded::EmbeddedStore;
+        use chatstream_core::store::HistoryEntry;
+        use chatstream_core::store::embedded::EmbeddedStore;
         let (dir, empty) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let store = EmbeddedStore::open(dir.path()).unwrap();
         let nothing = EmbeddedStore::open(empty.path()).unwrap();

@@ -11,12 +11,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use chatstream_runtime::fanout::{FanOut, FanOutMessage, TokenDelta};
-use chatstream_runtime::log::{EventLog, LogPosition};
-use chatstream_runtime::projector::is_first_send;
-use chatstream_runtime::runner::{ProcessError, Processor};
-use chatstream_runtime::store::ProjectionStore;
-use chatstream_runtime::tools::{ToolCatalog, ToolDescriptor};
+use chatstream_core::fanout::{FanOut, FanOutMessage, TokenDelta};
+use chatstream_core::log::{EventLog, LogPosition};
+use chatstream_core::runner::{ProcessError, Processor};
+use chatstream_core::store::ProjectionStore;
+use chatstream_core::store::is_first_send;
+use chatstream_core::tools::{ToolCatalog, ToolDescriptor};
 use chatstream_schemas::Event;
 use chatstream_schemas::event::{EventContext, new_event};
 use chatstream_schemas::ids::derived_event_id;
@@ -272,7 +272,7 @@ impl ModelRouter {
     /// Answers `event` when it starts or continues a turn.
     async fn answer(&self, event: &Event, position: LogPosition) -> Result<(), ProcessError> {
         let retryable =
-            |e: chatstream_runtime::store::StoreError| ProcessError::Retryable(e.to_string());
+            |e: chatstream_core::store::StoreError| ProcessError::Retryable(e.to_string());
         // A turn starts at a user message and goes on after each tool result.
         let step = match &event.payload {
             Some(Payload::UserMessageSent(sent)) => {

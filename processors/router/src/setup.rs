@@ -3,11 +3,11 @@
 //! else the catalog with the tenants' policies and budgets.
 use std::sync::Arc;
 
-use chatstream_runtime::fanout::FanOut;
-use chatstream_runtime::log::EventLog;
-use chatstream_runtime::model_config::ModelsConfig;
-use chatstream_runtime::store::ProjectionStore;
-use chatstream_runtime::tenants::Tenant;
+use chatstream_config::models::ModelsConfig;
+use chatstream_config::tenants::Tenant;
+use chatstream_core::fanout::FanOut;
+use chatstream_core::log::EventLog;
+use chatstream_core::store::ProjectionStore;
 
 use crate::ModelRouter;
 use crate::mock::MockModel;
@@ -46,10 +46,10 @@ pub fn router_from_config(
 mod tests {
     use std::time::Duration;
 
-    use chatstream_runtime::fanout::in_process::InProcessFanOut;
-    use chatstream_runtime::log::embedded::EmbeddedLog;
-    use chatstream_runtime::store::embedded::EmbeddedStore;
-    use chatstream_runtime::tenants::TenantRegistry;
+    use chatstream_config::tenants::TenantRegistry;
+    use chatstream_core::fanout::in_process::InProcessFanOut;
+    use chatstream_core::log::embedded::EmbeddedLog;
+    use chatstream_core::store::embedded::EmbeddedStore;
 
     use super::*;
 
@@ -78,7 +78,7 @@ mod tests {
 
         let registry = TenantRegistry::parse(&format!(
             "tenants:\n  - id: acme\n    api_keys: [{{id: k, sha256: {}}}]\n    routing: {{candidates: [{{model: slow}}]}}\n",
-            chatstream_runtime::tenants::hash_api_key("k")
+            chatstream_config::tenants::hash_api_key("k")
         ))
         .unwrap();
         let err = build(mocks, registry.tenants()).unwrap_err();

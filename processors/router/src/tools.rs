@@ -5,7 +5,7 @@
 //! maximum depth per turn.
 use std::collections::HashMap;
 
-use chatstream_runtime::tools::ToolDescriptor;
+use chatstream_core::tools::ToolDescriptor;
 use chatstream_schemas::pb::events::{
     ErrorOccurred, ToolCallCompleted, ToolCallRequested, event::Payload,
 };

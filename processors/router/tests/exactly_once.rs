@@ -5,18 +5,18 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chatstream_core::fanout::in_process::InProcessFanOut;
+use chatstream_core::fanout::{FanOut, FanOutMessage};
+use chatstream_core::log::EventLog;
+use chatstream_core::log::embedded::EmbeddedLog;
+use chatstream_core::runner::Processor;
+use chatstream_core::store::ProjectionStore;
+use chatstream_core::store::embedded::EmbeddedStore;
 use chatstream_router::ModelRouter;
 use chatstream_router::mock::MockModel;
-use chatstream_runtime::conformance::user_message;
-use chatstream_runtime::fanout::in_process::InProcessFanOut;
-use chatstream_runtime::fanout::{FanOut, FanOutMessage};
-use chatstream_runtime::log::EventLog;
-use chatstream_runtime::log::embedded::EmbeddedLog;
-use chatstream_runtime::runner::Processor;
-use chatstream_runtime::store::ProjectionStore;
-use chatstream_runtime::store::embedded::EmbeddedStore;
 use chatstream_schemas::codec;
 use chatstream_schemas::pb::events::event::Payload;
+use chatstream_test_support::conformance::user_message;
 use futures::StreamExt;
 
 struct Setup {
@@ -144,14 +144,14 @@ fn routed_router(
     store: Arc<dyn ProjectionStore>,
     fanout: Arc<dyn FanOut>,
 ) -> ModelRouter {
-    let config: chatstream_runtime::model_config::ModelsConfig = serde_yaml_ng::from_str(&format!(
+    let config: chatstream_config::models::ModelsConfig = serde_yaml_ng::from_str(&format!(
         "providers: {{p: {{kind: openai, base_url: '{}/v1'}}}}\ncatalog: {{gpt: {{provider: p, prompt_usd_per_million: 1.0}}}}\ndefault_routing: {{candidates: [{{model: gpt}}]}}\n",
         server.base_url()
     ))
     .unwrap();
-    let tenants = chatstream_runtime::tenants::TenantRegistry::parse(&format!(
+    let tenants = chatstream_config::tenants::TenantRegistry::parse(&format!(
         "tenants:\n  - id: acme\n    api_keys: [{{id: k, sha256: {}}}]\n    limits: {{monthly_token_budget: 100}}\n",
-        chatstream_runtime::tenants::hash_api_key("k")
+        chatstream_config::tenants::hash_api_key("k")
     ))
     .unwrap();
     let catalog =
@@ -241,10 +241,8 @@ async fn a_turn_repeated_after_a_lost_mark_reproduces_the_same_ids_and_is_counte
     assert_eq!(usage[0].id, usage[1].id, "...with one id");
 
     // Project the log, then let a fresh ledger derive the month's spend.
-    let projector = chatstream_runtime::projector::ConversationProjector::new(
-        after_crash.clone(),
-        fanout.clone(),
-    );
+    let projector =
+        chatstream_projector::ConversationProjector::new(after_crash.clone(), fanout.clone());
     let opened = chatstream_schemas::event::new_event(
         chatstream_schemas::ids::new_event_id(),
         chatstream_schemas::event::EventContext {

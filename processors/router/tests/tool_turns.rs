@@ -5,20 +5,20 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chatstream_core::fanout::FanOut;
+use chatstream_core::fanout::in_process::InProcessFanOut;
+use chatstream_core::log::EventLog;
+use chatstream_core::log::embedded::EmbeddedLog;
+use chatstream_core::runner::Processor;
+use chatstream_core::store::ProjectionStore;
+use chatstream_core::store::embedded::EmbeddedStore;
 use chatstream_router::ModelRouter;
 use chatstream_router::mock::MockModel;
 use chatstream_router::tools::MAX_TOOL_DEPTH;
-use chatstream_runtime::conformance::user_message;
-use chatstream_runtime::fanout::FanOut;
-use chatstream_runtime::fanout::in_process::InProcessFanOut;
-use chatstream_runtime::log::EventLog;
-use chatstream_runtime::log::embedded::EmbeddedLog;
-use chatstream_runtime::runner::Processor;
-use chatstream_runtime::store::ProjectionStore;
-use chatstream_runtime::store::embedded::EmbeddedStore;
 use chatstream_schemas::ids::derived_event_id;
 use chatstream_schemas::pb::events::event::Payload;
 use chatstream_schemas::{Event, codec};
+use chatstream_test_support::conformance::user_message;
 use support::completed;
 
 async fn caused_by(log: &dyn EventLog, cause: &str) -> Vec<Event> {

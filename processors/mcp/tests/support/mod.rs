@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chatstream_config::mcp::McpServerConfig;
+use chatstream_core::log::EventLog;
+use chatstream_core::log::embedded::EmbeddedLog;
+use chatstream_core::store::ProjectionStore;
+use chatstream_core::store::embedded::EmbeddedStore;
 use chatstream_mcp::{McpClientPool, McpConfig, McpProcessor};
-use chatstream_runtime::log::EventLog;
-use chatstream_runtime::log::embedded::EmbeddedLog;
-use chatstream_runtime::mcp_config::McpServerConfig;
-use chatstream_runtime::store::ProjectionStore;
-use chatstream_runtime::store::embedded::EmbeddedStore;
 use chatstream_schemas::event::{EventContext, new_event};
 use chatstream_schemas::ids::new_event_id;
 use chatstream_schemas::pb::events::{ToolCallCompleted, ToolCallRequested, event::Payload};
@@ -123,7 +123,7 @@ pub async fn results_of(log: &dyn EventLog, request: &Event) -> Vec<(Event, Tool
 
 /// Appends `request`, lets the processor handle it, and returns its one result.
 pub async fn call(setup: &Setup, request: &Event) -> ToolCallCompleted {
-    use chatstream_runtime::runner::Processor;
+    use chatstream_core::runner::Processor;
     let position = setup.log.append(&request.tenant_id, request).await.unwrap();
     setup.processor.handle(request, position).await.unwrap();
     let mut results = results_of(setup.log.as_ref(), request).await;

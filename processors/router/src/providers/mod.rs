@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatstream_runtime::model_config::{ModelsConfig, ProviderKind};
+use chatstream_config::models::{ModelsConfig, ProviderKind};
 
 use crate::mock::MockModel;
 use crate::model::{ChatModel, Usage};

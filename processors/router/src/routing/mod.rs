@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatstream_runtime::model_config::{ModelsConfig, RoutingCandidate, RoutingPolicyConfig};
-use chatstream_runtime::tenants::Tenant;
+use chatstream_config::models::{ModelsConfig, RoutingCandidate, RoutingPolicyConfig};
+use chatstream_config::tenants::Tenant;
 
 use crate::model::ChatModel;
 use crate::providers::{CatalogEntry, Price};

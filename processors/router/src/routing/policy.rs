@@ -2,7 +2,7 @@
 //! candidate picked by weight; the pick hashes the user message id, so a
 //! redelivered message routes the same way. The other candidates follow in
 //! their configured order as fallbacks. The allowlist filters them all.
-use chatstream_runtime::model_config::RoutingPolicyConfig;
+use chatstream_config::models::RoutingPolicyConfig;
 use sha2::{Digest, Sha256};
 
 /// One candidate of a turn's plan and why it is there.
@@ -93,7 +93,7 @@ fn stable_hash(text: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use chatstream_runtime::model_config::RoutingCandidate;
+    use chatstream_config::models::RoutingCandidate;
 
     use super::*;
 

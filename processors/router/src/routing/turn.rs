@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chatstream_runtime::model_config::RoutingPolicyConfig;
+use chatstream_config::models::RoutingPolicyConfig;
 use chatstream_schemas::pb::events::{
     AssistantMessage, ErrorOccurred, ModelAttemptFailed, ModelRoutingDecided, TokenUsage,
     event::Payload,

@@ -1,0 +1,266 @@
+//! Tenants and their API keys, loaded from a YAML file. Keys are stored only
+//! as SHA-256 hashes: keys are 256-bit random secrets, so a fast hash is
+//! enough, and a leaked tenants file does not leak a usable key.
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The tenants file as written on disk.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantsFile {
+    pub tenants: Vec<TenantConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    pub api_keys: Vec<ApiKeyConfig>,
+    #[serde(default)]
+    pub limits: TenantLimits,
+    /// The tenant's own MCP servers; no tools when absent.
+    #[serde(default)]
+    pub mcp_servers: Vec<crate::mcp::McpServerConfig>,
+    /// The tenant's own routing policy; the platform default when absent.
+    #[serde(default)]
+    pub routing: Option<crate::models::RoutingPolicyConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// A name for the key that may appear in logs and events (never the secret).
+    pub id: String,
+    /// Hex SHA-256 of the key, as printed by `chatstream keygen`.
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TenantLimits {
+    /// Largest user message in bytes; the platform default when absent.
+    #[serde(default)]
+    pub max_message_bytes: Option<usize>,
+    /// Sustained sends and opens per second; the platform default when absent.
+    #[serde(default)]
+    pub requests_per_second: Option<f64>,
+    /// Requests allowed at once on top of the sustained rate; the platform
+    /// default when absent.
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// Open WebSocket and gRPC `Converse` connections at once, across
+    /// every gateway; the platform default when absent.
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+    /// Model tokens (prompt and completion) per calendar month (UTC);
+    /// unlimited when absent.
+    #[serde(default)]
+    pub monthly_token_budget: Option<u64>,
+}
+
+/// A tenant as the platform uses it at runtime.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    pub limits: TenantLimits,
+    pub mcp_servers: Vec<crate::mcp::McpServerConfig>,
+    pub routing: Option<crate::models::RoutingPolicyConfig>,
+}
+
+/// Who is calling: the tenant and the key it authenticated with.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub tenant: Arc<Tenant>,
+    pub key_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TenantsError {
+    #[error("cannot read tenants file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("tenants file {path} is not valid: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// Every tenant, indexed by the hash of each of its API keys.
+#[derive(Debug, Default)]
+pub struct TenantRegistry {
+    by_key_hash: HashMap<[u8; 32], Principal>,
+    tenants: Vec<Arc<Tenant>>,
+}
+
+impl TenantRegistry {
+    pub fn load(path: &Path) -> Result<Self, TenantsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TenantsError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| TenantsError::Invalid {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses and validates the YAML text of a tenants file.
+    pub fn parse(yaml: &str) -> Result<Self, String> {
+        let file: TenantsFile = serde_yaml_ng::from_str(yaml).map_err(|e| e.to_string())?;
+        Self::from_file(file)
+    }
+
+    pub fn from_file(file: TenantsFile) -> Result<Self, String> {
+        let mut registry = Self::default();
+        let mut tenant_ids = HashSet::new();
+        for config in file.tenants {
+            validate_tenant_id(&config.id)?;
+            if !tenant_ids.insert(config.id.clone()) {
+                return Err(format!("tenant {:?} is listed twice", config.id));
+            }
+            if config
+                .limits
+                .requests_per_second
+                .is_some_and(|rate| !(rate.is_finite() && rate > 0.0))
+            {
+                return Err(format!(
+                    "tenant {:?}: requests_per_second must be a positive number",
+                    config.id
+                ));
+            }
+            if config.limits.burst == Some(0) {
+                return Err(format!("tenant {:?}: burst must be at least 1", config.id));
+            }
+            crate::mcp::validate_mcp_servers(&config.mcp_servers)
+                .map_err(|e| format!("tenant {:?}: {e}", config.id))?;
+            if config.api_keys.is_empty() {
+                return Err(format!("tenant {:?} has no api_keys", config.id));
+            }
+            let tenant = Arc::new(Tenant {
+                id: config.id.clone(),
+                name: config.name.clone(),
+                limits: config.limits.clone(),
+                mcp_servers: config.mcp_servers.clone(),
+                routing: config.routing.clone(),
+            });
+            for key in &config.api_keys {
+                let hash = parse_key_hash(&key.sha256)
+                    .map_err(|e| format!("tenant {:?}, key {:?}: {e}", config.id, key.id))?;
+                let principal = Principal {
+                    tenant: tenant.clone(),
+                    key_id: key.id.clone(),
+                };
+                if registry.by_key_hash.insert(hash, principal).is_some() {
+                    return Err(format!(
+                        "key {:?} of tenant {:?} has the same hash as another key",
+                        key.id, config.id
+                    ));
+                }
+            }
+            registry.tenants.push(tenant);
+        }
+        Ok(registry)
+    }
+
+    /// The principal an API key belongs to, or `None` for an unknown key.
+    pub fn authenticate(&self, api_key: &str) -> Option<Principal> {
+        self.by_key_hash.get(&hash_bytes(api_key)).cloned()
+    }
+
+    pub fn tenants(&self) -> &[Arc<Tenant>] {
+        &self.tenants
+    }
+}
+
+/// Tenant ids go into log keys, table keys and metric labels: keep them plain.
+fn validate_tenant_id(id: &str) -> Result<(), String> {
+    let valid = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "tenant id {id:?} must be 1-64 characters of A-Z, a-z, 0-9, '-', '_' or '.'"
+        ))
+    }
+}
+
+fn parse_key_hash(text: &str) -> Result<[u8; 32], String> {
+    let bytes =
+        hex::decode(text.trim()).map_err(|_| "sha256 must be 64 hex characters".to_string())?;
+    bytes
+        .try_into()
+        .map_err(|_| "sha256 must be 64 hex characters".to_string())
+}
+
+fn hash_bytes(api_key: &str) -> [u8; 32] {
+    Sha256::digest(api_key.as_bytes()).into()
+}
+
+/// Hex SHA-256 of an API key, the form the tenants file stores.
+pub fn hash_api_key(api_key: &str) -> String {
+    hex::encode(hash_bytes(api_key))
+}
+
+/// A new random API key: `cs_` and 256 random bits in hex.
+pub fn generate_api_key() -> String {
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    format!("cs_{}", hex::encode(secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn yaml_with(key: &str) -> String {
+        format!(
+            "tenants:\n  - id: acme\n    api_keys:\n      - id: ci\n        sha256: {}\n    limits:\n      max_message_bytes: 10\n",
+            hash_api_key(key)
+        )
+    }
+
+    #[test]
+    fn authenticates_known_keys_only() {
+        let key = generate_api_key();
+        let registry = TenantRegistry::parse(&yaml_with(&key)).unwrap();
+        let principal = registry.authenticate(&key).expect("known key");
+        assert_eq!(principal.tenant.id, "acme");
+        assert_eq!(principal.key_id, "ci");
+        assert_eq!(principal.tenant.limits.max_message_bytes, Some(10));
+        assert!(registry.authenticate("cs_wrong").is_none());
+        assert!(registry.authenticate("").is_none());
+    }
+
+    #[test]
+    fn rejects_bad_files_with_a_reason() {
+        let err = TenantRegistry::parse("tenants:\n  - id: 'a b'\n    api_keys: []\n").unwrap_err();
+        assert!(err.contains("tenant id"), "{err}");
+        let err = TenantRegistry::parse(
+            "tenants:\n  - id: a\n    api_keys:\n      - id: k\n        sha256: xyz\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("64 hex"), "{err}");
+        let doubled = format!(
+            "{}{}",
+            yaml_with("k1"),
+            yaml_with("k2").replace("tenants:\n", "")
+        );
+        assert!(
+            TenantRegistry::parse(&doubled)
+                .unwrap_err()
+                .contains("twice")
+        );
+    }
+}

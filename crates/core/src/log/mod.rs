@@ -1,0 +1,103 @@
+//! The event log seam: an append-only, partitioned log where a key (the
+//! tenant id) always maps to the same partition, with consumer groups that
+//! commit their positions. Kafka semantics, so the Kafka implementation is a
+//! thin mapping.
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chatstream_schemas::Event;
+
+pub mod embedded;
+mod partitioner;
+
+pub use partitioner::{murmur2, partition_for_key};
+
+/// Where a record sits: its partition and its offset in that partition.
+/// Offsets start at 0 and grow by one per record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LogPosition {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// A record as read back from the log. `value` is the encoded event
+/// (see `chatstream_schemas::codec`); it is not decoded here so that a
+/// malformed record reaches the runner, which treats it as poison.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogRecord {
+    pub position: LogPosition,
+    pub key: String,
+    pub value: Vec<u8>,
+    /// Append time, unix milliseconds.
+    pub timestamp_ms: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("partition {partition} does not exist (the log has {count})")]
+    UnknownPartition { partition: u32, count: u32 },
+    #[error("event log unavailable: {0}")]
+    Unavailable(String),
+    #[error("event log storage error: {0}")]
+    Storage(String),
+    #[error("event log is closed")]
+    Closed,
+}
+
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    fn partition_count(&self) -> u32;
+
+    /// The partition that holds every record appended with `key`
+    /// (murmur2, like Kafka's default partitioner).
+    fn partition_for(&self, key: &str) -> u32 {
+        partition_for_key(key, self.partition_count())
+    }
+
+    /// Appends `event` under `key` and returns its position once it is
+    /// durable (fsync'd locally, or acked by all in-sync replicas).
+    async fn append(&self, key: &str, event: &Event) -> Result<LogPosition, LogError>;
+
+    /// Appends raw bytes as they are, without encoding or validation.
+    /// For tools and for tests of poison-record handling.
+    async fn append_bytes(&self, key: &str, value: Vec<u8>) -> Result<LogPosition, LogError>;
+
+    /// Up to `max` records of `partition` starting at offset `from`, in
+    /// order; empty when there is nothing at or after `from`. Never waits.
+    async fn read(&self, partition: u32, from: u64, max: usize)
+    -> Result<Vec<LogRecord>, LogError>;
+
+    /// The offset the next record appended to `partition` will get.
+    async fn end_offset(&self, partition: u32) -> Result<u64, LogError>;
+
+    /// Joins consumer group `group`. A new group starts at the earliest offset;
+    /// an existing one resumes after its committed offsets.
+    async fn subscribe(&self, group: &str) -> Result<Box<dyn LogConsumer>, LogError>;
+
+    /// The offset `group` resumes from in `partition` (the one after the last
+    /// committed record), or `None` when it never committed there.
+    async fn committed(&self, group: &str, partition: u32) -> Result<Option<u64>, LogError>;
+
+    /// Cheap check that the log can serve requests (for readiness).
+    async fn ping(&self) -> Result<(), LogError>;
+}
+
+/// A member of a consumer group. Records come in log order within each
+/// partition; nothing is committed until `commit` is called.
+#[async_trait]
+pub trait LogConsumer: Send {
+    /// Waits up to `timeout` for records after this consumer's position and
+    /// returns at most `max` of them (possibly from several partitions),
+    /// advancing the position past them. Empty on timeout.
+    async fn poll(&mut self, max: usize, timeout: Duration) -> Result<Vec<LogRecord>, LogError>;
+
+    /// Commits the group's position: for each entry, the group resumes at
+    /// `offset` in `partition` (pass the offset after the last handled record).
+    async fn commit(&mut self, next_offsets: &[LogPosition]) -> Result<(), LogError>;
+
+    /// Partitions currently assigned to this member.
+    fn assignment(&self) -> Vec<u32>;
+
+    /// Leaves the group.
+    async fn close(self: Box<Self>) -> Result<(), LogError>;
+}

@@ -1,0 +1,439 @@
+//! The processor runner over the embedded log: per-partition order, commits
+//! only after handling, graceful shutdown, poison records (dead-lettered,
+//! never lost) and retries.
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chatstream_core::deadletter::embedded::EmbeddedDeadLetters;
+use chatstream_core::deadletter::{DeadLetter, DeadLetterError, DeadLetterReason, DeadLetterSink};
+use chatstream_core::log::embedded::EmbeddedLog;
+use chatstream_core::log::{EventLog, LogPosition};
+use chatstream_core::runner::{ProcessError, Processor, ProcessorRunner, RunnerConfig};
+use chatstream_schemas::Event;
+use chatstream_schemas::pb::events::event::Payload;
+use chatstream_test_support::conformance::user_message;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Records what it handled; optionally slow, optionally failing.
+#[derive(Default)]
+struct Recorder {
+    handled: Mutex<Vec<(String, String)>>,
+    attempts: AtomicU32,
+    /// Fail this many attempts per event before succeeding.
+    fail_first: u32,
+    permanent_failure_text: Option<String>,
+    /// When set, every handle waits for `release` after signalling `started`.
+    gate: Option<(Arc<Notify>, Arc<Notify>)>,
+    done: Notify,
+    /// Every set of partitions the runner said this member owns.
+    assignments: Mutex<Vec<Vec<u32>>>,
+    /// Events handled before the runner named any partition.
+    handled_unassigned: AtomicU32,
+}
+
+#[async_trait]
+impl Processor for Recorder {
+    fn name(&self) -> &'static str {
+        "recorder"
+    }
+
+    async fn handle(&self, event: &Event, _position: LogPosition) -> Result<(), ProcessError> {
+        let attempt = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.assignments.lock().unwrap().is_empty() {
+            self.handled_unassigned.fetch_add(1, Ordering::SeqCst);
+        }
+        let Some(Payload::UserMessageSent(sent)) = &event.payload else {
+            return Ok(());
+        };
+        if self.permanent_failure_text.as_deref() == Some(sent.text.as_str()) {
+            return Err(ProcessError::Permanent("cannot handle this one".into()));
+        }
+        if attempt <= self.fail_first {
+            return Err(ProcessError::Retryable("backend blinked".into()));
+        }
+        if let Some((started, release)) = &self.gate {
+            started.notify_one();
+            release.notified().await;
+        }
+        self.handled
+            .lock()
+            .unwrap()
+            .push((event.tenant_id.clone(), sent.text.clone()));
+        self.done.notify_waiters();
+        Ok(())
+    }
+
+    async fn partitions_assigned(&self, partitions: &[u32]) {
+        self.assignments.lock().unwrap().push(partitions.to_vec());
+    }
+}
+
+impl Recorder {
+    fn texts(&self) -> Vec<String> {
+        let handled = self.handled.lock().unwrap();
+        handled.iter().map(|(_, text)| text.clone()).collect()
+    }
+
+    async fn wait_for(&self, count: usize) {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let notified = self.done.notified();
+                if self.handled.lock().unwrap().len() >= count {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{count} events handled in time"));
+    }
+}
+
+/// Runs `recorder` over `log` until it has handled `count` events, then
+/// shuts the runner down gracefully.
+async fn run_until_handled(log: &Arc<dyn EventLog>, recorder: &Arc<Recorder>, count: usize) {
+    let runner = ProcessorRunner::new(log.clone(), recorder.clone(), fast_config());
+    run_runner_until_handled(runner, recorder, count).await;
+}
+
+async fn run_runner_until_handled(
+    runner: ProcessorRunner<Recorder>,
+    recorder: &Arc<Recorder>,
+    count: usize,
+) {
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(runner.run(shutdown.clone()));
+    recorder.wait_for(count).await;
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+}
+
+fn fast_config() -> RunnerConfig {
+    RunnerConfig {
+        poll_timeout: Duration::from_millis(10),
+        retry_initial_backoff: Duration::from_millis(1),
+        retry_max_backoff: Duration::from_millis(5),
+        ..RunnerConfig::default()
+    }
+}
+
+async fn committed_everything(log: &dyn EventLog, group: &str) -> bool {
+    for partition in 0..log.partition_count() {
+        let end = log.end_offset(partition).await.unwrap();
+        let committed = log.committed(group, partition).await.unwrap().unwrap_or(0);
+        if committed != end {
+            return false;
+        }
+    }
+    true
+}
+
+#[tokio::test]
+async fn keeps_per_tenant_order_and_commits_after_handling() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 4).unwrap());
+    let tenants: Vec<String> = (0..12).map(|i| format!("tenant-{i}")).collect();
+    for seq in 0..20 {
+        for tenant in &tenants {
+            log.append(tenant, &user_message(tenant, "c", &seq.to_string()))
+                .await
+                .unwrap();
+        }
+    }
+    let recorder = Arc::new(Recorder::default());
+    run_until_handled(&log, &recorder, 240).await;
+
+    let handled = recorder.handled.lock().unwrap().clone();
+    let mut per_tenant: HashMap<&str, Vec<u32>> = HashMap::new();
+    for (tenant, text) in &handled {
+        per_tenant
+            .entry(tenant)
+            .or_default()
+            .push(text.parse().unwrap());
+    }
+    for tenant in &tenants {
+        assert_eq!(
+            per_tenant[tenant.as_str()],
+            (0..20).collect::<Vec<_>>(),
+            "{tenant} in order, once each"
+        );
+    }
+    assert!(
+        committed_everything(log.as_ref(), "recorder").await,
+        "everything handled is committed at shutdown"
+    );
+}
+
+#[tokio::test]
+async fn the_processor_hears_its_partitions_before_their_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 3).unwrap());
+    for tenant in ["acme", "globex", "initech"] {
+        log.append(tenant, &user_message(tenant, "c", "hi"))
+            .await
+            .unwrap();
+    }
+    let recorder = Arc::new(Recorder::default());
+    run_until_handled(&log, &recorder, 3).await;
+    assert_eq!(*recorder.assignments.lock().unwrap(), [vec![0, 1, 2]]);
+    assert_eq!(recorder.handled_unassigned.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn shutdown_finishes_the_record_in_hand_and_the_next_run_resumes_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
+    for seq in 0..5 {
+        log.append("acme", &user_message("acme", "c", &seq.to_string()))
+            .await
+            .unwrap();
+    }
+    let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let slow = Arc::new(Recorder {
+        gate: Some((started.clone(), release.clone())),
+        ..Recorder::default()
+    });
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(
+        ProcessorRunner::new(log.clone(), slow.clone(), fast_config()).run(shutdown.clone()),
+    );
+
+    // The first record is in hand; shut down, then let it finish.
+    tokio::time::timeout(WAIT, started.notified())
+        .await
+        .expect("handling started");
+    shutdown.cancel();
+    release.notify_one();
+    tokio::time::timeout(WAIT, run)
+        .await
+        .expect("runner stops")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        slow.handled.lock().unwrap().len(),
+        1,
+        "only the record in hand was handled"
+    );
+    assert_eq!(
+        log.committed("recorder", 0).await.unwrap(),
+        Some(1),
+        "and committed"
+    );
+
+    // A new run handles the rest, and not the first one again.
+    let recorder = Arc::new(Recorder::default());
+    run_until_handled(&log, &recorder, 4).await;
+    let texts: Vec<String> = recorder
+        .handled
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, t)| t.clone())
+        .collect();
+    assert_eq!(texts, ["1", "2", "3", "4"]);
+}
+
+#[tokio::test]
+async fn poison_records_and_permanent_failures_do_not_stop_the_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
+    log.append("acme", &user_message("acme", "c", "before"))
+        .await
+        .unwrap();
+    log.append_bytes("acme", vec![0xde, 0xad, 0xbe, 0xef])
+        .await
+        .unwrap();
+    log.append("acme", &user_message("acme", "c", "unhandleable"))
+        .await
+        .unwrap();
+    log.append("acme", &user_message("acme", "c", "after"))
+        .await
+        .unwrap();
+
+    let recorder = Arc::new(Recorder {
+        permanent_failure_text: Some("unhandleable".into()),
+        ..Recorder::default()
+    });
+    run_until_handled(&log, &recorder, 2).await;
+    let texts: Vec<String> = recorder
+        .handled
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, t)| t.clone())
+        .collect();
+    assert_eq!(texts, ["before", "after"]);
+    assert_eq!(
+        log.committed("recorder", 0).await.unwrap(),
+        Some(4),
+        "the partition moved past both"
+    );
+}
+
+#[tokio::test]
+async fn retryable_failures_are_retried_until_they_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
+    log.append("acme", &user_message("acme", "c", "flaky"))
+        .await
+        .unwrap();
+    let recorder = Arc::new(Recorder {
+        fail_first: 3,
+        ..Recorder::default()
+    });
+    run_until_handled(&log, &recorder, 1).await;
+    assert_eq!(
+        recorder.attempts.load(Ordering::SeqCst),
+        4,
+        "three failures, then success"
+    );
+    assert_eq!(recorder.handled.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn poison_records_and_permanent_failures_land_in_the_dead_letter_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
+    let dead_letters = EmbeddedDeadLetters::open(dir.path()).unwrap();
+    log.append("acme", &user_message("acme", "c", "before"))
+        .await
+        .unwrap();
+    let poison = log
+        .append_bytes("acme", vec![0xde, 0xad, 0xbe, 0xef])
+        .await
+        .unwrap();
+    let unhandleable = user_message("acme", "c", "unhandleable");
+    let failed = log.append("acme", &unhandleable).await.unwrap();
+    log.append("acme", &user_message("acme", "c", "after"))
+        .await
+        .unwrap();
+
+    let recorder = Arc::new(Recorder {
+        permanent_failure_text: Some("unhandleable".into()),
+        ..Recorder::default()
+    });
+    let runner = ProcessorRunner::new(log.clone(), recorder.clone(), fast_config())
+        .with_dead_letters(Arc::new(dead_letters.clone()));
+    run_runner_until_handled(runner, &recorder, 2).await;
+
+    assert_eq!(recorder.texts(), ["before", "after"]);
+    assert_eq!(
+        log.committed("recorder", 0).await.unwrap(),
+        Some(4),
+        "the partition moved past both"
+    );
+    let letters = dead_letters.list("recorder").await.unwrap();
+    assert_eq!(letters.len(), 2, "{letters:?}");
+
+    let undecodable = &letters[0];
+    assert_eq!(undecodable.position, poison);
+    assert_eq!(undecodable.reason, DeadLetterReason::Undecodable);
+    assert_eq!(undecodable.key, "acme");
+    assert_eq!(
+        undecodable.value,
+        [0xde, 0xad, 0xbe, 0xef],
+        "original bytes kept"
+    );
+    assert_eq!(undecodable.event_id, None);
+    assert_eq!(undecodable.attempts, 0);
+    assert!(!undecodable.error.is_empty(), "the decode error is kept");
+
+    let handler_failed = &letters[1];
+    assert_eq!(handler_failed.position, failed);
+    assert_eq!(handler_failed.reason, DeadLetterReason::HandlerFailed);
+    assert_eq!(
+        handler_failed.event_id.as_deref(),
+        Some(unhandleable.id.as_str())
+    );
+    assert_eq!(
+        handler_failed.attempts, 1,
+        "permanent failures are not retried"
+    );
+    assert!(
+        handler_failed.error.contains("cannot handle this one"),
+        "{}",
+        handler_failed.error
+    );
+    assert_eq!(
+        handler_failed.value,
+        chatstream_schemas::codec::encode(&unhandleable)
+    );
+    assert!(handler_failed.failed_at_ms > 0);
+}
+
+/// Refuses every dead letter until `healthy` is set; counts the refusals.
+#[derive(Default)]
+struct BrokenSink {
+    healthy: std::sync::atomic::AtomicBool,
+    refused: AtomicU32,
+    stored: Mutex<Vec<DeadLetter>>,
+}
+
+#[async_trait]
+impl DeadLetterSink for BrokenSink {
+    async fn send(&self, letter: &DeadLetter) -> Result<(), DeadLetterError> {
+        if !self.healthy.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(DeadLetterError::Unavailable("sink is down".into()));
+        }
+        self.stored.lock().unwrap().push(letter.clone());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_failing_dead_letter_sink_holds_the_partition_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
+    let poison = log.append_bytes("acme", vec![0xff]).await.unwrap();
+    log.append("acme", &user_message("acme", "c", "after"))
+        .await
+        .unwrap();
+
+    let sink = Arc::new(BrokenSink::default());
+    let recorder = Arc::new(Recorder::default());
+    let shutdown = CancellationToken::new();
+    let runner = ProcessorRunner::new(log.clone(), recorder.clone(), fast_config())
+        .with_dead_letters(sink.clone());
+    let run = tokio::spawn(runner.run(shutdown.clone()));
+    tokio::time::timeout(WAIT, async {
+        while sink.refused.load(Ordering::SeqCst) < 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the runner keeps retrying the sink");
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, run)
+        .await
+        .expect("runner stops while the sink is down")
+        .unwrap()
+        .unwrap();
+    assert!(
+        recorder.texts().is_empty(),
+        "nothing after the poison record was handled while it was not stored"
+    );
+    assert_eq!(
+        log.committed("recorder", 0).await.unwrap().unwrap_or(0),
+        poison.offset,
+        "not committed past the poison record"
+    );
+
+    // The sink recovers: the next run stores the record and moves on.
+    sink.healthy.store(true, Ordering::SeqCst);
+    let runner = ProcessorRunner::new(log.clone(), recorder.clone(), fast_config())
+        .with_dead_letters(sink.clone());
+    run_runner_until_handled(runner, &recorder, 1).await;
+    let stored = sink.stored.lock().unwrap().clone();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].position, poison);
+    assert_eq!(stored[0].value, [0xff]);
+    assert_eq!(recorder.texts(), ["after"]);
+    assert_eq!(log.committed("recorder", 0).await.unwrap(), Some(2));
+}

@@ -1,0 +1,92 @@
+//! The conversation projection: writes every event into its conversation's
+//! history and only then publishes it to the fan-out as committed. That
+//! order is what lets a client subscribe first, read history second, and
+//! miss nothing (see `docs/protocol.md`, recovery).
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chatstream_schemas::Event;
+use chatstream_schemas::pb::events::event::Payload;
+
+use chatstream_core::fanout::{FanOut, FanOutMessage};
+use chatstream_core::log::LogPosition;
+use chatstream_core::runner::{ProcessError, Processor};
+use chatstream_core::store::{
+    ConversationRecord, HistoryEntry, ProjectionStore, Recorded, StoreError, is_first_send,
+};
+
+pub struct ConversationProjector {
+    store: Arc<dyn ProjectionStore>,
+    fanout: Arc<dyn FanOut>,
+}
+
+impl ConversationProjector {
+    pub const NAME: &'static str = "conversation-projector";
+
+    pub fn new(store: Arc<dyn ProjectionStore>, fanout: Arc<dyn FanOut>) -> Self {
+        Self { store, fanout }
+    }
+}
+
+#[async_trait]
+impl Processor for ConversationProjector {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    async fn handle(&self, event: &Event, position: LogPosition) -> Result<(), ProcessError> {
+        if !is_first_send(self.store.as_ref(), event, position)
+            .await
+            .map_err(retryable)?
+        {
+            tracing::debug!(event_id = %event.id, "skipping a retried send of an earlier message");
+            return Ok(());
+        }
+        if let Some(Payload::ConversationOpened(opened)) = &event.payload {
+            self.store
+                .put_conversation(&ConversationRecord {
+                    tenant_id: event.tenant_id.clone(),
+                    conversation_id: event.conversation_id.clone(),
+                    title: opened.title.clone(),
+                    created_at_ms: occurred_at_ms(event),
+                    opened_by_key_id: opened.opened_by_key_id.clone(),
+                })
+                .await
+                .map_err(retryable)?;
+        }
+
+        let entry = HistoryEntry {
+            position,
+            event: event.clone(),
+        };
+        let publish = match self.store.append_history(&entry).await.map_err(retryable)? {
+            Recorded::Inserted => true,
+            // Replayed after a crash: subscribers may not have seen it yet;
+            // they drop positions they already have.
+            Recorded::Duplicate { existing } => existing == position,
+        };
+        if publish {
+            let message = FanOutMessage::Committed(entry);
+            if let Err(error) = self
+                .fanout
+                .publish(&event.tenant_id, &event.conversation_id, message)
+                .await
+            {
+                // Live delivery is best effort; clients recover from history.
+                tracing::warn!(event_id = %event.id, %error, "could not publish committed event");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn occurred_at_ms(event: &Event) -> i64 {
+    event
+        .occurred_at
+        .map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+        .unwrap_or_default()
+}
+
+fn retryable(error: StoreError) -> ProcessError {
+    ProcessError::Retryable(error.to_string())
+}
