@@ -5,10 +5,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 
 use crate::gate::Thresholds;
 use crate::kafka_client::KafkaTarget;
+use crate::run_config::{LoadMode, RunConfig, Transport, WaitFor};
+use crate::stats::Metric;
 
 /// Where `chatstream dev` writes the key of its ready-made tenant.
 pub const DEFAULT_API_KEY_FILE: &str = "chatstream-data/dev-api-key";
@@ -173,87 +175,6 @@ pub struct Cli {
     /// No progress line on stderr.
     #[arg(long)]
     pub quiet: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Transport {
-    /// WebSocket JSON frames.
-    Ws,
-    /// gRPC ChatService/Converse bidirectional streams.
-    Grpc,
-    /// OpenAI-compatible HTTP: streamed chat completions (SSE).
-    Openai,
-    /// Baseline: a raw rdkafka producer straight to a topic (acks only).
-    Kafka,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WaitFor {
-    /// The message is durable (ack frame).
-    Ack,
-    /// The committed assistant reply (or error) arrived.
-    Completion,
-}
-
-/// The three latencies the tool measures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Metric {
-    /// Send → ack (the message is durable).
-    Ack,
-    /// Send → first token delta of the reply.
-    Ttft,
-    /// Send → committed assistant message.
-    Completion,
-}
-
-impl Metric {
-    pub fn label(self) -> &'static str {
-        match self {
-            Metric::Ack => "ack",
-            Metric::Ttft => "ttft",
-            Metric::Completion => "completion",
-        }
-    }
-}
-
-/// How messages are offered to the gateway.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum LoadMode {
-    Open { rate: f64 },
-    Closed { concurrency: u32, wait_for: WaitFor },
-}
-
-/// Everything a run needs, validated.
-#[derive(Clone, Debug)]
-pub struct RunConfig {
-    pub transport: Transport,
-    /// The WebSocket URL or the gRPC endpoint URL, whichever `transport` uses.
-    pub target: String,
-    /// Only for the idle connections, which are always WebSocket.
-    pub ws_url: String,
-    /// Where `--transport kafka` produces.
-    pub kafka: Option<KafkaTarget>,
-    pub api_keys: Vec<String>,
-    pub connections: u32,
-    pub mode: LoadMode,
-    pub duration: Option<Duration>,
-    pub messages: Option<u64>,
-    pub ramp_up: Duration,
-    pub message_bytes: usize,
-    pub ack_only: bool,
-    pub client_message_ids: bool,
-    pub timeout: Duration,
-    pub idle_connections: u32,
-    pub server_pid: Option<u32>,
-    pub json_out: Option<PathBuf>,
-    pub plot_out: Option<PathBuf>,
-    pub label: String,
-    pub thresholds: Thresholds,
-    pub progress: bool,
 }
 
 impl Cli {

@@ -3,11 +3,11 @@
 //! only acks are measured) so that no reply token is missed.
 use std::time::Duration;
 
-use crate::cli::{RunConfig, Transport};
 use crate::grpc_client::GrpcConnection;
 use crate::kafka_client::KafkaConnection;
 use crate::openai_client::OpenAiConnection;
 use crate::protocol::{Incoming, Outgoing, TransportError};
+use crate::run_config::{RunConfig, Transport};
 use crate::ws_client::WsConnection;
 
 pub enum Connection {

@@ -12,10 +12,11 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
-use crate::cli::{LoadMode, Metric, RunConfig, WaitFor};
 use crate::connection::Session;
 use crate::protocol::{Incoming, Outgoing, ReplyOutcome, TransportError};
+use crate::run_config::{LoadMode, RunConfig, WaitFor};
 use crate::schedule::{ArrivalSchedule, closed_loop_start};
+use crate::stats::Metric;
 use crate::stats::Recorder;
 
 /// How often unanswered messages are checked against the timeout.

@@ -5,7 +5,7 @@
 use anyhow::bail;
 use serde::Serialize;
 
-use crate::cli::Metric;
+use crate::stats::Metric;
 use crate::stats::Summary;
 
 #[derive(Clone, Copy, Debug, Serialize)]

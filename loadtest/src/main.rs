@@ -15,6 +15,7 @@ mod progress;
 mod protocol;
 mod report;
 mod run;
+mod run_config;
 mod schedule;
 mod server_memory;
 mod stats;

@@ -4,8 +4,8 @@
 //! and units, readable in any browser or Markdown viewer.
 use std::fmt::Write as _;
 
-use crate::cli::Metric;
 use crate::report::RunReport;
+use crate::stats::Metric;
 use crate::stats::PercentilePoint;
 
 const WIDTH: f64 = 960.0;

@@ -5,9 +5,10 @@ use std::path::Path;
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::cli::{LoadMode, Metric, RunConfig, Transport};
 use crate::gate::{Breach, Thresholds};
+use crate::run_config::{LoadMode, RunConfig, Transport};
 use crate::server_memory::MemoryReport;
+use crate::stats::Metric;
 use crate::stats::{LatencySummary, Summary};
 
 #[derive(Clone, Debug, Serialize)]

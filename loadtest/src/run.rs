@@ -7,12 +7,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
-use crate::cli::RunConfig;
 use crate::driver::{CONCURRENT_HANDSHAKES, RunContext, drive_connection};
 use crate::idle::IdleConnections;
 use crate::progress::ProgressLine;
 use crate::protocol::message_text;
 use crate::report::{IdleReport, RunReport};
+use crate::run_config::RunConfig;
 use crate::server_memory::MemorySampler;
 use crate::stats::Recorder;
 

@@ -7,7 +7,27 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::cli::Metric;
+/// The three latencies the tool measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Send → ack (the message is durable).
+    Ack,
+    /// Send → first token delta of the reply.
+    Ttft,
+    /// Send → committed assistant message.
+    Completion,
+}
+
+impl Metric {
+    pub fn label(self) -> &'static str {
+        match self {
+            Metric::Ack => "ack",
+            Metric::Ttft => "ttft",
+            Metric::Completion => "completion",
+        }
+    }
+}
 
 /// Up to an hour, three significant digits: a microsecond stays visible
 /// next to a stall of many seconds.

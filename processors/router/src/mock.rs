@@ -29,7 +29,7 @@ pub enum MockReply {
     /// Stream this text, then go silent forever: a stalled stream.
     StallAfter(String),
     /// Ask for a tool call instead of replying.
-    ToolCall(crate::tools::ToolCallChunk),
+    ToolCall(crate::model::ToolCallChunk),
 }
 
 #[derive(Debug, Clone)]
@@ -110,7 +110,7 @@ impl MockModel {
                 .trim()
                 .split_once(char::is_whitespace)
                 .unwrap_or((call.trim(), "{}"));
-            return MockReply::ToolCall(crate::tools::ToolCallChunk {
+            return MockReply::ToolCall(crate::model::ToolCallChunk {
                 call_id: "mock-call-1".into(),
                 name: name.to_owned(),
                 arguments_json: arguments.trim().to_owned(),
@@ -219,7 +219,7 @@ enum Ending {
     Done,
     Fail(ModelError),
     Stall,
-    ToolCall(crate::tools::ToolCallChunk),
+    ToolCall(crate::model::ToolCallChunk),
 }
 
 #[cfg(test)]

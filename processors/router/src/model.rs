@@ -4,8 +4,6 @@ use std::time::Duration;
 
 use futures::stream::BoxStream;
 
-pub use crate::tools::ToolCallChunk;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     System,
@@ -81,6 +79,17 @@ impl ChatMessage {
             ..Self::text(Role::Tool, content)
         }
     }
+}
+
+/// A tool call as a model streams it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCallChunk {
+    /// The model's id for the call.
+    pub call_id: String,
+    /// The name the model called: a `ToolSpec` name, or `<server>.<tool>`.
+    pub name: String,
+    /// A JSON object, as text.
+    pub arguments_json: String,
 }
 
 /// A tool offered to the model, as providers describe functions.

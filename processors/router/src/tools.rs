@@ -10,23 +10,12 @@ use chatstream_schemas::pb::events::{
     ErrorOccurred, ToolCallCompleted, ToolCallRequested, event::Payload,
 };
 
-use crate::model::ToolSpec;
+use crate::model::{ToolCallChunk, ToolSpec};
 
 /// Tool calls one user message may lead to before the turn is ended.
 pub const MAX_TOOL_DEPTH: u32 = 4;
 /// Longest function name OpenAI and Anthropic accept.
 const MAX_TOOL_NAME_LEN: usize = 64;
-
-/// A tool call as a model streams it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ToolCallChunk {
-    /// The model's id for the call.
-    pub call_id: String,
-    /// The name the model called: a `ToolSpec` name, or `<server>.<tool>`.
-    pub name: String,
-    /// A JSON object, as text.
-    pub arguments_json: String,
-}
 
 /// The name a model calls a tool by. Providers accept only letters,
 /// digits, `_` and `-` (no dots), so server and tool are joined by `__`.

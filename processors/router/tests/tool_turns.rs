@@ -100,7 +100,7 @@ async fn a_turn_stops_at_the_maximum_tool_depth() {
     let mut step = caused_by(log.as_ref(), &message.id).await.remove(0);
     for depth in 1..=MAX_TOOL_DEPTH {
         model.script([chatstream_router::mock::MockReply::ToolCall(
-            chatstream_router::tools::ToolCallChunk {
+            chatstream_router::model::ToolCallChunk {
                 call_id: format!("again-{depth}"),
                 name: "a.b".into(),
                 arguments_json: "{}".into(),
