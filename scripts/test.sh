@@ -15,6 +15,17 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# The embedded-only binary (no Kafka, ScyllaDB or Redis client compiled in)
+# must keep building, so feature gating cannot rot.
+step "embedded-only build (cargo build --no-default-features -p chatstream)"
+cargo clippy --locked --no-default-features -p chatstream -- -D warnings
+cargo build --locked --no-default-features -p chatstream
+if cargo tree --locked --no-default-features -p chatstream -e normal --prefix none |
+    grep -E '^(rdkafka|rdkafka-sys|scylla|redis) v'; then
+    echo "the embedded-only build pulls in a distributed backend's client (above)" >&2
+    exit 1
+fi
+
 # The Redis backend tests use the Redis at CHATSTREAM_TEST_REDIS and, here,
 # must run (CHATSTREAM_TEST_STRICT=1 makes them fail rather than skip when it
 # is unreachable). A local one is started when none answers; the outage test
