@@ -416,17 +416,27 @@ impl EventJson {
     }
 }
 
+/// Why an `EventJson` does not describe a protobuf event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventJsonError {
+    #[error("occurred_at {value:?} is not an RFC 3339 timestamp: {reason}")]
+    OccurredAt { value: String, reason: String },
+}
+
 impl EventJson {
     /// The protobuf event this JSON describes (the inverse of `from_event`),
     /// for tools and tests that write events as JSON.
-    pub fn to_event(&self) -> Result<events::Event, String> {
+    pub fn to_event(&self) -> Result<events::Event, EventJsonError> {
         let occurred_at = if self.occurred_at.is_empty() {
             None
         } else {
             Some(
                 self.occurred_at
                     .parse::<prost_types::Timestamp>()
-                    .map_err(|e| format!("occurred_at {:?}: {e}", self.occurred_at))?,
+                    .map_err(|error| EventJsonError::OccurredAt {
+                        value: self.occurred_at.clone(),
+                        reason: error.to_string(),
+                    })?,
             )
         };
         let payload = match &self.body {
