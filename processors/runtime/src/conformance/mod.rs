@@ -166,6 +166,7 @@ macro_rules! log_conformance_tests {
                 committed_group_resumes_without_redelivery,
                 commit_in_the_middle_of_a_batch_resumes_there,
                 groups_are_independent,
+                a_paused_partition_hands_out_nothing_until_resumed,
                 ping_answers,
             ]
         );
