@@ -389,10 +389,8 @@ impl<P: Processor> Dispatch<P> {
     /// Spawns a task for every record that may start now.
     fn start_ready(self: &Arc<Self>, state: &mut DispatchState) {
         // Once shutdown is asked for, only what is in flight goes on.
-        if state.stopping || self.shutdown.is_cancelled() {
-            return;
-        }
-        while let Some(start) = state.schedule.next_start() {
+        let stopping = state.stopping || self.shutdown.is_cancelled();
+        while !stopping && let Some(start) = state.schedule.next_start() {
             let dispatch = Arc::clone(self);
             tokio::spawn(async move { dispatch.run_record(start).await });
         }
