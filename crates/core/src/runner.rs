@@ -1,23 +1,32 @@
-//! Runs a `Processor` over the log: records are handled in order within a
-//! partition and concurrently across partitions, and a partition's position
-//! is committed only after its records were handled, so a crash redelivers
-//! rather than loses. A record that cannot be processed (undecodable, or its
-//! handler failed for good) goes to the dead-letter sink before the runner
-//! moves past it. Stops on a cancellation token, finishing the record in
-//! hand and committing before it returns.
+//! Runs a `Processor` over the log with key-ordered concurrency: within a
+//! partition, records with different ordering keys (by default, different
+//! conversations) are handled side by side, and records with one key one
+//! after another in log order. A partition's committed position is its
+//! lowest unfinished record, so a crash redelivers rather than loses, and
+//! never skips a record still being handled. In-flight work is bounded per
+//! process, per partition and per tenant in a partition; a partition
+//! holding too many records is paused on the consumer until it drains. A
+//! record that cannot be processed (undecodable, or its handler failed for
+//! good) goes to the dead-letter sink before it counts as finished. On
+//! shutdown or revocation, in-flight records get a deadline to finish.
+//! See `docs/processing.md`.
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chatstream_schemas::{Event, codec};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::deadletter::{DeadLetter, DeadLetterReason, DeadLetterSink, LoggedDeadLetters};
 use crate::log::{EventLog, LogConsumer, LogError, LogPosition, LogRecord};
+
+mod schedule;
+
+use schedule::{Limits, Outcome, Schedule, Start};
 
 /// A consumer of events; one instance per processor kind, shared by the
 /// tasks of every partition.
@@ -27,14 +36,87 @@ pub trait Processor: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// Handles one event. Must be idempotent: after a crash the same event
-    /// may be handled again.
+    /// may be handled again. Runs concurrently with the handling of events
+    /// with other ordering keys, never with an event of the same key.
     async fn handle(&self, event: &Event, position: LogPosition) -> Result<(), ProcessError>;
 
+    /// Which events must be handled one after another, in log order: those
+    /// with equal keys. By default an event's conversation (its tenant kept
+    /// for fairness), so a partition's conversations are handled side by
+    /// side. `OrderingKey::partition()` for every event keeps the whole
+    /// partition in order.
+    fn ordering_key(&self, event: &Event) -> OrderingKey {
+        OrderingKey::of_conversation(event)
+    }
+
     /// Told the partitions this member owns whenever that set changes, before
-    /// any record of a newly owned partition is handled. For a processor that
-    /// keeps work in flight across records (timers, say): it resumes what the
-    /// partition's previous owner left undone and drops what it no longer owns.
+    /// any record of a newly owned partition is handled, and after the work
+    /// in flight on partitions it lost was drained or cancelled. For a
+    /// processor that keeps work in flight across records (timers, say): it
+    /// resumes what the partition's previous owner left undone and drops
+    /// what it no longer owns.
     async fn partitions_assigned(&self, _partitions: &[u32]) {}
+
+    /// Every record of `partition` before `next_offset` is finished (handled,
+    /// or given up on and dead-lettered): the position the runner commits.
+    /// Called as the position moves, from the tasks that finish records, so
+    /// calls may arrive out of order: keep the highest.
+    fn partition_progressed(&self, _partition: u32, _next_offset: u64) {}
+}
+
+/// Records with equal keys are handled one at a time in log order; records
+/// with different keys may run side by side. Carries the tenant the record
+/// belongs to, for the per-tenant share of a partition's work.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OrderingKey {
+    tenant_id: String,
+    scope: KeyScope,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum KeyScope {
+    Conversation(String),
+    /// One sequence for the whole partition.
+    Partition,
+    /// A record of its own (an undecodable one): nothing waits for it.
+    Record(u64),
+}
+
+impl OrderingKey {
+    /// The events of one conversation, in order.
+    pub fn conversation(tenant_id: &str, conversation_id: &str) -> Self {
+        Self {
+            tenant_id: tenant_id.to_owned(),
+            scope: KeyScope::Conversation(conversation_id.to_owned()),
+        }
+    }
+
+    /// The conversation `event` belongs to.
+    pub fn of_conversation(event: &Event) -> Self {
+        Self::conversation(&event.tenant_id, &event.conversation_id)
+    }
+
+    /// One key for every record of the partition that returns it: they are
+    /// handled one at a time, in log order.
+    pub fn partition() -> Self {
+        Self {
+            tenant_id: String::new(),
+            scope: KeyScope::Partition,
+        }
+    }
+
+    /// A key no other record shares (for a record that cannot be decoded).
+    fn record(tenant_id: &str, offset: u64) -> Self {
+        Self {
+            tenant_id: tenant_id.to_owned(),
+            scope: KeyScope::Record(offset),
+        }
+    }
+
+    /// The tenant whose share of the partition the record counts against.
+    pub fn tenant_id(&self) -> &str {
+        &self.tenant_id
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,13 +129,38 @@ pub enum ProcessError {
     Permanent(String),
 }
 
+/// How the runner polls, bounds, retries and commits. The defaults suit
+/// slow LLM turns: many records of a partition in flight at once.
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
-    /// Most records taken from the log per poll.
+    /// Most records taken from the log per poll. A partition may exceed its
+    /// buffer bound by at most one poll's records (the runner keeps every
+    /// record it was handed).
     pub poll_max: usize,
     pub poll_timeout: Duration,
-    /// Records buffered per partition; a full buffer pauses polling (backpressure).
-    pub partition_queue: usize,
+    /// Records handled at once by this processor in this process, over all
+    /// its partitions.
+    pub max_in_flight: usize,
+    /// Records of one partition handled at once.
+    pub max_in_flight_per_partition: usize,
+    /// Records of one tenant handled at once within a partition, so a
+    /// tenant flooding its partition leaves room for the others there.
+    pub max_in_flight_per_tenant: usize,
+    /// Records of a partition held by the runner (waiting or in flight): at
+    /// this bound the partition is paused on the consumer.
+    pub max_buffered_per_partition: usize,
+    /// A paused partition resumes once it holds fewer records than this.
+    pub resume_below: usize,
+    /// How far a partition's newest received record may run ahead of its
+    /// committable position (a record stuck retrying holds it back) before
+    /// the partition pauses: bounds what a crash redoes.
+    pub max_uncommitted_per_partition: u64,
+    /// Least time between two commits of the group's positions.
+    pub commit_interval: Duration,
+    /// How long records in flight get to finish when their partition is
+    /// revoked or the runner shuts down; the rest are cancelled (and stay
+    /// uncommitted).
+    pub drain_timeout: Duration,
     pub retry_initial_backoff: Duration,
     pub retry_max_backoff: Duration,
     /// Attempts for a retryable failure before it is treated as permanent.
@@ -65,10 +172,32 @@ impl Default for RunnerConfig {
         Self {
             poll_max: 512,
             poll_timeout: Duration::from_millis(100),
-            partition_queue: 256,
+            max_in_flight: 4096,
+            max_in_flight_per_partition: 1024,
+            max_in_flight_per_tenant: 256,
+            max_buffered_per_partition: 4096,
+            resume_below: 2048,
+            max_uncommitted_per_partition: 65_536,
+            commit_interval: Duration::from_millis(100),
+            drain_timeout: Duration::from_secs(10),
             retry_initial_backoff: Duration::from_millis(50),
             retry_max_backoff: Duration::from_secs(5),
             max_attempts: 8,
+        }
+    }
+}
+
+impl RunnerConfig {
+    fn limits(&self) -> Limits {
+        Limits {
+            in_flight: self.max_in_flight.max(1),
+            in_flight_per_partition: self.max_in_flight_per_partition.max(1),
+            in_flight_per_tenant: self.max_in_flight_per_tenant.max(1),
+            buffered_per_partition: self.max_buffered_per_partition.max(1),
+            resume_below: self
+                .resume_below
+                .clamp(1, self.max_buffered_per_partition.max(1)),
+            uncommitted_per_partition: self.max_uncommitted_per_partition.max(1),
         }
     }
 }
@@ -80,9 +209,38 @@ pub struct ProcessorRunner<P: Processor> {
     dead_letters: Arc<dyn DeadLetterSink>,
 }
 
-/// Offset after the last handled record, per partition; shared between the
-/// partition workers (which advance it) and the poll loop (which commits it).
-type Progress = Arc<Mutex<HashMap<u32, u64>>>;
+/// A received record waiting for its turn or in flight.
+struct Pending {
+    record: LogRecord,
+    /// The decoded event, or why it could not be decoded.
+    event: Result<Event, String>,
+    /// Cancelled when the record's partition is released past its deadline.
+    cancel: CancellationToken,
+}
+
+/// What the poll loop and the record tasks share. A task that finishes a
+/// record starts the next ones itself, so a conversation's next record
+/// does not wait for the poll loop.
+struct Dispatch<P: Processor> {
+    processor: Arc<P>,
+    config: RunnerConfig,
+    dead_letters: Arc<dyn DeadLetterSink>,
+    state: Mutex<DispatchState>,
+    /// A record finished or was given up: drains wait on it.
+    settled: Notify,
+    /// A paused partition drained below its low-water mark.
+    resume_due: Notify,
+    /// Graceful shutdown: handlers stop retrying.
+    shutdown: CancellationToken,
+}
+
+struct DispatchState {
+    schedule: Schedule<Pending>,
+    /// Per partition, the token that cancels its records in flight.
+    cancels: HashMap<u32, CancellationToken>,
+    /// Set when the runner stops: nothing new starts.
+    stopping: bool,
+}
 
 impl<P: Processor> ProcessorRunner<P> {
     pub fn new(log: Arc<dyn EventLog>, processor: Arc<P>, config: RunnerConfig) -> Self {
@@ -105,11 +263,22 @@ impl<P: Processor> ProcessorRunner<P> {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), LogError> {
         let name = self.processor.name();
         let mut consumer = self.log.subscribe(name).await?;
-        let progress: Progress = Arc::default();
-        let mut committed: HashMap<u32, u64> = HashMap::new();
-        let mut workers: HashMap<u32, (mpsc::Sender<LogRecord>, JoinHandle<()>)> = HashMap::new();
         register_metrics(name);
-        let mut last_lag_report = tokio::time::Instant::now();
+        let dispatch = Arc::new(Dispatch {
+            processor: self.processor.clone(),
+            config: self.config.clone(),
+            dead_letters: self.dead_letters.clone(),
+            state: Mutex::new(DispatchState {
+                schedule: Schedule::new(self.config.limits()),
+                cancels: HashMap::new(),
+                stopping: false,
+            }),
+            settled: Notify::new(),
+            resume_due: Notify::new(),
+            shutdown: shutdown.clone(),
+        });
+        let mut commits = Commits::default();
+        let mut last_lag_report = Instant::now();
         let mut reported_assignment = BTreeSet::new();
         let mut owned: Vec<u32> = Vec::new();
         tracing::info!(processor = name, "processor started");
@@ -117,6 +286,9 @@ impl<P: Processor> ProcessorRunner<P> {
         'polling: loop {
             let polled = tokio::select! {
                 _ = shutdown.cancelled() => break 'polling,
+                // Cancelling a poll loses nothing: both consumers advance
+                // their position only when they hand records out.
+                _ = dispatch.resume_due.notified() => Ok(Vec::new()),
                 polled = consumer.poll(self.config.poll_max, self.config.poll_timeout) => polled,
             };
             let records = match polled {
@@ -131,76 +303,331 @@ impl<P: Processor> ProcessorRunner<P> {
             };
             let assignment = consumer.assignment();
             if assignment != owned {
+                // The consumer learns of a revocation during a poll, after
+                // the fact: what is in flight there is drained now, and
+                // nothing of it is committed any more.
+                let revoked: Vec<u32> = owned
+                    .iter()
+                    .copied()
+                    .filter(|partition| !assignment.contains(partition))
+                    .collect();
+                if !revoked.is_empty() {
+                    dispatch.release(&revoked, consumer.as_mut()).await;
+                    for partition in &revoked {
+                        commits.forget(*partition);
+                    }
+                }
                 tokio::select! {
                     _ = shutdown.cancelled() => break 'polling,
                     _ = self.processor.partitions_assigned(&assignment) => owned = assignment,
                 }
             }
-            for record in records {
-                let partition = record.position.partition;
-                let (queue, _) = workers.entry(partition).or_insert_with(|| {
-                    self.spawn_partition_worker(partition, progress.clone(), shutdown.clone())
-                });
-                tokio::select! {
-                    _ = shutdown.cancelled() => break 'polling,
-                    sent = queue.send(record) => if sent.is_err() { break 'polling },
-                }
+            dispatch.receive(records, &owned);
+            dispatch.apply_backpressure(consumer.as_mut());
+            if commits.due(self.config.commit_interval) {
+                let positions = dispatch.positions(&owned);
+                commits.commit(consumer.as_mut(), positions, name).await;
             }
-            commit_progress(consumer.as_mut(), &progress, &mut committed, name).await;
             if last_lag_report.elapsed() >= LAG_REPORT_INTERVAL {
-                last_lag_report = tokio::time::Instant::now();
+                last_lag_report = Instant::now();
                 let assignment = consumer.assignment();
                 report_assignment(&assignment, &mut reported_assignment, name);
-                report_lag(self.log.as_ref(), assignment, &committed, name).await;
+                report_lag(self.log.as_ref(), assignment, &commits.done, name).await;
             }
         }
 
-        // Drain: workers finish the record in hand and stop; what is still
-        // queued is not committed and will be redelivered.
-        for (_, (queue, worker)) in workers.drain() {
-            drop(queue);
-            let _ = worker.await;
-        }
-        commit_progress(consumer.as_mut(), &progress, &mut committed, name).await;
+        // Drain: nothing new starts; what is in flight gets the deadline;
+        // what was waiting is not committed and will be redelivered.
+        dispatch.stop().await;
+        let positions = dispatch.positions(&owned);
+        commits.commit(consumer.as_mut(), positions, name).await;
         consumer.close().await?;
         tracing::info!(processor = name, "processor stopped");
         Ok(())
     }
+}
 
-    fn spawn_partition_worker(
-        &self,
-        partition: u32,
-        progress: Progress,
-        shutdown: CancellationToken,
-    ) -> (mpsc::Sender<LogRecord>, JoinHandle<()>) {
-        let (queue, mut records) = mpsc::channel::<LogRecord>(self.config.partition_queue);
-        let processor = self.processor.clone();
-        let dead_letters = self.dead_letters.clone();
-        let config = self.config.clone();
-        let worker = tokio::spawn(async move {
-            while let Some(record) = records.recv().await {
-                if shutdown.is_cancelled() {
-                    break;
+impl<P: Processor> Dispatch<P> {
+    fn lock(&self) -> MutexGuard<'_, DispatchState> {
+        // The state is only changed by short, panic-free sections.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes polled records of owned partitions into the schedule and starts
+    /// what may start.
+    fn receive(self: &Arc<Self>, records: Vec<LogRecord>, owned: &[u32]) {
+        if records.is_empty() {
+            return;
+        }
+        let keyed: Vec<(OrderingKey, LogRecord, Result<Event, String>)> = records
+            .into_iter()
+            // Handed out just before a revocation the consumer saw in the
+            // same poll: the partition's next owner reads them.
+            .filter(|record| owned.contains(&record.position.partition))
+            .map(|record| match codec::decode(&record.value) {
+                Ok(event) => (self.processor.ordering_key(&event), record, Ok(event)),
+                Err(error) => {
+                    let key = OrderingKey::record(&record.key, record.position.offset);
+                    (key, record, Err(error.to_string()))
                 }
-                let offset = record.position.offset;
-                let handled = handle_record(processor.as_ref(), &record, &config, &shutdown).await;
-                let settled = match handled {
-                    Ok(Handled::Done) => Ok(()),
-                    Ok(Handled::GaveUp(letter)) => {
-                        send_dead_letter(dead_letters.as_ref(), &letter, &config, &shutdown).await
-                    }
-                    Err(Interrupted) => Err(Interrupted),
-                };
-                if settled.is_err() {
-                    break; // shut down mid-retry: leave the record uncommitted
-                }
-                progress
-                    .lock()
-                    .expect("progress lock")
-                    .insert(partition, offset + 1);
+            })
+            .collect();
+        let mut state = self.lock();
+        for (key, record, event) in keyed {
+            let LogPosition { partition, offset } = record.position;
+            let cancel = state.cancels.entry(partition).or_default().clone();
+            let pending = Pending {
+                record,
+                event,
+                cancel,
+            };
+            state.schedule.add(partition, offset, key, pending);
+        }
+        self.start_ready(&mut state);
+    }
+
+    /// Spawns a task for every record that may start now.
+    fn start_ready(self: &Arc<Self>, state: &mut DispatchState) {
+        // Once shutdown is asked for, only what is in flight goes on.
+        let stopping = state.stopping || self.shutdown.is_cancelled();
+        while !stopping && let Some(start) = state.schedule.next_start() {
+            let dispatch = Arc::clone(self);
+            tokio::spawn(async move { dispatch.run_record(start).await });
+        }
+        metrics::gauge!("chatstream_processor_in_flight", "processor" => self.processor.name())
+            .set(state.schedule.in_flight() as f64);
+    }
+
+    /// Handles one record, then reports it and starts what it let start.
+    async fn run_record(self: Arc<Self>, start: Start<Pending>) {
+        let Start {
+            partition,
+            epoch,
+            offset,
+            item,
+        } = start;
+        let settled = tokio::select! {
+            biased;
+            _ = item.cancel.cancelled() => Err(Interrupted),
+            settled = self.settle(&item) => settled,
+        };
+        let outcome = match settled {
+            Ok(()) => Outcome::Finished,
+            Err(Interrupted) => Outcome::Abandoned,
+        };
+        let (progressed, resume_due) = {
+            let mut state = self.lock();
+            let progressed = state.schedule.finish(partition, epoch, offset, outcome);
+            self.start_ready(&mut state);
+            (progressed, state.schedule.resume_due())
+        };
+        self.settled.notify_waiters();
+        if resume_due {
+            self.resume_due.notify_one();
+        }
+        if let Some(next_offset) = progressed {
+            self.processor.partition_progressed(partition, next_offset);
+        }
+    }
+
+    /// Handles the record, dead-lettering it when it cannot be handled.
+    /// `Err` when shutdown interrupted it before it was settled.
+    async fn settle(&self, pending: &Pending) -> Result<(), Interrupted> {
+        let processor = self.processor.as_ref();
+        let handled = handle_record(processor, pending, &self.config, &self.shutdown).await?;
+        match handled {
+            Handled::Done => Ok(()),
+            Handled::GaveUp(letter) => {
+                send_dead_letter(
+                    self.dead_letters.as_ref(),
+                    &letter,
+                    &self.config,
+                    &self.shutdown,
+                )
+                .await
             }
-        });
-        (queue, worker)
+        }
+    }
+
+    /// Pauses partitions that reached a bound and resumes those that
+    /// drained, on the consumer.
+    fn apply_backpressure(&self, consumer: &mut dyn LogConsumer) {
+        let (pause, resume) = {
+            let mut state = self.lock();
+            (
+                state.schedule.take_to_pause(),
+                state.schedule.take_to_resume(),
+            )
+        };
+        let name = self.processor.name();
+        if !pause.is_empty() {
+            tracing::debug!(processor = name, partitions = ?pause, "pausing full partitions");
+            metrics::counter!("chatstream_processor_partition_pauses_total", "processor" => name)
+                .increment(pause.len() as u64);
+            if let Err(error) = consumer.pause(&pause) {
+                // Not fatal: the buffer overshoots by the records polled
+                // until the next attempt.
+                tracing::warn!(processor = name, %error, "cannot pause partitions");
+                self.lock().schedule.set_paused(&pause, false);
+            }
+        }
+        if !resume.is_empty() {
+            tracing::debug!(processor = name, partitions = ?resume, "resuming drained partitions");
+            if let Err(error) = consumer.resume(&resume) {
+                tracing::warn!(processor = name, %error, "cannot resume partitions");
+                self.lock().schedule.set_paused(&resume, true);
+            }
+        }
+    }
+
+    /// The committable position of every owned partition.
+    fn positions(&self, owned: &[u32]) -> Vec<LogPosition> {
+        let state = self.lock();
+        state
+            .schedule
+            .positions()
+            .into_iter()
+            .filter(|(partition, _)| owned.contains(partition))
+            .map(|(partition, offset)| LogPosition { partition, offset })
+            .collect()
+    }
+
+    /// Lets go of revoked partitions: drops their waiting records, gives
+    /// those in flight the drain deadline, cancels the rest, and forgets the
+    /// partitions so nothing of them is committed any more.
+    async fn release(&self, revoked: &[u32], consumer: &mut dyn LogConsumer) {
+        let name = self.processor.name();
+        let was_paused: Vec<u32> = {
+            let mut state = self.lock();
+            revoked
+                .iter()
+                .copied()
+                .filter(|&partition| state.schedule.close(partition))
+                .collect()
+        };
+        if !was_paused.is_empty() {
+            // Leave no pause behind for a later assignment of the partition.
+            if let Err(error) = consumer.resume(&was_paused) {
+                tracing::debug!(processor = name, %error, "cannot resume revoked partitions");
+            }
+        }
+        if !self.drain(Some(revoked)).await {
+            tracing::warn!(processor = name, partitions = ?revoked,
+                "records of revoked partitions did not finish in time; cancelled them");
+        }
+        let mut state = self.lock();
+        for partition in revoked {
+            state.schedule.forget(*partition);
+            state.cancels.remove(partition);
+        }
+        tracing::info!(processor = name, partitions = ?revoked, "released revoked partitions");
+    }
+
+    /// Stops starting records and drains those in flight (see `drain`).
+    async fn stop(&self) {
+        {
+            let mut state = self.lock();
+            state.stopping = true;
+            state.schedule.close_all();
+        }
+        if !self.drain(None).await {
+            tracing::warn!(
+                processor = self.processor.name(),
+                "records in flight did not finish in time; cancelled them"
+            );
+        }
+    }
+
+    /// Waits until the records in flight of `partitions` (`None`: of all)
+    /// finished or the drain deadline passed; then cancels those left,
+    /// giving them a moment to report. `false` when the deadline passed.
+    async fn drain(&self, partitions: Option<&[u32]>) -> bool {
+        let in_flight = |state: &DispatchState| match partitions {
+            None => state.schedule.in_flight(),
+            Some(partitions) => partitions
+                .iter()
+                .map(|&partition| state.schedule.in_flight_of(partition))
+                .sum(),
+        };
+        let deadline = Instant::now() + self.config.drain_timeout;
+        if self.wait_until_drained(&in_flight, deadline).await {
+            return true;
+        }
+        {
+            let state = self.lock();
+            for (partition, cancel) in &state.cancels {
+                if partitions.is_none_or(|partitions| partitions.contains(partition)) {
+                    cancel.cancel();
+                }
+            }
+        }
+        self.wait_until_drained(&in_flight, Instant::now() + CANCEL_GRACE)
+            .await;
+        false
+    }
+
+    async fn wait_until_drained(
+        &self,
+        in_flight: &impl Fn(&DispatchState) -> usize,
+        deadline: Instant,
+    ) -> bool {
+        loop {
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            if in_flight(&self.lock()) == 0 {
+                return true;
+            }
+            tokio::select! {
+                _ = settled => {}
+                _ = tokio::time::sleep_until(deadline) => return false,
+            }
+        }
+    }
+}
+
+/// How long cancelled records get to report before the runner goes on.
+const CANCEL_GRACE: Duration = Duration::from_secs(1);
+
+/// The positions committed so far and when.
+#[derive(Default)]
+struct Commits {
+    done: HashMap<u32, u64>,
+    last: Option<Instant>,
+}
+
+impl Commits {
+    fn due(&self, interval: Duration) -> bool {
+        self.last.is_none_or(|last| last.elapsed() >= interval)
+    }
+
+    fn forget(&mut self, partition: u32) {
+        self.done.remove(&partition);
+    }
+
+    async fn commit(
+        &mut self,
+        consumer: &mut dyn LogConsumer,
+        positions: Vec<LogPosition>,
+        name: &'static str,
+    ) {
+        self.last = Some(Instant::now());
+        let pending: Vec<LogPosition> = positions
+            .into_iter()
+            .filter(|position| self.done.get(&position.partition) != Some(&position.offset))
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        match consumer.commit(&pending).await {
+            Ok(()) => {
+                for position in pending {
+                    self.done.insert(position.partition, position.offset);
+                }
+            }
+            // Not fatal: the next round commits again; a crash before then only redelivers.
+            Err(error) => tracing::warn!(processor = name, %error, "commit failed"),
+        }
     }
 }
 
@@ -216,14 +643,15 @@ enum Handled {
 
 async fn handle_record<P: Processor>(
     processor: &P,
-    record: &LogRecord,
+    pending: &Pending,
     config: &RunnerConfig,
     shutdown: &CancellationToken,
 ) -> Result<Handled, Interrupted> {
     let name = processor.name();
+    let record = &pending.record;
     metrics::counter!("chatstream_processor_events_received_total", "processor" => name)
         .increment(1);
-    let event = match codec::decode(&record.value) {
+    let event = match &pending.event {
         Ok(event) => event,
         Err(error) => {
             // Poison: a record no processor can read must not stop the partition.
@@ -234,7 +662,7 @@ async fn handle_record<P: Processor>(
                 name,
                 record,
                 DeadLetterReason::Undecodable,
-                error.to_string(),
+                error.clone(),
                 0,
             );
             return Ok(Handled::GaveUp(Box::new(letter)));
@@ -252,7 +680,7 @@ async fn handle_record<P: Processor>(
     let mut backoff = config.retry_initial_backoff;
     for attempt in 1.. {
         let handled = processor
-            .handle(&event, record.position)
+            .handle(event, record.position)
             .instrument(span.clone())
             .await;
         match handled {
@@ -317,18 +745,23 @@ async fn send_dead_letter(
 
 /// The metrics every processor emits (the shared contract dashboards and
 /// alerts rely on), registered at zero so they exist before the first event.
-pub const PROCESSOR_METRICS: [&str; 5] = [
+pub const PROCESSOR_METRICS: [&str; 7] = [
     "chatstream_processor_events_received_total",
     "chatstream_processor_events_processed_total",
     "chatstream_processor_events_failed_total",
     "chatstream_processor_lag",
     "chatstream_processor_partition_assigned",
+    "chatstream_processor_in_flight",
+    "chatstream_processor_partition_pauses_total",
 ];
 
 fn register_metrics(name: &'static str) {
     metrics::counter!("chatstream_processor_events_received_total", "processor" => name)
         .absolute(0);
     metrics::counter!("chatstream_processor_events_processed_total", "processor" => name)
+        .absolute(0);
+    metrics::gauge!("chatstream_processor_in_flight", "processor" => name).set(0.0);
+    metrics::counter!("chatstream_processor_partition_pauses_total", "processor" => name)
         .absolute(0);
     for reason in ["undecodable", "handler"] {
         metrics::counter!("chatstream_processor_events_failed_total", "processor" => name, "reason" => reason)
@@ -377,32 +810,5 @@ async fn report_lag(
         };
         metrics::gauge!("chatstream_processor_lag", "processor" => name, "partition" => partition.to_string())
             .set(end.saturating_sub(done) as f64);
-    }
-}
-
-async fn commit_progress(
-    consumer: &mut dyn LogConsumer,
-    progress: &Progress,
-    committed: &mut HashMap<u32, u64>,
-    name: &'static str,
-) {
-    let pending: Vec<LogPosition> = progress
-        .lock()
-        .expect("progress lock")
-        .iter()
-        .filter(|(partition, offset)| committed.get(partition) != Some(offset))
-        .map(|(&partition, &offset)| LogPosition { partition, offset })
-        .collect();
-    if pending.is_empty() {
-        return;
-    }
-    match consumer.commit(&pending).await {
-        Ok(()) => {
-            for position in pending {
-                committed.insert(position.partition, position.offset);
-            }
-        }
-        // Not fatal: the next round commits again; a crash before then only redelivers.
-        Err(error) => tracing::warn!(processor = name, %error, "commit failed"),
     }
 }

@@ -1,7 +1,20 @@
 //! A member of a Kafka consumer group (`EventLog::subscribe`). The broker's
 //! group coordinator decides which partitions each member reads; librdkafka
 //! fetches them in the background and `poll` hands out what has arrived.
-//! Nothing is committed until `commit` is called.
+//! Nothing is committed until `commit` is called, and only for partitions
+//! assigned when it is.
+//!
+//! Rebalances run inside `poll` (librdkafka's callbacks are served there),
+//! so a member learns that it lost a partition after the fact, from
+//! `assignment`: the partition may already belong to another member. That
+//! is why `commit` leaves out partitions no longer assigned; no commit can
+//! race a rebalance, as both happen only on the task that polls.
+//!
+//! `pause` uses librdkafka's pause, which keeps what was handed out: it
+//! moves the partition's fetch position back to after the last record
+//! `poll` returned and drops what was prefetched beyond it (a version
+//! barrier), so `resume` fetches again from there, losing and repeating
+//! nothing.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -125,8 +138,25 @@ impl KafkaConsumer {
         )
     }
 
-    /// The commit request for `next_offsets`, checked against the topic.
+    /// `partitions` of the topic, as librdkafka names them.
+    fn partition_list(&self, partitions: &[u32]) -> Result<TopicPartitionList, LogError> {
+        let mut list = TopicPartitionList::with_capacity(partitions.len());
+        for &partition in partitions {
+            if partition >= self.config.partitions {
+                return Err(LogError::UnknownPartition {
+                    partition,
+                    count: self.config.partitions,
+                });
+            }
+            list.add_partition(&self.config.topic, kafka_partition(partition)?);
+        }
+        Ok(list)
+    }
+
+    /// The commit request for `next_offsets`, checked against the topic,
+    /// without the partitions this member is not assigned (any more).
     fn commit_list(&self, next_offsets: &[LogPosition]) -> Result<TopicPartitionList, LogError> {
+        let assigned = self.assignment();
         let mut list = TopicPartitionList::with_capacity(next_offsets.len());
         for position in next_offsets {
             if position.partition >= self.config.partitions {
@@ -141,6 +171,11 @@ impl KafkaConsumer {
                     position.offset
                 ))
             })?;
+            if !assigned.contains(&position.partition) {
+                tracing::debug!(group = %self.group, partition = position.partition,
+                    "not committing a partition this member no longer owns");
+                continue;
+            }
             list.add_partition_offset(
                 &self.config.topic,
                 kafka_partition(position.partition)?,
@@ -224,6 +259,26 @@ impl LogConsumer for KafkaConsumer {
         }
     }
 
+    fn pause(&mut self, partitions: &[u32]) -> Result<(), LogError> {
+        let list = self.partition_list(partitions)?;
+        if list.count() == 0 {
+            return Ok(());
+        }
+        self.consumer()?
+            .pause(&list)
+            .map_err(|error| self.failed("pausing partitions", &error))
+    }
+
+    fn resume(&mut self, partitions: &[u32]) -> Result<(), LogError> {
+        let list = self.partition_list(partitions)?;
+        if list.count() == 0 {
+            return Ok(());
+        }
+        self.consumer()?
+            .resume(&list)
+            .map_err(|error| self.failed("resuming partitions", &error))
+    }
+
     async fn close(mut self: Box<Self>) -> Result<(), LogError> {
         let Some(consumer) = self.consumer.take() else {
             return Ok(());
@@ -251,7 +306,9 @@ impl Drop for KafkaConsumer {
     }
 }
 
-/// Logs the group's rebalances, which otherwise happen silently inside `poll`.
+/// Logs the group's rebalances, which otherwise happen silently inside
+/// `poll`. The runner learns of a revocation from `assignment` once `poll`
+/// returns, after the partition was given up (see the module docs).
 pub(super) struct GroupMemberContext {
     group: String,
 }

@@ -19,12 +19,15 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use chatstream_core::log::{EventLog, LogConsumer, LogError, LogPosition, partition_for_key};
+use chatstream_core::log::{
+    EventLog, LogConsumer, LogError, LogPosition, LogRecord, partition_for_key,
+};
 use chatstream_core::runner::{ProcessError, Processor, ProcessorRunner, RunnerConfig};
 use chatstream_kafka::dead_letters::{
     DLQ_ATTEMPTS, DLQ_ERROR, DLQ_EVENT_ID, DLQ_PROCESSOR, DLQ_REASON, DLQ_SOURCE_OFFSET,
@@ -39,6 +42,7 @@ use chatstream_kafka::{
 };
 use chatstream_schemas::pb::events::event::Payload;
 use chatstream_schemas::{Event, codec};
+use chatstream_test_support::conformance::runner::{ObservedLog, Turns, eager_config, start, stop};
 use chatstream_test_support::conformance::{PATIENCE, unique, user_message};
 use futures::future::join_all;
 use rdkafka::admin::{AdminClient, AdminOptions};
@@ -158,6 +162,8 @@ async fn kafka_log() -> Option<(KafkaLog, TopicGuard)> {
 }
 
 chatstream_test_support::log_conformance_tests!(if_available: kafka_log());
+
+chatstream_test_support::runner_conformance_tests!(if_available: kafka_log());
 
 // --- The record as other Kafka clients see it -------------------------------
 
@@ -510,6 +516,125 @@ async fn group_members_share_partitions_and_a_leaver_is_taken_over() {
     .await;
     eprintln!("takeover after a clean leave took {:?}", started.elapsed());
     first.close().await.expect("close");
+    drop(log);
+    drop(guard);
+}
+
+// --- The runner in a group ----------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_losing_partitions_drains_them_and_never_commits_them_again() {
+    let Some((log, guard)) = kafka_log().await else {
+        return;
+    };
+    // A tenant on each partition, each with a turn that never ends and one
+    // waiting behind it in the same conversation.
+    let tenants: Vec<String> = (0..PARTITIONS)
+        .map(|partition| {
+            loop {
+                let tenant = unique("tenant");
+                if log.partition_for(&tenant) == partition {
+                    break tenant;
+                }
+            }
+        })
+        .collect();
+    for tenant in &tenants {
+        for text in ["stuck", "behind"] {
+            log.append(tenant, &user_message(tenant, "x", text))
+                .await
+                .expect("append");
+        }
+    }
+    let group = unique("turns");
+    let (observed, probe) = ObservedLog::wrap(Arc::new(log.clone()));
+    let turns = Arc::new(Turns::new(&group, &["x"]));
+    let config = RunnerConfig {
+        drain_timeout: Duration::from_millis(300),
+        ..eager_config()
+    };
+    let runner = start(&observed, &turns, config);
+    turns
+        .wait_for("a stuck turn on every partition", |t| {
+            t.in_flight.load(Ordering::SeqCst) == PARTITIONS as usize
+        })
+        .await;
+
+    // A second member joins: the group moves partitions to it.
+    let mut second = log.subscribe(&group).await.expect("second member");
+    let mut received: Vec<LogRecord> = Vec::new();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let taken = loop {
+        received.extend(
+            second
+                .poll(100, Duration::from_millis(100))
+                .await
+                .expect("poll"),
+        );
+        let taken = second.assignment();
+        let kept = turns.assignments.lock().unwrap().last().cloned();
+        if !taken.is_empty()
+            && kept.is_some_and(|kept| kept.len() + taken.len() == PARTITIONS as usize)
+        {
+            break taken;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no rebalance within {PATIENCE:?}: {taken:?}"
+        );
+    };
+    assert!(
+        turns.cancelled.load(Ordering::SeqCst) >= taken.len(),
+        "the lost partitions' stuck turns got the deadline, then were cancelled"
+    );
+    // The new owner gets every record the old one did not finish.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while received.len() < 2 * taken.len() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new owner got {} records",
+            received.len()
+        );
+        received.extend(
+            second
+                .poll(100, Duration::from_millis(100))
+                .await
+                .expect("poll"),
+        );
+    }
+    let mut redelivered: Vec<(u32, u64)> = received
+        .iter()
+        .map(|r| (r.position.partition, r.position.offset))
+        .collect();
+    redelivered.sort_unstable();
+    let expected: Vec<(u32, u64)> = taken
+        .iter()
+        .flat_map(|&partition| [(partition, 0), (partition, 1)])
+        .collect();
+    assert_eq!(
+        redelivered, expected,
+        "from the old owner's committed position"
+    );
+    second.close().await.expect("close");
+    stop(runner).await;
+
+    let commits = probe.commits.lock().unwrap().clone();
+    for (assigned, positions) in &commits {
+        assert!(
+            positions.iter().all(|p| assigned.contains(&p.partition)),
+            "only partitions owned at the time are committed: {commits:?}"
+        );
+    }
+    for partition in 0..PARTITIONS {
+        assert_eq!(
+            log.committed(&group, partition)
+                .await
+                .expect("committed")
+                .unwrap_or(0),
+            0,
+            "nothing past a stuck turn was committed"
+        );
+    }
     drop(log);
     drop(guard);
 }

@@ -6,7 +6,7 @@
 //! rejection or no decision in time is its (error) result. Waiting calls
 //! live in memory but are facts on the log: a processor that takes over a
 //! partition (after a restart or a rebalance) finds them there again.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -198,6 +198,7 @@ impl McpProcessor {
                 .collect()
         };
         self.deadlines.approvals.keep_partitions(partitions);
+        self.deadlines.keep_partitions(partitions);
         let window = self.pool.config().approval_timeout + RECOVERY_MARGIN;
         for partition in gained {
             let Some(recovered) = recovery::waiting_calls(
@@ -211,7 +212,7 @@ impl McpProcessor {
             else {
                 return; // going away
             };
-            self.deadlines.handled_before(
+            self.deadlines.restart(
                 partition,
                 recovered.resume_offset,
                 recovered.last_handled_ms,
@@ -240,9 +241,10 @@ impl Drop for McpProcessor {
 
 /// The deadlines of waiting calls: a timer per call settles it as expired,
 /// but only once this processor has handled the partition up to the
-/// deadline (an event that occurred after it, or everything there is), so
-/// a decision made in time but not handled yet (the processor lagged or
-/// restarted) still wins.
+/// deadline (every record up to an event that occurred after it, or
+/// everything there is), so a decision made in time but not handled yet
+/// (the processor lagged or restarted, or is still busy with the records
+/// before it) still wins.
 #[derive(Clone)]
 struct Deadlines {
     log: Arc<dyn EventLog>,
@@ -252,13 +254,43 @@ struct Deadlines {
     stop: CancellationToken,
 }
 
-/// How far this processor got in a partition.
-#[derive(Debug, Clone, Copy, Default)]
+/// How far this processor got in a partition. The runner handles the
+/// conversations of a partition side by side, so a record may be handled
+/// before an earlier one of another conversation: only the unbroken run of
+/// finished records from the start counts.
+#[derive(Debug, Clone, Default)]
 struct Progress {
-    /// The offset after the last record handled.
+    /// Every record before this offset was handled (or given up on).
     next_offset: u64,
-    /// The latest time (unix ms) an event handled so far occurred at.
+    /// The latest time (unix ms) an event before `next_offset` occurred at.
     latest_ms: i64,
+    /// Records handled past `next_offset`, with when they occurred; they
+    /// count once the records before them are finished.
+    ahead: BTreeMap<u64, i64>,
+}
+
+impl Progress {
+    /// Folds in the records handled past the position that now follow on.
+    fn advance(&mut self) {
+        while let Some(at_ms) = self.ahead.remove(&self.next_offset) {
+            self.latest_ms = self.latest_ms.max(at_ms);
+            self.next_offset += 1;
+        }
+    }
+
+    /// Every record before `next_offset` is finished (the runner says so;
+    /// it knows of records this processor never handled, like dead letters).
+    fn finished_before(&mut self, next_offset: u64) {
+        if next_offset <= self.next_offset {
+            return;
+        }
+        let still_ahead = self.ahead.split_off(&next_offset);
+        for at_ms in std::mem::replace(&mut self.ahead, still_ahead).into_values() {
+            self.latest_ms = self.latest_ms.max(at_ms);
+        }
+        self.next_offset = next_offset;
+        self.advance();
+    }
 }
 
 /// How often an expired call's timer checks whether the processor caught up.
@@ -266,18 +298,53 @@ const CATCH_UP_POLL: Duration = Duration::from_millis(200);
 const SETTLE_RETRY_MAX: Duration = Duration::from_secs(10);
 
 impl Deadlines {
-    /// Records that every record of `partition` before `next_offset` was
-    /// handled, the latest of them having occurred at `latest_ms`.
-    fn handled_before(&self, partition: u32, next_offset: u64, latest_ms: i64) {
+    /// Starts over in a partition just taken: every record before
+    /// `next_offset` was handled, the latest of them having occurred at
+    /// `latest_ms`.
+    fn restart(&self, partition: u32, next_offset: u64, latest_ms: i64) {
         let mut progress = self.progress.lock().expect("progress lock");
-        let known = progress.entry(partition).or_default();
-        known.next_offset = known.next_offset.max(next_offset);
-        known.latest_ms = known.latest_ms.max(latest_ms);
+        progress.insert(
+            partition,
+            Progress {
+                next_offset,
+                latest_ms,
+                ahead: BTreeMap::new(),
+            },
+        );
     }
 
-    fn progress(&self, partition: u32) -> Progress {
+    /// Records that the record at `offset`, which occurred at `at_ms`, was
+    /// handled.
+    fn handled(&self, partition: u32, offset: u64, at_ms: i64) {
+        let mut progress = self.progress.lock().expect("progress lock");
+        let known = progress.entry(partition).or_default();
+        if offset < known.next_offset {
+            return; // a redelivery
+        }
+        known.ahead.insert(offset, at_ms);
+        known.advance();
+    }
+
+    /// Every record of `partition` before `next_offset` is finished.
+    fn finished_before(&self, partition: u32, next_offset: u64) {
+        let mut progress = self.progress.lock().expect("progress lock");
+        progress
+            .entry(partition)
+            .or_default()
+            .finished_before(next_offset);
+    }
+
+    fn keep_partitions(&self, partitions: &[u32]) {
+        let mut progress = self.progress.lock().expect("progress lock");
+        progress.retain(|partition, _| partitions.contains(partition));
+    }
+
+    /// How far the partition is handled: (next offset, latest occurred at).
+    fn progress(&self, partition: u32) -> (u64, i64) {
         let progress = self.progress.lock().expect("progress lock");
-        progress.get(&partition).copied().unwrap_or_default()
+        progress
+            .get(&partition)
+            .map_or((0, 0), |known| (known.next_offset, known.latest_ms))
     }
 
     /// Starts the call's wait unless it waits already.
@@ -345,12 +412,12 @@ impl Deadlines {
     async fn caught_up_to_deadline(&self, call: &PendingCall, timer: &CancellationToken) -> bool {
         let partition = call.partition;
         loop {
-            let progress = self.progress(partition);
-            if progress.latest_ms > call.expires_at_ms {
+            let (next_offset, latest_ms) = self.progress(partition);
+            if latest_ms > call.expires_at_ms {
                 return true;
             }
             if let Ok(end) = self.log.end_offset(partition).await {
-                let mut next = progress.next_offset;
+                let mut next = next_offset;
                 if next < end {
                     let committed = self.log.committed(McpProcessor::NAME, partition).await;
                     next = next.max(committed.ok().flatten().unwrap_or_default());
@@ -472,12 +539,40 @@ impl Processor for McpProcessor {
         if handled.is_ok() {
             let at_ms = occurred_at_ms(event).unwrap_or_default();
             self.deadlines
-                .handled_before(position.partition, position.offset + 1, at_ms);
+                .handled(position.partition, position.offset, at_ms);
         }
         handled
     }
 
     async fn partitions_assigned(&self, partitions: &[u32]) {
         self.take_partitions(partitions).await;
+    }
+
+    fn partition_progressed(&self, partition: u32, next_offset: u64) {
+        self.deadlines.finished_before(partition, next_offset);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Progress;
+
+    #[test]
+    fn progress_counts_only_the_unbroken_run_of_finished_records() {
+        let mut progress = Progress::default();
+        // Other conversations finish first.
+        for (offset, at_ms) in [(2, 20), (1, 10), (4, 40)] {
+            progress.ahead.insert(offset, at_ms);
+            progress.advance();
+        }
+        assert_eq!((progress.next_offset, progress.latest_ms), (0, 0));
+        progress.ahead.insert(0, 5);
+        progress.advance();
+        assert_eq!((progress.next_offset, progress.latest_ms), (3, 20));
+        // Offset 3 was dead-lettered: only the runner knows it finished.
+        progress.finished_before(4);
+        assert_eq!((progress.next_offset, progress.latest_ms), (5, 40));
+        progress.finished_before(2);
+        assert_eq!(progress.next_offset, 5, "an older report changes nothing");
     }
 }

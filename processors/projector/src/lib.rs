@@ -2,6 +2,10 @@
 //! history and only then publishes it to the fan-out as committed. That
 //! order is what lets a client subscribe first, read history second, and
 //! miss nothing (see `docs/protocol.md`, recovery).
+//!
+//! Everything it writes and publishes belongs to one conversation, and
+//! clients read per conversation, so it keeps the runner's default
+//! ordering (per conversation) and projects conversations side by side.
 use std::sync::Arc;
 
 use async_trait::async_trait;

@@ -3,10 +3,14 @@
 //! Tool calls appear as providers expect them: an assistant message with
 //! the call, followed at once by the call's result.
 //!
-//! The router reads every event of its partitions in log order, so it keeps
-//! the recent events of the conversations it answers as they pass by; the
-//! projected history in the store is read only for a conversation it has
-//! not seen since it started (or since its partitions changed).
+//! The router reads every event of a conversation in log order (the
+//! runner handles a conversation's events one after another, while other
+//! conversations run alongside), so it keeps the recent events of the
+//! conversations it answers as they pass by; the projected history in the
+//! store is read only for a conversation it has not seen since it started
+//! (or since its partitions changed). Everything here is per conversation:
+//! `complete_through` is the offset of the conversation's last event seen,
+//! and events of other conversations in between are none of its business.
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -61,8 +65,8 @@ fn key_of(event: &Event) -> ConversationKey {
 }
 
 impl HistoryCache {
-    /// Records an event the router has handled (every event of its
-    /// partitions passes here, in log order) for a conversation it keeps.
+    /// Records an event the router has handled (every event of a
+    /// conversation passes here, in log order) for a conversation it keeps.
     pub fn observe(&self, event: &Event, position: LogPosition) {
         let mut conversations = self.lock();
         let Some(cached) = conversations.get_mut(&key_of(event)) else {

@@ -254,8 +254,11 @@ impl Processor for ModelRouter {
     async fn handle(&self, event: &Event, position: LogPosition) -> Result<(), ProcessError> {
         let handled = self.answer(event, position).await;
         if handled.is_ok() {
-            // Every event passes here in log order: the conversations the
-            // router keeps stay complete without reading the store.
+            // Every event of a conversation passes here in log order (the
+            // runner's ordering key is the conversation, and the cache is
+            // kept per conversation): the conversations the router keeps
+            // stay complete without reading the store, however turns of
+            // different conversations interleave.
             self.history.observe(event, position);
         }
         handled

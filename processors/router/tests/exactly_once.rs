@@ -1,5 +1,7 @@
 //! The router answers each user message once: redelivery after a crash and
-//! a client's retried send do not produce a second answer or a second charge.
+//! a client's retried send do not produce a second answer or a second charge,
+//! also when the runner handles a partition's conversations side by side and
+//! they finish out of order.
 mod support;
 
 use std::sync::Arc;
@@ -9,15 +11,17 @@ use chatstream_core::fanout::in_process::InProcessFanOut;
 use chatstream_core::fanout::{FanOut, FanOutMessage};
 use chatstream_core::log::EventLog;
 use chatstream_core::log::embedded::EmbeddedLog;
-use chatstream_core::runner::Processor;
+use chatstream_core::runner::{Processor, ProcessorRunner, RunnerConfig};
 use chatstream_core::store::ProjectionStore;
 use chatstream_core::store::embedded::EmbeddedStore;
 use chatstream_router::ModelRouter;
 use chatstream_router::mock::MockModel;
+use chatstream_router::model::{ChatModel, CompletionRequest, ModelChunk, ModelError, Role};
 use chatstream_schemas::codec;
 use chatstream_schemas::pb::events::event::Payload;
 use chatstream_test_support::conformance::user_message;
 use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
 
 struct Setup {
     log: Arc<dyn EventLog>,
@@ -267,4 +271,221 @@ async fn a_turn_repeated_after_a_lost_mark_reproduces_the_same_ids_and_is_counte
         "5 prompt + 1 completion, once"
     );
     assert_eq!(ledger.spent("other", &month).await.unwrap(), 0);
+}
+
+// --- Under the runner, with turns of a partition side by side ---------------
+
+/// The mock model, counting its calls; turns whose text starts with `slow`
+/// wait until the gate opens.
+struct CountingModel {
+    mock: MockModel,
+    requests: Arc<std::sync::Mutex<Vec<CompletionRequest>>>,
+    gate: tokio::sync::watch::Receiver<bool>,
+}
+
+impl ChatModel for CountingModel {
+    fn name(&self) -> &str {
+        "mock"
+    }
+
+    fn stream(
+        &self,
+        request: CompletionRequest,
+    ) -> futures::stream::BoxStream<'static, Result<ModelChunk, ModelError>> {
+        self.requests.lock().unwrap().push(request.clone());
+        let slow = request.last_user_text().starts_with("slow");
+        let reply = self.mock.stream(request);
+        let mut gate = self.gate.clone();
+        futures::stream::once(async move {
+            if slow {
+                // Closed for good: the turn never ends (until a crash).
+                let _ = gate.wait_for(|open| *open).await;
+            }
+            reply
+        })
+        .flatten()
+        .boxed()
+    }
+}
+
+/// How many model calls answered `text`.
+fn calls_for(requests: &[CompletionRequest], text: &str) -> usize {
+    requests
+        .iter()
+        .filter(|request| request.last_user_text() == text)
+        .count()
+}
+
+fn runner_config() -> RunnerConfig {
+    RunnerConfig {
+        poll_timeout: Duration::from_millis(10),
+        commit_interval: Duration::from_millis(5),
+        ..RunnerConfig::default()
+    }
+}
+
+async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !done().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what} in time");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn answered(log: &dyn EventLog, messages: &[chatstream_schemas::Event]) -> bool {
+    for message in messages {
+        if answers_to(log, &message.id).await.is_empty() {
+            return false;
+        }
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_turns_finished_out_of_order_redoes_none_of_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
+    let store: Arc<dyn ProjectionStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    let fanout: Arc<dyn FanOut> = Arc::new(InProcessFanOut::new());
+    let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (_never, closed) = tokio::sync::watch::channel(false);
+    let (_open, opened) = tokio::sync::watch::channel(true);
+    let model = |gate| {
+        Arc::new(CountingModel {
+            mock: MockModel::new(Duration::ZERO),
+            requests: requests.clone(),
+            gate,
+        })
+    };
+
+    // The first message of the partition is a slow turn; five later ones,
+    // in other conversations, finish before it.
+    let slow = user_message("acme", "c0", "slow turn");
+    log.append("acme", &slow).await.unwrap();
+    let fast: Vec<_> = (1..=5)
+        .map(|n| user_message("acme", &format!("c{n}"), &format!("fast {n}")))
+        .collect();
+    for message in &fast {
+        log.append("acme", message).await.unwrap();
+    }
+    let router = ModelRouter::new(log.clone(), store.clone(), fanout.clone(), model(closed));
+    let first = tokio::spawn(
+        ProcessorRunner::new(log.clone(), Arc::new(router), runner_config())
+            .run(CancellationToken::new()),
+    );
+    eventually("the fast turns answered", async || {
+        answered(log.as_ref(), &fast).await
+    })
+    .await;
+    eventually("their position committed up to the slow turn", async || {
+        log.committed(ModelRouter::NAME, 0).await.unwrap() == Some(0)
+    })
+    .await;
+    // A crash: no drain, no last commit.
+    first.abort();
+    let _ = first.await;
+
+    let router = ModelRouter::new(log.clone(), store.clone(), fanout.clone(), model(opened));
+    let shutdown = CancellationToken::new();
+    let second = tokio::spawn(
+        ProcessorRunner::new(log.clone(), Arc::new(router), runner_config()).run(shutdown.clone()),
+    );
+    eventually("the slow turn answered after the restart", async || {
+        answered(log.as_ref(), std::slice::from_ref(&slow)).await
+    })
+    .await;
+    eventually("everything committed", async || {
+        let end = log.end_offset(0).await.unwrap();
+        log.committed(ModelRouter::NAME, 0).await.unwrap() == Some(end)
+    })
+    .await;
+    shutdown.cancel();
+    second.await.unwrap().unwrap();
+
+    let requests = requests.lock().unwrap().clone();
+    for message in &fast {
+        let Some(Payload::UserMessageSent(sent)) = &message.payload else {
+            unreachable!()
+        };
+        assert_eq!(
+            calls_for(&requests, &sent.text),
+            1,
+            "{} called once",
+            sent.text
+        );
+    }
+    assert_eq!(
+        calls_for(&requests, "slow turn"),
+        2,
+        "the turn in flight at the crash is the only one called again"
+    );
+    for message in fast.iter().chain([&slow]) {
+        assert_eq!(answers_to(log.as_ref(), &message.id).await.len(), 1);
+    }
+    let records = log.read(0, 0, 1000).await.unwrap();
+    let ids: Vec<String> = records
+        .iter()
+        .map(|r| codec::decode(&r.value).unwrap().id)
+        .collect();
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "nothing on the log twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interleaved_conversations_each_see_their_own_previous_answer() {
+    const CONVERSATIONS: usize = 12;
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
+    let store: Arc<dyn ProjectionStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    let fanout: Arc<dyn FanOut> = Arc::new(InProcessFanOut::new());
+    let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (_open, opened) = tokio::sync::watch::channel(true);
+    let model = Arc::new(CountingModel {
+        mock: MockModel::new(Duration::from_millis(2)),
+        requests: requests.clone(),
+        gate: opened,
+    });
+    let router = ModelRouter::new(log.clone(), store, fanout, model);
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(
+        ProcessorRunner::new(log.clone(), Arc::new(router), runner_config()).run(shutdown.clone()),
+    );
+    for round in ["first", "second"] {
+        let sent: Vec<_> = (0..CONVERSATIONS)
+            .map(|n| user_message("acme", &format!("c{n}"), &format!("{round} in c{n}")))
+            .collect();
+        for message in &sent {
+            log.append("acme", message).await.unwrap();
+        }
+        eventually("the round answered", async || {
+            answered(log.as_ref(), &sent).await
+        })
+        .await;
+    }
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+
+    let requests = requests.lock().unwrap().clone();
+    for n in 0..CONVERSATIONS {
+        let second = format!("second in c{n}");
+        let request = requests
+            .iter()
+            .find(|request| request.last_user_text() == second)
+            .expect("the second turn was answered");
+        let seen: Vec<(Role, String)> = request
+            .messages
+            .iter()
+            .map(|m| (m.role, m.content.clone()))
+            .collect();
+        let first = format!("first in c{n}");
+        assert_eq!(
+            seen,
+            [
+                (Role::User, first.clone()),
+                (Role::Assistant, MockModel::reply_to(&first)),
+                (Role::User, second),
+            ],
+            "c{n} sees its own previous answer and nothing of the others"
+        );
+    }
 }

@@ -93,10 +93,23 @@ pub trait LogConsumer: Send {
 
     /// Commits the group's position: for each entry, the group resumes at
     /// `offset` in `partition` (pass the offset after the last handled record).
+    /// Entries for partitions not assigned to this member (any more) are
+    /// left out: a member never commits a partition another one may own.
     async fn commit(&mut self, next_offsets: &[LogPosition]) -> Result<(), LogError>;
 
     /// Partitions currently assigned to this member.
     fn assignment(&self) -> Vec<u32>;
+
+    /// Stops handing out records of `partitions` until they are resumed
+    /// (backpressure). Records handed out before stay handed out; the
+    /// position of a paused partition stays after them, so `resume` goes on
+    /// with the next record. Pausing a paused or unassigned partition is a
+    /// no-op.
+    fn pause(&mut self, partitions: &[u32]) -> Result<(), LogError>;
+
+    /// Hands out records of paused `partitions` again, from where they
+    /// stopped. Resuming a partition that is not paused is a no-op.
+    fn resume(&mut self, partitions: &[u32]) -> Result<(), LogError>;
 
     /// Leaves the group.
     async fn close(self: Box<Self>) -> Result<(), LogError>;

@@ -2,7 +2,8 @@
 //! `EventLog`, `ProjectionStore`, `FanOut`, `RateLimiter` and
 //! `ConnectionCounter` (embedded, Kafka, ScyllaDB, Redis) must pass the same
 //! cases, so code above the seams can rely on the semantics the trait docs
-//! promise, whichever backend runs.
+//! promise, whichever backend runs. The processor runner has a suite too
+//! (`runner`), run over each event log.
 //!
 //! Each case is a public async function that takes the subject and panics
 //! with a message saying what was expected. The macros expand to one
@@ -46,6 +47,7 @@ pub mod connections;
 pub mod fanout;
 pub mod log;
 pub mod ratelimit;
+pub mod runner;
 pub mod store;
 
 /// How long a case waits for something that should happen promptly before
@@ -166,12 +168,39 @@ macro_rules! log_conformance_tests {
                 committed_group_resumes_without_redelivery,
                 commit_in_the_middle_of_a_batch_resumes_there,
                 groups_are_independent,
+                a_paused_partition_hands_out_nothing_until_resumed,
                 ping_answers,
             ]
         );
     };
     ($factory:expr) => {
         $crate::log_conformance_tests!(@with always, $factory);
+    };
+}
+
+/// One `#[tokio::test]` per processor-runner case (see the module docs for
+/// the factory; the subject is an event log that is `Clone`).
+#[macro_export]
+macro_rules! runner_conformance_tests {
+    (if_available: $factory:expr) => {
+        $crate::runner_conformance_tests!(@with if_available, $factory);
+    };
+    (@with $mode:ident, $factory:expr) => {
+        $crate::__conformance_tests!(
+            $mode,
+            runner_conformance,
+            runner,
+            $factory,
+            [
+                conversations_run_side_by_side_each_in_log_order,
+                a_flooding_tenant_leaves_room_for_another_on_its_partition,
+                a_partition_holding_too_many_records_is_paused_until_it_drains,
+                shutdown_drains_in_flight_turns_and_commits_what_finished,
+            ]
+        );
+    };
+    ($factory:expr) => {
+        $crate::runner_conformance_tests!(@with always, $factory);
     };
 }
 

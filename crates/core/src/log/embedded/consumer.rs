@@ -22,6 +22,8 @@ pub(super) struct EmbeddedConsumer {
     /// The partition served first by the next poll, so no partition is
     /// always last in line.
     first_partition: usize,
+    /// Partitions `poll` skips (backpressure).
+    paused: Vec<bool>,
 }
 
 impl EmbeddedConsumer {
@@ -33,7 +35,22 @@ impl EmbeddedConsumer {
             positions: committed.iter().map(|offset| offset.unwrap_or(0)).collect(),
             end_offsets,
             first_partition: 0,
+            paused: vec![false; committed.len()],
         }
+    }
+
+    fn set_paused(&mut self, partitions: &[u32], paused: bool) -> Result<(), LogError> {
+        for &partition in partitions {
+            let flag =
+                self.paused
+                    .get_mut(partition as usize)
+                    .ok_or(LogError::UnknownPartition {
+                        partition,
+                        count: self.shared.partitions,
+                    })?;
+            *flag = paused;
+        }
+        Ok(())
     }
 
     /// How many records to take from each partition this poll: `(partition,
@@ -45,7 +62,10 @@ impl EmbeddedConsumer {
             .collect();
         let available: Vec<u64> = order
             .iter()
-            .map(|&p| end_offsets[p].saturating_sub(self.positions[p]))
+            .map(|&p| match self.paused[p] {
+                true => 0,
+                false => end_offsets[p].saturating_sub(self.positions[p]),
+            })
             .collect();
         fair_shares(&available, max)
             .into_iter()
@@ -96,6 +116,14 @@ impl LogConsumer for EmbeddedConsumer {
 
     fn assignment(&self) -> Vec<u32> {
         (0..self.shared.partitions).collect()
+    }
+
+    fn pause(&mut self, partitions: &[u32]) -> Result<(), LogError> {
+        self.set_paused(partitions, true)
+    }
+
+    fn resume(&mut self, partitions: &[u32]) -> Result<(), LogError> {
+        self.set_paused(partitions, false)
     }
 
     async fn close(self: Box<Self>) -> Result<(), LogError> {
