@@ -1,14 +1,16 @@
 //! Exactly-once answers across a processor crash, with every role in its
 //! own process: one gateway, one conversation projector and three routers
 //! on an 8-partition Kafka topic, the ScyllaDB store (the CQL test server)
-//! and the Redis fan-out. One router is killed with SIGKILL while clients
-//! are sending; the test then proves, as clients and the projection see
-//! it, that every acked user message got exactly one assistant message
-//! (one charge), none is lost, order holds within each conversation, and
-//! the surviving routers took over the dead one's partitions.
+//! and the Redis fan-out. Each tenant talks in several conversations at
+//! once, so a router has many turns of one partition in flight when one
+//! router is killed with SIGKILL mid-stream; the test then proves, as
+//! clients and the projection see it, that every acked user message got
+//! exactly one assistant message (one charge), none is lost, order holds
+//! within each conversation, turns really overlapped, and the surviving
+//! routers took over the dead one's partitions.
 mod support;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -21,7 +23,12 @@ use support::{Ws, authed, connect_ws};
 
 const PARTITIONS: u32 = 8;
 const TENANTS: usize = 16;
-const MESSAGES_PER_TENANT: usize = 8;
+/// Conversations each tenant talks in at once: with two tenants on a
+/// partition, up to eight of its turns are in flight together.
+const CONVERSATIONS_PER_TENANT: usize = 4;
+const MESSAGES_PER_CONVERSATION: usize = 4;
+/// Slower tokens than the default, so turns overlap long enough to see.
+const MOCK_TOKEN_DELAY_MS: &str = "60";
 /// Long enough for a rebalance after a crash (session timeout 6 s) and
 /// the redelivered turns.
 const ANSWER_WAIT: Duration = Duration::from_secs(120);
@@ -29,15 +36,17 @@ const ANSWER_WAIT: Duration = Duration::from_secs(120);
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_router_loses_and_duplicates_nothing() {
     let tenant_ids: Vec<String> = (0..TENANTS).map(|i| format!("tenant-{i:02}")).collect();
-    let Some(backends) = SharedBackends::create(PARTITIONS, &tenant_ids).await else {
+    let Some(mut backends) = SharedBackends::create(PARTITIONS, &tenant_ids).await else {
         return;
     };
+    backends.set_env("CHATSTREAM_MOCK_TOKEN_DELAY_MS", MOCK_TOKEN_DELAY_MS);
     let _projector = backends.processor("conversation-projector").await;
     let mut routers = Vec::new();
     for _ in 0..3 {
         routers.push(backends.processor("router").await);
     }
     wait_until_balanced(&routers).await;
+    let most_in_flight = watch_in_flight(&routers);
     let gateway = backends.gateway().await;
     let gateway_http = gateway.http_addr.clone();
 
@@ -52,7 +61,7 @@ async fn a_killed_router_loses_and_duplicates_nothing() {
             run_client(&http, &api_key, acked).await
         }));
     }
-    let total = TENANTS * MESSAGES_PER_TENANT;
+    let total = TENANTS * CONVERSATIONS_PER_TENANT * MESSAGES_PER_CONVERSATION;
     wait_for(
         || acked.load(Ordering::SeqCst) >= total / 3,
         "a third of the sends acked",
@@ -72,17 +81,29 @@ async fn a_killed_router_loses_and_duplicates_nothing() {
         .filter_map(|(i, router)| (i != victim).then_some(router))
         .collect();
 
-    let mut turns_by_tenant = HashMap::new();
+    let mut conversations = Vec::new();
     for (tenant, client) in tenant_ids.iter().zip(clients) {
-        let turns = client.await.expect("client task");
-        assert_exactly_one_answer_each(tenant, "the client", &turns.user_event_ids, &turns.events);
-        turns_by_tenant.insert(tenant.clone(), turns);
+        for turns in client.await.expect("client task") {
+            assert_exactly_one_answer_each(
+                tenant,
+                "the client",
+                &turns.user_event_ids,
+                &turns.events,
+            );
+            conversations.push((tenant.clone(), turns));
+        }
     }
     assert_eq!(acked.load(Ordering::SeqCst), total, "every send was acked");
+    let most_in_flight = most_in_flight.load(Ordering::SeqCst);
+    assert!(
+        most_in_flight > (PARTITIONS as usize).div_ceil(3),
+        "turns of one partition overlapped: a router had {most_in_flight} in flight at most, \
+         no more than the partitions it owns"
+    );
 
     // The projection (GetConversation) holds exactly one answer per message, in order.
     let mut grpc = support::grpc_client(gateway.grpc_addr.as_deref().expect("gRPC")).await;
-    for (tenant, turns) in &turns_by_tenant {
+    for (tenant, turns) in &conversations {
         let history = grpc
             .get_conversation(authed(
                 GetConversationRequest {
@@ -138,12 +159,12 @@ async fn a_killed_router_loses_and_duplicates_nothing() {
         "survivors took over {victim_partitions:?}; they report {taken_over:?}"
     );
     eprintln!(
-        "killed a router owning partitions {victim_partitions:?} after {acked_at_kill} of {total} acks; \
-         the survivors own {taken_over:?}"
+        "killed a router owning partitions {victim_partitions:?} after {acked_at_kill} of {total} acks \
+         (at most {most_in_flight} turns in flight in one router); the survivors own {taken_over:?}"
     );
 }
 
-/// What one tenant's client saw.
+/// What one conversation's client saw.
 struct Turns {
     conversation_id: String,
     /// Ids of its acked user messages, in send order.
@@ -152,66 +173,108 @@ struct Turns {
     events: Vec<EventJson>,
 }
 
-async fn run_client(http_addr: &str, api_key: &str, acked: Arc<AtomicUsize>) -> Turns {
+/// One tenant's client: opens its conversations, subscribes to each, then
+/// sends round after round (one message to each conversation per round,
+/// each acked before the next, never waiting for answers), so answers of
+/// several conversations are due at once. Returns what each conversation saw.
+async fn run_client(http_addr: &str, api_key: &str, acked: Arc<AtomicUsize>) -> Vec<Turns> {
     let mut ws = connect_ws(http_addr, api_key).await;
-    let conversation_id = ws.open_conversation().await;
-    ws.send(&ClientFrame::Subscribe {
-        request_id: None,
-        conversation_id: conversation_id.clone(),
-        after_position: None,
-    })
-    .await;
-    let mut turns = Turns {
-        conversation_id,
-        user_event_ids: Vec::new(),
-        events: Vec::new(),
-    };
-    for n in 0..MESSAGES_PER_TENANT {
-        ws.send(&ClientFrame::Send {
+    let mut conversations = Vec::new();
+    for _ in 0..CONVERSATIONS_PER_TENANT {
+        conversations.push(Turns {
+            conversation_id: ws.open_conversation().await,
+            user_event_ids: Vec::new(),
+            events: Vec::new(),
+        });
+    }
+    // Subscribed only once all are open: `open_conversation` expects its
+    // reply next, not a subscription's.
+    for turns in &conversations {
+        ws.send(&ClientFrame::Subscribe {
             request_id: None,
-            conversation_id: Some(turns.conversation_id.clone()),
-            client_message_id: Some(format!("message-{n}")),
-            text: format!("message {n}"),
+            conversation_id: turns.conversation_id.clone(),
+            after_position: None,
         })
         .await;
-        loop {
-            match next_frame(&mut ws, &mut turns).await {
-                Some(ServerFrame::Ack { event_id, .. }) => {
-                    turns.user_event_ids.push(event_id);
-                    acked.fetch_add(1, Ordering::SeqCst);
-                    break;
+    }
+    for n in 0..MESSAGES_PER_CONVERSATION {
+        for index in 0..conversations.len() {
+            ws.send(&ClientFrame::Send {
+                request_id: None,
+                conversation_id: Some(conversations[index].conversation_id.clone()),
+                client_message_id: Some(format!("message-{index}-{n}")),
+                text: format!("message {n} in conversation {index}"),
+            })
+            .await;
+            loop {
+                match next_frame(&mut ws, &mut conversations).await {
+                    Some(ServerFrame::Ack { event_id, .. }) => {
+                        conversations[index].user_event_ids.push(event_id);
+                        acked.fetch_add(1, Ordering::SeqCst);
+                        break;
+                    }
+                    Some(ServerFrame::Error { code, message, .. }) => {
+                        panic!("send {n} to conversation {index} failed: {code}: {message}")
+                    }
+                    _ => {}
                 }
-                Some(ServerFrame::Error { code, message, .. }) => {
-                    panic!("send {n} failed: {code}: {message}")
-                }
-                _ => {}
             }
         }
     }
-    // Every answer arrives on the subscription.
+    // Every answer arrives on the subscriptions.
+    let all_answered = |conversations: &[Turns]| {
+        conversations
+            .iter()
+            .all(|turns| answers(&turns.events) >= MESSAGES_PER_CONVERSATION)
+    };
     tokio::time::timeout(ANSWER_WAIT, async {
-        while answers(&turns.events) < MESSAGES_PER_TENANT {
-            next_frame(&mut ws, &mut turns).await;
+        while !all_answered(&conversations) {
+            next_frame(&mut ws, &mut conversations).await;
         }
     })
     .await
     .unwrap_or_else(|_| {
-        panic!(
-            "{} of {MESSAGES_PER_TENANT} answers arrived in {ANSWER_WAIT:?}",
-            answers(&turns.events)
-        )
+        let answered: Vec<usize> = conversations.iter().map(|t| answers(&t.events)).collect();
+        panic!("answers per conversation after {ANSWER_WAIT:?}: {answered:?} of {MESSAGES_PER_CONVERSATION} each")
     });
-    turns
+    conversations
 }
 
-/// The next frame; committed events are recorded in `turns`.
-async fn next_frame(ws: &mut Ws, turns: &mut Turns) -> Option<ServerFrame> {
+/// The next frame; a committed event is recorded with its conversation.
+async fn next_frame(ws: &mut Ws, conversations: &mut [Turns]) -> Option<ServerFrame> {
     let frame = ws.next_frame().await;
     if let ServerFrame::Event { event, .. } = &frame {
+        let turns = conversations
+            .iter_mut()
+            .find(|turns| turns.conversation_id == event.conversation_id)
+            .expect("an event of a conversation this client subscribed to");
         turns.events.push(event.clone());
         return None;
     }
     Some(frame)
+}
+
+/// Samples every router's in-flight gauge while the test runs and keeps
+/// the highest value one router showed.
+fn watch_in_flight(routers: &[RoleProcess]) -> Arc<AtomicUsize> {
+    let most = Arc::new(AtomicUsize::new(0));
+    for router in routers {
+        let (http, most) = (router.http_addr.clone(), most.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Ok((_, metrics)) = support::http_get(&http, "/metrics").await {
+                    let in_flight = metrics
+                        .lines()
+                        .find(|line| line.starts_with("chatstream_processor_in_flight{"))
+                        .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                        .unwrap_or(0.0);
+                    most.fetch_max(in_flight as usize, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        });
+    }
+    most
 }
 
 fn answers(events: &[EventJson]) -> usize {
