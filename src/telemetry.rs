@@ -1,17 +1,17 @@
 //! Logs (text or JSON, filtered by `LOG_LEVEL`) and the Prometheus recorder.
+use chatstream_config::LogFormat;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
-pub fn init_logging(level: &str, format: &str) -> anyhow::Result<()> {
+pub fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(level)
         .map_err(|e| anyhow::anyhow!("LOG_LEVEL {level:?} is not valid: {e}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let installed = if format == "json" {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
+    let installed = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
     };
     installed.map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
 }
