@@ -1,4 +1,6 @@
-//! The processor kinds the binary can run, by name.
+//! The processor kinds the binary can run, by name: the one list of them.
+//! Topics (`chatstream topics describe`), `dev`, the metrics compliance
+//! test and the README all take the kinds from `ProcessorKind::ALL`.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -128,4 +130,36 @@ pub fn spawn(
 /// The tenants' MCP servers, under the platform's limits.
 fn mcp_pool(config: &Config, tenants: &TenantRegistry) -> chatstream_mcp::McpClientPool {
     chatstream_mcp::McpClientPool::from_registry(tenants, config.mcp.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::ValueEnum;
+
+    use super::*;
+
+    /// The command line, the consumer groups and the metrics' `processor`
+    /// label all name a kind the same way, and `ALL` is every kind.
+    #[test]
+    fn every_kind_is_listed_once_under_one_name() {
+        assert_eq!(ProcessorKind::value_variants(), ProcessorKind::ALL);
+        for kind in ProcessorKind::ALL {
+            let name = kind.to_possible_value().expect("not hidden");
+            assert_eq!(name.get_name(), kind.group());
+        }
+    }
+
+    /// The README shows how to run each kind alone.
+    #[test]
+    fn the_readme_shows_every_kind() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+            .expect("read README.md");
+        for kind in ProcessorKind::ALL {
+            let command = format!("chatstream processor {}", kind.group());
+            assert!(
+                readme.contains(&command),
+                "README.md never shows `{command}`"
+            );
+        }
+    }
 }

@@ -9,10 +9,8 @@ use chatstream_kafka::{
 };
 use clap::{Args, Subcommand};
 
-use chatstream_projector::ConversationProjector;
-use chatstream_router::ModelRouter;
-
 use crate::ConfigFile;
+use crate::processors::ProcessorKind;
 
 #[derive(Args, Debug)]
 pub struct TopicsArgs {
@@ -59,9 +57,6 @@ pub struct KafkaArgs {
     request_timeout_ms: Option<u64>,
 }
 
-/// The consumer group of every processor kind.
-const PROCESSOR_GROUPS: [&str; 2] = [ConversationProjector::NAME, ModelRouter::NAME];
-
 #[derive(Args, Debug)]
 struct DescribeArgs {
     #[command(flatten)]
@@ -81,7 +76,9 @@ pub fn run(args: TopicsArgs) -> anyhow::Result<()> {
         TopicsCommand::Create(kafka) => runtime.block_on(create(kafka_log_config(&kafka)?)),
         TopicsCommand::Describe(describe_args) => {
             let config = kafka_log_config(&describe_args.kafka)?;
-            let mut groups: Vec<String> = PROCESSOR_GROUPS.map(str::to_owned).to_vec();
+            let mut groups: Vec<String> = ProcessorKind::ALL
+                .map(|kind| kind.group().to_owned())
+                .to_vec();
             for group in describe_args.groups {
                 if !groups.contains(&group) {
                     groups.push(group);
