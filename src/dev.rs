@@ -3,69 +3,58 @@
 //! laptop runs the whole platform with no setup. `--log kafka` keeps one
 //! process but puts the log on a Kafka-protocol broker.
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
-use chatstream_config::tenants::{generate_api_key, hash_api_key};
+use chatstream_config::tenants::{TenantRegistry, generate_api_key, hash_api_key};
 use chatstream_config::{Config, LogBackend};
 use chatstream_projector::ConversationProjector;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::backends::CoreBackends;
 use crate::edge::GatewayBackends;
 use crate::processors::{ProcessorBackends, ProcessorKind};
-use crate::{DevArgs, backends, edge, lifecycle, processors, telemetry};
+use crate::{DevArgs, edge, lifecycle, processors, telemetry};
 
 const DEV_TENANT: &str = "dev";
 
 pub fn run(args: DevArgs) -> anyhow::Result<()> {
-    let mut config = args.serve.load_config()?;
-    if let Some(dir) = args.data_dir {
-        config.data_dir = dir;
-    }
-    if let Some(log) = args.log {
-        config.log.backend = log;
-    }
-    telemetry::init_logging(&config.log_level, &config.log_format)?;
+    let config = args.load_config()?;
+    let tenants = config.load_tenants()?;
+    telemetry::init_logging(&config.log_level, config.log_format)?;
     let metrics = telemetry::init_metrics()?;
-    lifecycle::runtime()?.block_on(run_platform(config, metrics))
+    lifecycle::runtime()?.block_on(run_platform(config, tenants, metrics))
 }
 
+/// `tenants` are the configured tenants file's, if one is configured.
 async fn run_platform(
     config: Config,
+    tenants: Option<TenantRegistry>,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 ) -> anyhow::Result<()> {
     tracing::info!(environment = %config.environment, data_dir = %config.data_dir.display(), "starting chatstream dev");
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
-    let (tenants_path, dev_key) = match &config.tenants_file {
-        Some(path) => (path.clone(), None),
+    let (tenants, dev_key) = match tenants {
+        Some(tenants) => (tenants, None),
         None => {
             let (path, key) = ensure_dev_tenant(data_dir)?;
-            (path, Some(key))
+            (TenantRegistry::load(&path)?, Some(key))
         }
     };
+    let tenants = Arc::new(tenants);
 
-    let processor_backends = ProcessorBackends {
-        log: backends::open_log(&config, data_dir).await?,
-        store: backends::open_store(&config, data_dir).await?,
-        fanout: backends::open_fanout(&config).await?,
-        dead_letters: backends::open_dead_letters(&config, data_dir).await?,
-    };
-    let gateway_backends = GatewayBackends {
-        log: processor_backends.log.clone(),
-        store: processor_backends.store.clone(),
-        fanout: processor_backends.fanout.clone(),
-        rate_limiter: backends::open_rate_limiter(&config)?,
-        connections: backends::open_connection_counter(&config)?,
-        send_reservations: backends::open_send_reservations(&config)?,
-    };
+    let core = CoreBackends::open(&config).await?;
+    let processor_backends = ProcessorBackends::open(&config, &core).await?;
+    let gateway_backends = GatewayBackends::open(&config, &core)?;
 
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let gateway = edge::start(
         &config,
-        &tenants_path,
+        tenants.clone(),
         gateway_backends,
         metrics,
         &shutdown,
@@ -73,8 +62,14 @@ async fn run_platform(
     )
     .await?;
     for kind in ProcessorKind::ALL {
-        if let Err(error) = processors::spawn(kind, &config, &processor_backends, &tasks, &shutdown)
-        {
+        if let Err(error) = processors::spawn(
+            kind,
+            &config,
+            &tenants,
+            &processor_backends,
+            &tasks,
+            &shutdown,
+        ) {
             shutdown.cancel();
             return Err(error);
         }
@@ -97,12 +92,13 @@ async fn run_platform(
             config.kafka.topic, config.kafka.bootstrap_servers
         ),
     }
-    match dev_key {
-        Some(key) => println!(
+    match (dev_key, &config.tenants_file) {
+        (Some(key), _) => println!(
             "  API key    {key}  (tenant `{DEV_TENANT}`, also in {})",
             data_dir.join("dev-api-key").display()
         ),
-        None => println!("  tenants    {}", tenants_path.display()),
+        (None, Some(path)) => println!("  tenants    {}", path.display()),
+        (None, None) => {}
     }
 
     lifecycle::run_until_stopped(shutdown, tasks).await;

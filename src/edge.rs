@@ -1,7 +1,6 @@
 //! Starts the gateway's servers (HTTP with WebSocket and probes, gRPC) on
 //! whichever backends the role opened.
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use chatstream_config::Config;
@@ -20,6 +19,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::backends::{self, CoreBackends};
 use crate::lifecycle::{bind, log_failure};
 
 /// The backends the gateway reads and writes.
@@ -31,6 +31,22 @@ pub struct GatewayBackends {
     pub connections: Arc<dyn ConnectionCounter>,
     /// Client message ids shared with other gateways (with Redis).
     pub send_reservations: Option<Arc<dyn SendReservations>>,
+}
+
+impl GatewayBackends {
+    /// The gateway's own backends (rate limits, connection counts, send
+    /// reservations) beside the log, store and fan-out it reads and writes.
+    pub fn open(config: &Config, core: &CoreBackends) -> anyhow::Result<Self> {
+        let CoreBackends { log, store, fanout } = core.clone();
+        Ok(Self {
+            log,
+            store,
+            fanout,
+            rate_limiter: backends::open_rate_limiter(config)?,
+            connections: backends::open_connection_counter(config)?,
+            send_reservations: backends::open_send_reservations(config)?,
+        })
+    }
 }
 
 /// A started gateway: where it listens, and the switch that makes it ready.
@@ -46,13 +62,12 @@ pub struct RunningGateway {
 /// and serves them as tasks of `tasks` until `shutdown`.
 pub async fn start(
     config: &Config,
-    tenants_path: &Path,
+    tenants: Arc<TenantRegistry>,
     backends: GatewayBackends,
     metrics: PrometheusHandle,
     shutdown: &CancellationToken,
     tasks: &TaskTracker,
 ) -> anyhow::Result<RunningGateway> {
-    let tenants = Arc::new(TenantRegistry::load(tenants_path)?);
     let host = config.server.host.as_str();
     let http_listener = bind(host, config.server.http_port, "HTTP", "--http-port").await?;
     let grpc_listener = bind(host, config.server.grpc_port, "gRPC", "--grpc-port").await?;

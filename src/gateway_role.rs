@@ -1,45 +1,43 @@
 //! `chatstream gateway`: the gateway alone, as one replica of many, on the
 //! shared backends (Kafka, ScyllaDB, Redis). Processors run elsewhere.
+use std::sync::Arc;
+
 use anyhow::Context;
 use chatstream_config::Config;
+use chatstream_config::tenants::TenantRegistry;
 use chatstream_projector::ConversationProjector;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::backends::CoreBackends;
 use crate::edge::GatewayBackends;
 use crate::{ServeArgs, backends, edge, lifecycle, telemetry};
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let config = args.load_config()?;
+    let config = args.load_config(|_| {})?;
     backends::require_shared(&config, "gateway")?;
-    telemetry::init_logging(&config.log_level, &config.log_format)?;
+    let tenants = config.load_tenants()?.context(
+        "the gateway needs a tenants file: pass --tenants or set CHATSTREAM_TENANTS_FILE",
+    )?;
+    telemetry::init_logging(&config.log_level, config.log_format)?;
     let metrics = telemetry::init_metrics()?;
-    lifecycle::runtime()?.block_on(serve(config, metrics))
+    lifecycle::runtime()?.block_on(serve(config, Arc::new(tenants), metrics))
 }
 
 async fn serve(
     config: Config,
+    tenants: Arc<TenantRegistry>,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 ) -> anyhow::Result<()> {
     tracing::info!(environment = %config.environment, "starting chatstream gateway");
-    let tenants_path = config.tenants_file.clone().context(
-        "the gateway needs a tenants file: pass --tenants or set CHATSTREAM_TENANTS_FILE",
-    )?;
-    let backends = GatewayBackends {
-        log: backends::open_log(&config, &config.data_dir).await?,
-        store: backends::open_store(&config, &config.data_dir).await?,
-        fanout: backends::open_fanout(&config).await?,
-        rate_limiter: backends::open_rate_limiter(&config)?,
-        connections: backends::open_connection_counter(&config)?,
-        send_reservations: backends::open_send_reservations(&config)?,
-    };
-    let log = backends.log.clone();
+    let core = CoreBackends::open(&config).await?;
+    let backends = GatewayBackends::open(&config, &core)?;
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let gateway = edge::start(&config, &tenants_path, backends, metrics, &shutdown, &tasks).await?;
+    let gateway = edge::start(&config, tenants, backends, metrics, &shutdown, &tasks).await?;
 
     // The history clients read must include what was on the log at start.
-    lifecycle::wait_until_caught_up(log.as_ref(), ConversationProjector::NAME).await;
+    lifecycle::wait_until_caught_up(core.log.as_ref(), ConversationProjector::NAME).await;
     gateway.readiness.set_ready();
     println!(
         "chatstream gateway is running ({} environment)",

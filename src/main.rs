@@ -51,12 +51,28 @@ enum Command {
     Schema(schema::SchemaArgs),
 }
 
-/// Flags win over environment variables, which win over `chatstream.yaml`.
+/// Where the config comes from: the one `--config` flag, flattened into
+/// every subcommand that reads the config.
 #[derive(Args, Debug, Default)]
-pub struct ServeArgs {
+pub struct ConfigFile {
     /// YAML config file (default: ./chatstream.yaml when present).
     #[arg(long, env = "CHATSTREAM_CONFIG")]
     pub config: Option<PathBuf>,
+}
+
+impl ConfigFile {
+    /// Defaults, the file, the environment, then `flags` (so flags win);
+    /// then every rule of every section, so a bad value stops the start.
+    pub fn load(&self, flags: impl FnOnce(&mut Config)) -> anyhow::Result<Config> {
+        Ok(Config::load(self.config.as_deref(), flags)?)
+    }
+}
+
+/// Flags win over environment variables, which win over `chatstream.yaml`.
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigFile,
     /// HTTP and WebSocket port (env CHATSTREAM_HTTP_PORT).
     #[arg(long)]
     pub http_port: Option<u16>,
@@ -69,19 +85,20 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    /// The config with these flags applied on top.
-    pub fn load_config(&self) -> anyhow::Result<Config> {
-        let mut config = Config::load(self.config.as_deref())?;
-        if let Some(port) = self.http_port {
-            config.server.http_port = port;
-        }
-        if let Some(port) = self.grpc_port {
-            config.server.grpc_port = port;
-        }
-        if let Some(path) = &self.tenants {
-            config.tenants_file = Some(path.clone());
-        }
-        Ok(config)
+    /// The config with these flags, and then `more` flags, applied on top.
+    pub fn load_config(&self, more: impl FnOnce(&mut Config)) -> anyhow::Result<Config> {
+        self.config.load(|config| {
+            if let Some(port) = self.http_port {
+                config.server.http_port = port;
+            }
+            if let Some(port) = self.grpc_port {
+                config.server.grpc_port = port;
+            }
+            if let Some(path) = &self.tenants {
+                config.tenants_file = Some(path.clone());
+            }
+            more(config);
+        })
     }
 }
 
@@ -98,14 +115,26 @@ pub struct DevArgs {
     pub log: Option<LogBackend>,
 }
 
+impl DevArgs {
+    pub fn load_config(&self) -> anyhow::Result<Config> {
+        self.serve.load_config(|config| {
+            if let Some(dir) = &self.data_dir {
+                config.data_dir = dir.clone();
+            }
+            if let Some(log) = self.log {
+                config.log.backend = log;
+            }
+        })
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct ProcessorArgs {
     /// Which processor to run.
     #[arg(value_enum)]
     pub kind: processors::ProcessorKind,
-    /// YAML config file (default: ./chatstream.yaml when present).
-    #[arg(long, env = "CHATSTREAM_CONFIG")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigFile,
     /// Port of the health, readiness and metrics endpoints (env CHATSTREAM_HTTP_PORT).
     #[arg(long)]
     pub http_port: Option<u16>,
@@ -113,11 +142,11 @@ pub struct ProcessorArgs {
 
 impl ProcessorArgs {
     pub fn load_config(&self) -> anyhow::Result<Config> {
-        let mut config = Config::load(self.config.as_deref())?;
-        if let Some(port) = self.http_port {
-            config.server.http_port = port;
-        }
-        Ok(config)
+        self.config.load(|config| {
+            if let Some(port) = self.http_port {
+                config.server.http_port = port;
+            }
+        })
     }
 }
 

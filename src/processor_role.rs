@@ -3,33 +3,38 @@
 //! over the group's replicas, so adding replicas (up to the partition
 //! count) adds throughput. Serves probes and metrics on its HTTP port.
 use chatstream_config::Config;
+use chatstream_config::tenants::TenantRegistry;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::backends::CoreBackends;
 use crate::processors::{ProcessorBackends, ProcessorKind};
 use crate::{ProcessorArgs, backends, lifecycle, probes, processors, telemetry};
 
 pub fn run(args: ProcessorArgs) -> anyhow::Result<()> {
     let config = args.load_config()?;
     backends::require_shared(&config, "processor")?;
-    telemetry::init_logging(&config.log_level, &config.log_format)?;
+    // Without a tenants file there are no tenant policies or MCP servers.
+    let tenants = if args.kind.reads_tenants() {
+        config.load_tenants()?.unwrap_or_default()
+    } else {
+        TenantRegistry::default()
+    };
+    telemetry::init_logging(&config.log_level, config.log_format)?;
     let metrics = telemetry::init_metrics()?;
-    lifecycle::runtime()?.block_on(serve(args.kind, config, metrics))
+    lifecycle::runtime()?.block_on(serve(args.kind, config, tenants, metrics))
 }
 
 async fn serve(
     kind: ProcessorKind,
     config: Config,
+    tenants: TenantRegistry,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 ) -> anyhow::Result<()> {
     let group = kind.group();
     tracing::info!(processor = group, environment = %config.environment, "starting chatstream processor");
-    let backends = ProcessorBackends {
-        log: backends::open_log(&config, &config.data_dir).await?,
-        store: backends::open_store(&config, &config.data_dir).await?,
-        fanout: backends::open_fanout(&config).await?,
-        dead_letters: backends::open_dead_letters(&config, &config.data_dir).await?,
-    };
+    let core = CoreBackends::open(&config).await?;
+    let backends = ProcessorBackends::open(&config, &core).await?;
     let host = config.server.host.as_str();
     let listener = lifecycle::bind(host, config.server.http_port, "probes", "--http-port").await?;
     let probes_address = listener.local_addr()?;
@@ -39,7 +44,7 @@ async fn serve(
         "probe server",
         probes::serve(listener, backends.clone(), metrics, shutdown.clone()),
     ));
-    if let Err(error) = processors::spawn(kind, &config, &backends, &tasks, &shutdown) {
+    if let Err(error) = processors::spawn(kind, &config, &tenants, &backends, &tasks, &shutdown) {
         shutdown.cancel();
         return Err(error);
     }

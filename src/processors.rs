@@ -1,9 +1,11 @@
-//! The processor kinds the binary can run, by name.
+//! The processor kinds the binary can run, by name: the one list of them.
+//! Topics (`chatstream topics describe`), `dev`, the metrics compliance
+//! test and the README all take the kinds from `ProcessorKind::ALL`.
 use std::sync::Arc;
 use std::time::Duration;
 
 use chatstream_config::Config;
-use chatstream_config::tenants::{Tenant, TenantRegistry};
+use chatstream_config::tenants::TenantRegistry;
 use chatstream_core::deadletter::DeadLetterSink;
 use chatstream_core::fanout::FanOut;
 use chatstream_core::log::EventLog;
@@ -14,6 +16,7 @@ use chatstream_router::{ModelRouter, router_from_config};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::backends::{self, CoreBackends};
 use crate::lifecycle::spawn_processor;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -30,12 +33,22 @@ pub enum ProcessorKind {
 impl ProcessorKind {
     pub const ALL: [ProcessorKind; 3] = [Self::ConversationProjector, Self::Router, Self::Mcp];
 
-    /// The consumer group, as the processor names itself.
+    /// The consumer group, as the processor names itself; also its name on
+    /// the command line and its `processor` label on metrics.
     pub fn group(self) -> &'static str {
         match self {
             Self::ConversationProjector => ConversationProjector::NAME,
             Self::Router => ModelRouter::NAME,
             Self::Mcp => chatstream_mcp::McpProcessor::NAME,
+        }
+    }
+
+    /// Whether it reads the tenants file: the router for routing policies
+    /// and budgets, both for the tenants' MCP servers.
+    pub fn reads_tenants(self) -> bool {
+        match self {
+            Self::ConversationProjector => false,
+            Self::Router | Self::Mcp => true,
         }
     }
 }
@@ -50,10 +63,25 @@ pub struct ProcessorBackends {
     pub dead_letters: Arc<dyn DeadLetterSink>,
 }
 
+impl ProcessorBackends {
+    /// The log, store and fan-out, and the dead letters beside the log.
+    pub async fn open(config: &Config, core: &CoreBackends) -> anyhow::Result<Self> {
+        let CoreBackends { log, store, fanout } = core.clone();
+        Ok(Self {
+            log,
+            store,
+            fanout,
+            dead_letters: backends::open_dead_letters(config, &config.data_dir).await?,
+        })
+    }
+}
+
 /// Runs `kind` over the log as a task of `tasks` until `shutdown`.
+/// `tenants` are those of the tenants file (checked at load).
 pub fn spawn(
     kind: ProcessorKind,
     config: &Config,
+    tenants: &TenantRegistry,
     backends: &ProcessorBackends,
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
@@ -73,21 +101,24 @@ pub fn spawn(
             // A router that cannot follow its config must not answer: the
             // error (unknown model, missing API key, ...) stops the start.
             let mock = MockModel::new(Duration::from_millis(config.mock_model.token_delay_ms));
-            let tenants = routing_tenants(config).map_err(anyhow::Error::msg)?;
-            let router =
-                router_from_config(log.clone(), store, fanout, &config.models, mock, &tenants)
-                    .map_err(|error| anyhow::anyhow!("cannot start the router: {error}"))?;
+            let router = router_from_config(
+                log.clone(),
+                store,
+                fanout,
+                &config.models,
+                mock,
+                tenants.tenants(),
+            )
+            .map_err(|error| anyhow::anyhow!("cannot start the router: {error}"))?;
             // The router lists the tenants' tools on its own connections to
             // their MCP servers; the mcp processor runs the calls.
-            let tools = Arc::new(mcp_pool(config).map_err(anyhow::Error::msg)?);
+            let tools = Arc::new(mcp_pool(config, tenants));
             tasks.spawn(tools.clone().idle_reaper(shutdown.clone()));
             let router = router.with_tools(tools);
             spawn_processor(tasks, log, Arc::new(router), dead_letters, shutdown.clone());
         }
         ProcessorKind::Mcp => {
-            let pool = mcp_pool(config)
-                .map_err(|error| anyhow::anyhow!("cannot start the mcp processor: {error}"))?;
-            let pool = Arc::new(pool);
+            let pool = Arc::new(mcp_pool(config, tenants));
             tasks.spawn(pool.clone().idle_reaper(shutdown.clone()));
             let mcp = chatstream_mcp::McpProcessor::new(log.clone(), store, pool);
             spawn_processor(tasks, log, Arc::new(mcp), dead_letters, shutdown.clone());
@@ -96,28 +127,39 @@ pub fn spawn(
     Ok(())
 }
 
-/// The MCP servers of the tenants file's tenants (none without one).
-fn mcp_pool(config: &Config) -> Result<chatstream_mcp::McpClientPool, String> {
-    config.mcp.validate()?;
-    let settings = chatstream_mcp::McpConfig::from(&config.mcp);
-    match &config.tenants_file {
-        Some(path) => TenantRegistry::load(path)
-            .map(|registry| chatstream_mcp::McpClientPool::from_registry(&registry, settings))
-            .map_err(|e| e.to_string()),
-        None => Ok(chatstream_mcp::McpClientPool::new(
-            Default::default(),
-            settings,
-        )),
-    }
+/// The tenants' MCP servers, under the platform's limits.
+fn mcp_pool(config: &Config, tenants: &TenantRegistry) -> chatstream_mcp::McpClientPool {
+    chatstream_mcp::McpClientPool::from_registry(tenants, config.mcp.clone())
 }
 
-/// Tenants whose routing policies and budgets the router applies: those of
-/// the configured tenants file (none for `chatstream dev`'s own tenant).
-fn routing_tenants(config: &Config) -> Result<Vec<Arc<Tenant>>, String> {
-    match &config.tenants_file {
-        Some(path) => TenantRegistry::load(path)
-            .map(|registry| registry.tenants().to_vec())
-            .map_err(|e| e.to_string()),
-        None => Ok(Vec::new()),
+#[cfg(test)]
+mod tests {
+    use clap::ValueEnum;
+
+    use super::*;
+
+    /// The command line, the consumer groups and the metrics' `processor`
+    /// label all name a kind the same way, and `ALL` is every kind.
+    #[test]
+    fn every_kind_is_listed_once_under_one_name() {
+        assert_eq!(ProcessorKind::value_variants(), ProcessorKind::ALL);
+        for kind in ProcessorKind::ALL {
+            let name = kind.to_possible_value().expect("not hidden");
+            assert_eq!(name.get_name(), kind.group());
+        }
+    }
+
+    /// The README shows how to run each kind alone.
+    #[test]
+    fn the_readme_shows_every_kind() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+            .expect("read README.md");
+        for kind in ProcessorKind::ALL {
+            let command = format!("chatstream processor {}", kind.group());
+            assert!(
+                readme.contains(&command),
+                "README.md never shows `{command}`"
+            );
+        }
     }
 }

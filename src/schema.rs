@@ -1,12 +1,12 @@
 //! `chatstream schema apply`: creates or migrates the ScyllaDB keyspace and
 //! tables of the projection store. Safe to run again (every statement is
 //! `IF NOT EXISTS`), so deployments run it before each rollout.
-use std::path::PathBuf;
-
 use anyhow::Context;
 use chatstream_config::Config;
-use chatstream_scylla::{Replication, ScyllaStore, ScyllaStoreConfig};
+use chatstream_scylla::{ScyllaStore, ScyllaStoreConfig};
 use clap::{Args, Subcommand};
+
+use crate::ConfigFile;
 
 #[derive(Args, Debug)]
 pub struct SchemaArgs {
@@ -24,9 +24,8 @@ enum SchemaCommand {
 /// `CHATSTREAM_SCYLLA_*`), which win over `chatstream.yaml`.
 #[derive(Args, Debug)]
 struct ApplyArgs {
-    /// YAML config file (default: ./chatstream.yaml when present).
-    #[arg(long, env = "CHATSTREAM_CONFIG")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigFile,
     /// Comma-separated `host:port` contact points.
     #[arg(long, value_delimiter = ',')]
     nodes: Vec<String>,
@@ -48,8 +47,10 @@ struct ApplyArgs {
 
 pub fn run(args: SchemaArgs) -> anyhow::Result<()> {
     let SchemaCommand::Apply(apply_args) = args.command;
-    let config = Config::load(apply_args.config.as_deref())?;
-    let store_config = apply_args.store_config(&config)?;
+    let config = apply_args
+        .config
+        .load(|config| apply_args.apply_flags(config))?;
+    let store_config = ScyllaStoreConfig::from_config(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -73,28 +74,26 @@ pub fn run(args: SchemaArgs) -> anyhow::Result<()> {
 }
 
 impl ApplyArgs {
-    /// The `scylla` section of the config with these flags applied on top.
-    fn store_config(&self, file_and_env: &Config) -> anyhow::Result<ScyllaStoreConfig> {
-        let mut config = ScyllaStoreConfig::from_config(file_and_env)?;
+    /// These flags over the config's `scylla` section.
+    fn apply_flags(&self, config: &mut Config) {
+        let scylla = &mut config.scylla;
         if !self.nodes.is_empty() {
-            config.known_nodes = self.nodes.clone();
+            scylla.nodes = self.nodes.clone();
         }
         if let Some(keyspace) = &self.keyspace {
-            config.keyspace = keyspace.clone();
+            scylla.keyspace = keyspace.clone();
         }
         if !self.replication.is_empty() {
-            config.replication = Replication::NetworkTopology {
-                datacenters: self.replication.iter().cloned().collect(),
-            };
+            scylla.datacenters = self.replication.iter().cloned().collect();
         }
+        // One factor means SimpleStrategy, which a datacenter list would override.
         if let Some(replication_factor) = self.replication_factor {
-            config.replication = Replication::Simple { replication_factor };
+            scylla.replication_factor = replication_factor;
+            scylla.datacenters.clear();
         }
         if self.no_await_schema_agreement {
-            config.await_schema_agreement = false;
+            scylla.await_schema_agreement = false;
         }
-        config.validate()?;
-        Ok(config)
     }
 }
 

@@ -1,17 +1,22 @@
 //! Logs (text or JSON, filtered by `LOG_LEVEL`) and the Prometheus recorder.
+use std::io::IsTerminal;
+
+use chatstream_config::LogFormat;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
-pub fn init_logging(level: &str, format: &str) -> anyhow::Result<()> {
+pub fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(level)
         .map_err(|e| anyhow::anyhow!("LOG_LEVEL {level:?} is not valid: {e}"))?;
+    // Colour codes are for people at a terminal; in a file or a pipe (a log
+    // collector, `grep`) they are noise.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let installed = if format == "json" {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let installed = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
     };
     installed.map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
 }

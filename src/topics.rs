@@ -3,17 +3,14 @@
 //! the configured partitions and replication (safe to run again);
 //! `describe` prints partitions, leaders, high watermarks and each
 //! processor group's committed offsets and lag.
-use std::path::PathBuf;
-use std::time::Duration;
-
 use anyhow::Context;
-use chatstream_config::Config;
 use chatstream_kafka::{
     KafkaLogConfig, TopicCreation, TopicDescription, create_topics, describe_topic,
 };
-use chatstream_projector::ConversationProjector;
-use chatstream_router::ModelRouter;
 use clap::{Args, Subcommand};
+
+use crate::ConfigFile;
+use crate::processors::ProcessorKind;
 
 #[derive(Args, Debug)]
 pub struct TopicsArgs {
@@ -37,26 +34,26 @@ enum TopicsCommand {
 /// `log` sections), which wins over the built-in defaults.
 #[derive(Args, Debug, Default)]
 pub struct KafkaArgs {
-    /// YAML config file (default: ./chatstream.yaml when present).
-    #[arg(long, env = "CHATSTREAM_CONFIG")]
-    config: Option<PathBuf>,
-    /// Comma-separated `host:port` list [default: 127.0.0.1:9092].
-    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
+    #[command(flatten)]
+    config: ConfigFile,
+    /// Comma-separated `host:port` list (env KAFKA_BOOTSTRAP_SERVERS) [default: 127.0.0.1:9092].
+    #[arg(long)]
     bootstrap_servers: Option<String>,
-    /// The event topic [default: chatstream.events].
-    #[arg(long, env = "CHATSTREAM_KAFKA_TOPIC")]
+    /// The event topic (env CHATSTREAM_KAFKA_TOPIC) [default: chatstream.events].
+    #[arg(long)]
     topic: Option<String>,
-    /// The dead-letter topic [default: <topic>.dead-letter].
-    #[arg(long, env = "CHATSTREAM_KAFKA_DEAD_LETTER_TOPIC")]
+    /// The dead-letter topic (env CHATSTREAM_KAFKA_DEAD_LETTER_TOPIC) [default: <topic>.dead-letter].
+    #[arg(long)]
     dead_letter_topic: Option<String>,
-    /// Partitions of each topic [default: 8].
-    #[arg(long, env = "CHATSTREAM_LOG_PARTITIONS")]
+    /// Partitions of each topic (env CHATSTREAM_LOG_PARTITIONS) [default: 8].
+    #[arg(long)]
     partitions: Option<u32>,
-    /// Replicas of each partition [default: 1].
-    #[arg(long, env = "CHATSTREAM_KAFKA_REPLICATION_FACTOR")]
+    /// Replicas of each partition (env CHATSTREAM_KAFKA_REPLICATION_FACTOR) [default: 1].
+    #[arg(long)]
     replication_factor: Option<u16>,
-    /// Bound on each request to the cluster, in milliseconds [default: 10000].
-    #[arg(long, env = "CHATSTREAM_KAFKA_REQUEST_TIMEOUT_MS")]
+    /// Bound on each request to the cluster, in milliseconds
+    /// (env CHATSTREAM_KAFKA_REQUEST_TIMEOUT_MS) [default: 10000].
+    #[arg(long)]
     request_timeout_ms: Option<u64>,
 }
 
@@ -70,9 +67,6 @@ struct DescribeArgs {
     groups: Vec<String>,
 }
 
-/// The consumer group of every processor kind.
-const PROCESSOR_GROUPS: [&str; 2] = [ConversationProjector::NAME, ModelRouter::NAME];
-
 pub fn run(args: TopicsArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -82,7 +76,9 @@ pub fn run(args: TopicsArgs) -> anyhow::Result<()> {
         TopicsCommand::Create(kafka) => runtime.block_on(create(kafka_log_config(&kafka)?)),
         TopicsCommand::Describe(describe_args) => {
             let config = kafka_log_config(&describe_args.kafka)?;
-            let mut groups: Vec<String> = PROCESSOR_GROUPS.map(str::to_owned).to_vec();
+            let mut groups: Vec<String> = ProcessorKind::ALL
+                .map(|kind| kind.group().to_owned())
+                .to_vec();
             for group in describe_args.groups {
                 if !groups.contains(&group) {
                     groups.push(group);
@@ -93,27 +89,30 @@ pub fn run(args: TopicsArgs) -> anyhow::Result<()> {
     }
 }
 
-/// The log config these arguments describe: defaults, then what was given.
+/// The log config these arguments describe: the platform config with the
+/// flags on top, checked by the config and then by the Kafka client.
 pub fn kafka_log_config(args: &KafkaArgs) -> anyhow::Result<KafkaLogConfig> {
-    let mut config = KafkaLogConfig::from_config(&Config::load(args.config.as_deref())?);
-    if let Some(servers) = &args.bootstrap_servers {
-        config.bootstrap_servers = servers.clone();
-    }
-    if let Some(topic) = &args.topic {
-        config.topic = topic.clone();
-    }
-    if let Some(topic) = &args.dead_letter_topic {
-        config.dead_letter_topic = Some(topic.clone());
-    }
-    if let Some(partitions) = args.partitions {
-        config.partitions = partitions;
-    }
-    if let Some(replication_factor) = args.replication_factor {
-        config.replication_factor = replication_factor;
-    }
-    if let Some(timeout) = args.request_timeout_ms {
-        config.request_timeout = Duration::from_millis(timeout);
-    }
+    let config = args.config.load(|config| {
+        if let Some(servers) = &args.bootstrap_servers {
+            config.kafka.bootstrap_servers = servers.clone();
+        }
+        if let Some(topic) = &args.topic {
+            config.kafka.topic = topic.clone();
+        }
+        if let Some(topic) = &args.dead_letter_topic {
+            config.kafka.dead_letter_topic = Some(topic.clone());
+        }
+        if let Some(partitions) = args.partitions {
+            config.log.partitions = partitions;
+        }
+        if let Some(replication_factor) = args.replication_factor {
+            config.kafka.replication_factor = replication_factor;
+        }
+        if let Some(timeout) = args.request_timeout_ms {
+            config.kafka.request_timeout_ms = timeout;
+        }
+    })?;
+    let config = KafkaLogConfig::from_config(&config);
     config.validate()?;
     Ok(config)
 }

@@ -65,6 +65,26 @@ pub fn require_shared(config: &Config, role: &str) -> anyhow::Result<()> {
     )
 }
 
+/// The log, the store and the fan-out: what the gateway and every
+/// processor read and write (in `chatstream dev`, the same instances).
+#[derive(Clone)]
+pub struct CoreBackends {
+    pub log: Arc<dyn EventLog>,
+    pub store: Arc<dyn ProjectionStore>,
+    pub fanout: Arc<dyn FanOut>,
+}
+
+impl CoreBackends {
+    /// Opens each as the config chooses; embedded ones in its data dir.
+    pub async fn open(config: &Config) -> anyhow::Result<Self> {
+        Ok(Self {
+            log: open_log(config, &config.data_dir).await?,
+            store: open_store(config, &config.data_dir).await?,
+            fanout: open_fanout(config).await?,
+        })
+    }
+}
+
 pub async fn open_log(config: &Config, data_dir: &Path) -> anyhow::Result<Arc<dyn EventLog>> {
     match config.log.backend {
         LogBackend::Embedded => Ok(Arc::new(

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::Invalid;
+
 /// The `models` section of `chatstream.yaml`. Empty (the default) means the
 /// router answers with the built-in `mock` model.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -169,59 +171,81 @@ impl Default for CircuitBreakerConfig {
 }
 
 impl ModelsConfig {
-    /// Checks references and numbers; the message names what is wrong.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks references and numbers; the error names what is wrong.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.catalog.is_empty() && !(self.providers.is_empty() && self.default_routing.is_none())
+        {
+            return Err(Invalid::Conflict {
+                at: "models".into(),
+                rule: "providers or default_routing are set but the catalog is empty".into(),
+            });
+        }
         for (name, provider) in &self.providers {
+            let at = || format!("models.providers.{name}");
             if provider.kind != ProviderKind::Mock && provider.base_url.is_empty() {
-                return Err(format!("models.providers.{name}: base_url is required"));
+                return Err(Invalid::Empty {
+                    setting: format!("{}.base_url", at()),
+                });
             }
             if provider.api_key_env.is_some() && provider.api_key_file.is_some() {
-                return Err(format!(
-                    "models.providers.{name}: set api_key_env or api_key_file, not both"
-                ));
+                return Err(Invalid::Conflict {
+                    at: at(),
+                    rule: "set api_key_env or api_key_file, not both".into(),
+                });
             }
         }
         for (id, model) in &self.catalog {
+            let at = || format!("models.catalog.{id}");
             if !self.providers.contains_key(&model.provider) {
-                return Err(format!(
-                    "models.catalog.{id}: provider {:?} is not in models.providers",
-                    model.provider
-                ));
+                return Err(Invalid::UnknownReference {
+                    at: at(),
+                    what: "provider",
+                    name: model.provider.clone(),
+                    list: "models.providers",
+                });
             }
             let prices = [
                 model.prompt_usd_per_million,
                 model.completion_usd_per_million,
             ];
             if prices.iter().any(|p| !(p.is_finite() && *p >= 0.0)) {
-                return Err(format!(
-                    "models.catalog.{id}: prices must be non-negative numbers"
-                ));
+                return Err(Invalid::Malformed {
+                    at: at(),
+                    rule: "prices must be non-negative numbers".into(),
+                });
             }
         }
         if let Some(policy) = &self.default_routing {
             self.validate_policy("models.default_routing", policy)?;
         }
         if self.circuit_breaker.failure_threshold == 0 {
-            return Err("models.circuit_breaker.failure_threshold must be at least 1".into());
+            return Err(Invalid::TooSmall {
+                setting: "models.circuit_breaker.failure_threshold".into(),
+                min: 1,
+            });
         }
         Ok(())
     }
 
-    /// Checks a routing policy against this catalog.
-    pub fn validate_policy(&self, at: &str, policy: &RoutingPolicyConfig) -> Result<(), String> {
+    /// Checks a routing policy (the default, or tenant's own) against this
+    /// catalog; `at` says whose policy it is in the error.
+    pub fn validate_policy(&self, at: &str, policy: &RoutingPolicyConfig) -> Result<(), Invalid> {
         let mut seen = HashSet::new();
         for candidate in &policy.candidates {
             if !self.catalog.contains_key(&candidate.model) {
-                return Err(format!(
-                    "{at}: candidate {:?} is not in models.catalog",
-                    candidate.model
-                ));
+                return Err(Invalid::UnknownReference {
+                    at: at.to_owned(),
+                    what: "candidate",
+                    name: candidate.model.clone(),
+                    list: "models.catalog",
+                });
             }
             if !seen.insert(&candidate.model) {
-                return Err(format!(
-                    "{at}: candidate {:?} is listed twice",
-                    candidate.model
-                ));
+                return Err(Invalid::Duplicate {
+                    at: at.to_owned(),
+                    what: "candidate",
+                    name: candidate.model.clone(),
+                });
             }
         }
         if let Some(unknown) = policy
@@ -229,26 +253,31 @@ impl ModelsConfig {
             .iter()
             .find(|m| !self.catalog.contains_key(m.as_str()))
         {
-            return Err(format!(
-                "{at}: allowed model {unknown:?} is not in models.catalog"
-            ));
+            return Err(Invalid::UnknownReference {
+                at: at.to_owned(),
+                what: "allowed model",
+                name: unknown.clone(),
+                list: "models.catalog",
+            });
         }
         if !policy.candidates.is_empty() && policy.candidates.iter().all(|c| c.weight == 0) {
-            return Err(format!(
-                "{at}: at least one candidate needs a weight above 0"
-            ));
+            return Err(Invalid::Malformed {
+                at: at.to_owned(),
+                rule: "at least one candidate needs a weight above 0".into(),
+            });
         }
         for (name, value) in [
             ("first_token_timeout_ms", policy.first_token_timeout_ms),
             ("stall_timeout_ms", policy.stall_timeout_ms),
             ("deadline_ms", policy.deadline_ms),
+            ("max_tokens", u64::from(policy.max_tokens)),
         ] {
             if value == 0 {
-                return Err(format!("{at}: {name} must be above 0"));
+                return Err(Invalid::TooSmall {
+                    setting: format!("{at}: {name}"),
+                    min: 1,
+                });
             }
-        }
-        if policy.max_tokens == 0 {
-            return Err(format!("{at}: max_tokens must be above 0"));
         }
         Ok(())
     }
@@ -283,12 +312,21 @@ default_routing:
     fn rejects_dangling_references_with_a_reason() {
         let mut config: ModelsConfig = serde_yaml_ng::from_str(YAML).unwrap();
         config.catalog.get_mut("haiku").unwrap().provider = "nope".into();
-        assert!(config.validate().unwrap_err().contains("\"nope\""));
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("\"nope\"")
+        );
 
         let config: ModelsConfig = serde_yaml_ng::from_str(YAML).unwrap();
         let mut policy = config.default_routing.clone().unwrap();
         policy.candidates[0].model = "gpt-5".into();
-        let err = config.validate_policy("tenant acme", &policy).unwrap_err();
+        let err = config
+            .validate_policy("tenant acme", &policy)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("gpt-5") && err.contains("tenant acme"),
             "{err}"

@@ -1,10 +1,16 @@
 //! Layered configuration: built-in defaults, then `chatstream.yaml`, then
-//! environment variables (which win). Command-line flags are applied on top
-//! by the binary.
+//! environment variables (which win), then the binary's command-line flags;
+//! then one `validate` over every section, so a bad value fails at load
+//! whichever layer it came from.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::error::{BadValue, ConfigError, Invalid, TenantsError, check_range};
+use crate::mcp::McpSettings;
+use crate::table::SETTINGS;
+use crate::tenants::TenantRegistry;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -14,7 +20,7 @@ pub struct Config {
     /// A tracing filter such as `info` or `chatstream=debug` (`LOG_LEVEL`).
     pub log_level: String,
     /// `text` or `json` (`CHATSTREAM_LOG_FORMAT`).
-    pub log_format: String,
+    pub log_format: LogFormat,
     /// Where the embedded backends keep their files.
     pub data_dir: PathBuf,
     /// Tenants and API keys; `chatstream dev` creates one in the data dir when unset.
@@ -31,6 +37,15 @@ pub struct Config {
     pub mcp: McpSettings,
     /// Model providers, catalog and default routing; empty means the `mock` model.
     pub models: crate::models::ModelsConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (coloured only on a terminal).
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -171,7 +186,7 @@ impl Default for Config {
         Self {
             environment: "development".into(),
             log_level: "info".into(),
-            log_format: "text".into(),
+            log_format: LogFormat::Text,
             data_dir: PathBuf::from("chatstream-data"),
             tenants_file: None,
             server: ServerConfig::default(),
@@ -273,372 +288,143 @@ impl Default for MockModelConfig {
     }
 }
 
-/// Limits of the mcp processor that hold for every tenant. A server's own
-/// `call_timeout_ms` in the tenants file wins for its calls.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct McpSettings {
-    /// Longest a tool call may run.
-    pub call_timeout_ms: u64,
-    /// Longest starting or reaching a server and its `initialize` may take.
-    pub connect_timeout_ms: u64,
-    /// Tool calls running at once per tenant; more wait their turn.
-    pub max_concurrent_calls_per_tenant: usize,
-    /// Largest result kept in an event; the rest is cut and marked.
-    pub max_result_bytes: usize,
-    /// A server unused this long is closed (a stdio server's process stopped).
-    pub idle_timeout_ms: u64,
-    /// First wait before restarting a server that failed; doubles with each
-    /// failure in a row, up to `max_restart_backoff_ms`.
-    pub restart_backoff_ms: u64,
-    pub max_restart_backoff_ms: u64,
-    /// How long a call needing approval waits for a person's decision.
-    pub approval_timeout_ms: u64,
-}
-
-impl Default for McpSettings {
-    fn default() -> Self {
-        Self {
-            call_timeout_ms: 30_000,
-            connect_timeout_ms: 20_000,
-            max_concurrent_calls_per_tenant: 8,
-            max_result_bytes: 64 * 1024,
-            idle_timeout_ms: 300_000,
-            restart_backoff_ms: 200,
-            max_restart_backoff_ms: 30_000,
-            approval_timeout_ms: 300_000,
-        }
-    }
-}
-
-const SECOND_MS: u64 = 1_000;
-const HOUR_MS: u64 = 3_600 * SECOND_MS;
-const DAY_MS: u64 = 24 * HOUR_MS;
-
-impl McpSettings {
-    /// Rejects zero and values no deployment means; the message names the
-    /// field and its allowed range.
-    pub fn validate(&self) -> Result<(), String> {
-        let ranges = [
-            ("call_timeout_ms", self.call_timeout_ms, 1, HOUR_MS),
-            (
-                "connect_timeout_ms",
-                self.connect_timeout_ms,
-                1,
-                10 * 60 * SECOND_MS,
-            ),
-            (
-                "max_concurrent_calls_per_tenant",
-                self.max_concurrent_calls_per_tenant as u64,
-                1,
-                1_024,
-            ),
-            // A result travels in one log record; Kafka refuses large ones.
-            (
-                "max_result_bytes",
-                self.max_result_bytes as u64,
-                1,
-                8 * 1024 * 1024,
-            ),
-            ("idle_timeout_ms", self.idle_timeout_ms, SECOND_MS, DAY_MS),
-            (
-                "restart_backoff_ms",
-                self.restart_backoff_ms,
-                1,
-                60 * SECOND_MS,
-            ),
-            (
-                "max_restart_backoff_ms",
-                self.max_restart_backoff_ms,
-                1,
-                HOUR_MS,
-            ),
-            // A restart reads the log back this far to resume waiting calls.
-            (
-                "approval_timeout_ms",
-                self.approval_timeout_ms,
-                SECOND_MS,
-                DAY_MS,
-            ),
-        ];
-        for (field, value, min, max) in ranges {
-            if !(min..=max).contains(&value) {
-                return Err(format!(
-                    "mcp.{field} must be between {min} and {max}, not {value}"
-                ));
-            }
-        }
-        if self.max_restart_backoff_ms < self.restart_backoff_ms {
-            return Err(format!(
-                "mcp.max_restart_backoff_ms ({}) must not be below mcp.restart_backoff_ms ({})",
-                self.max_restart_backoff_ms, self.restart_backoff_ms
-            ));
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("config file {path} is not valid: {message}")]
-    Invalid { path: String, message: String },
-    #[error("environment variable {name}={value:?} is not valid: {message}")]
-    InvalidEnv {
-        name: &'static str,
-        value: String,
-        message: String,
-    },
-}
-
 /// The config file read when none is named: `./chatstream.yaml`, if present.
 pub const DEFAULT_CONFIG_FILE: &str = "chatstream.yaml";
 
 impl Config {
     /// Defaults, then the YAML file (`file`, or `./chatstream.yaml` when it
-    /// exists), then the process environment.
-    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+    /// exists), then the process environment, then `flags`; checked.
+    pub fn load(file: Option<&Path>, flags: impl FnOnce(&mut Self)) -> Result<Self, ConfigError> {
         let default_file = Path::new(DEFAULT_CONFIG_FILE);
         let file = file.or_else(|| default_file.exists().then_some(default_file));
+        Self::from_layers(file, |name| std::env::var(name).ok(), flags)
+    }
+
+    /// Defaults, then `file`, then the variables `env` finds, then `flags`;
+    /// then [`Config::validate`].
+    pub fn from_layers(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+        flags: impl FnOnce(&mut Self),
+    ) -> Result<Self, ConfigError> {
         let mut config = match file {
             Some(path) => Self::from_yaml_file(path)?,
             None => Self::default(),
         };
-        config.apply_env(|name| std::env::var(name).ok())?;
+        config.apply_env(env)?;
+        flags(&mut config);
+        config.validate()?;
         Ok(config)
     }
 
+    /// The file's settings over the defaults; parsed, not yet validated
+    /// (the layers above it may still change them).
     pub fn from_yaml_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_owned(),
+            error,
         })?;
-        let invalid = |message: String| ConfigError::Invalid {
-            path: path.display().to_string(),
-            message,
-        };
-        let config: Self = serde_yaml_ng::from_str(&text).map_err(|e| invalid(e.to_string()))?;
-        config.mcp.validate().map_err(invalid)?;
-        Ok(config)
+        serde_yaml_ng::from_str(&text).map_err(|error| ConfigError::Parse {
+            path: path.to_owned(),
+            error,
+        })
     }
 
-    /// Applies every variable in [`ENV_VARS`] that `lookup` finds.
+    /// Applies every variable of the settings table that `lookup` finds.
     pub fn apply_env(
         &mut self,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<(), ConfigError> {
-        for (name, apply) in ENV_VARS {
-            if let Some(value) = lookup(name) {
-                apply(self, &value).map_err(|message| ConfigError::InvalidEnv {
-                    name,
-                    value: value.clone(),
-                    message,
-                })?;
+        for setting in SETTINGS {
+            let Some(apply) = setting.apply else {
+                continue;
+            };
+            for &name in setting.env {
+                if let Some(value) = lookup(name) {
+                    apply(self, &value).map_err(|reason: BadValue| ConfigError::Env {
+                        name,
+                        value: value.clone(),
+                        reason,
+                    })?;
+                }
             }
         }
         Ok(())
     }
-}
 
-type EnvSetter = fn(&mut Config, &str) -> Result<(), String>;
-
-/// Every environment variable the config reads, in the order applied
-/// (later entries win, so `CHATSTREAM_LOG_LEVEL` beats `LOG_LEVEL`).
-pub const ENV_VARS: &[(&str, EnvSetter)] = &[
-    ("ENVIRONMENT", |c, v| set_string(&mut c.environment, v)),
-    ("CHATSTREAM_ENVIRONMENT", |c, v| {
-        set_string(&mut c.environment, v)
-    }),
-    ("LOG_LEVEL", |c, v| set_string(&mut c.log_level, v)),
-    ("CHATSTREAM_LOG_LEVEL", |c, v| {
-        set_string(&mut c.log_level, v)
-    }),
-    ("CHATSTREAM_LOG_FORMAT", |c, v| {
-        if matches!(v, "text" | "json") {
-            set_string(&mut c.log_format, v)
-        } else {
-            Err("expected `text` or `json`".into())
-        }
-    }),
-    ("CHATSTREAM_DATA_DIR", |c, v| {
-        c.data_dir = PathBuf::from(v);
-        Ok(())
-    }),
-    ("CHATSTREAM_TENANTS_FILE", |c, v| {
-        c.tenants_file = Some(PathBuf::from(v));
-        Ok(())
-    }),
-    ("CHATSTREAM_HOST", |c, v| set_string(&mut c.server.host, v)),
-    ("CHATSTREAM_HTTP_PORT", |c, v| {
-        set_parsed(&mut c.server.http_port, v)
-    }),
-    ("CHATSTREAM_GRPC_PORT", |c, v| {
-        set_parsed(&mut c.server.grpc_port, v)
-    }),
-    ("CHATSTREAM_LOG_PARTITIONS", |c, v| {
-        set_parsed(&mut c.log.partitions, v)?;
-        if c.log.partitions == 0 {
-            Err("must be at least 1".into())
-        } else {
-            Ok(())
-        }
-    }),
-    ("CHATSTREAM_LOG_BACKEND", |c, v| {
-        c.log.backend = parse_choice(
-            v,
-            &[
-                ("embedded", LogBackend::Embedded),
-                ("kafka", LogBackend::Kafka),
-            ],
+    /// Every rule over every section: the platform's own settings, the
+    /// models and the mcp limits. The backend crates add only what is
+    /// particular to their client (librdkafka settings, CQL names).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        // Kafka numbers partitions with an i32.
+        check_range(
+            "log.partitions",
+            self.log.partitions.into(),
+            1,
+            i32::MAX as u64,
         )?;
-        Ok(())
-    }),
-    ("KAFKA_BOOTSTRAP_SERVERS", |c, v| {
-        set_string(&mut c.kafka.bootstrap_servers, v)
-    }),
-    ("CHATSTREAM_KAFKA_BOOTSTRAP_SERVERS", |c, v| {
-        set_string(&mut c.kafka.bootstrap_servers, v)
-    }),
-    ("CHATSTREAM_KAFKA_TOPIC", |c, v| {
-        set_string(&mut c.kafka.topic, v)
-    }),
-    ("CHATSTREAM_KAFKA_GROUP_PREFIX", |c, v| {
-        c.kafka.group_prefix = v.trim().to_owned();
-        Ok(())
-    }),
-    ("CHATSTREAM_KAFKA_DEAD_LETTER_TOPIC", |c, v| {
-        let mut topic = String::new();
-        set_string(&mut topic, v)?;
-        c.kafka.dead_letter_topic = Some(topic);
-        Ok(())
-    }),
-    ("CHATSTREAM_STORE_BACKEND", |c, v| {
-        c.store.backend = parse_choice(
-            v,
-            &[
-                ("embedded", StoreBackend::Embedded),
-                ("scylla", StoreBackend::Scylla),
-            ],
-        )?;
-        Ok(())
-    }),
-    ("SCYLLA_NODES", |c, v| set_list(&mut c.scylla.nodes, v)),
-    ("CHATSTREAM_SCYLLA_NODES", |c, v| {
-        set_list(&mut c.scylla.nodes, v)
-    }),
-    ("CHATSTREAM_SCYLLA_KEYSPACE", |c, v| {
-        set_string(&mut c.scylla.keyspace, v)
-    }),
-    ("CHATSTREAM_SCYLLA_CONSISTENCY", |c, v| {
-        set_string(&mut c.scylla.consistency, v)
-    }),
-    ("CHATSTREAM_SCYLLA_AWAIT_SCHEMA_AGREEMENT", |c, v| {
-        set_parsed(&mut c.scylla.await_schema_agreement, v)
-    }),
-    ("CHATSTREAM_SCYLLA_LIGHTWEIGHT_TRANSACTIONS", |c, v| {
-        set_parsed(&mut c.scylla.lightweight_transactions, v)
-    }),
-    ("REDIS_URL", |c, v| set_redis_url(c, v)),
-    ("CHATSTREAM_REDIS_URL", |c, v| set_redis_url(c, v)),
-    ("CHATSTREAM_REDIS_KEY_PREFIX", |c, v| {
-        set_string(&mut c.redis.key_prefix, v)
-    }),
-    ("CHATSTREAM_MAX_MESSAGE_BYTES", |c, v| {
-        set_parsed(&mut c.limits.max_message_bytes, v)
-    }),
-    ("CHATSTREAM_REQUESTS_PER_SECOND", |c, v| {
-        let rate: f64 = v
-            .trim()
-            .parse()
-            .map_err(|e: std::num::ParseFloatError| e.to_string())?;
-        if !(rate.is_finite() && rate > 0.0) {
-            return Err("must be a positive number".into());
+        if let Some(url) = &self.redis.url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(Invalid::Malformed {
+                at: "redis.url".into(),
+                rule: format!("expected a redis:// or rediss:// URL, not {url:?}"),
+            });
         }
-        c.limits.requests_per_second = Some(rate);
-        Ok(())
-    }),
-    ("CHATSTREAM_BURST", |c, v| {
-        let burst: u32 = v
-            .trim()
-            .parse()
-            .map_err(|e: std::num::ParseIntError| e.to_string())?;
-        if burst == 0 {
-            return Err("must be at least 1".into());
+        let limits = &self.limits;
+        if limits
+            .requests_per_second
+            .is_some_and(|rate| !(rate.is_finite() && rate > 0.0))
+        {
+            return Err(Invalid::NotPositive {
+                setting: "limits.requests_per_second".into(),
+            });
         }
-        c.limits.burst = Some(burst);
-        Ok(())
-    }),
-    ("CHATSTREAM_MAX_CONNECTIONS", |c, v| {
-        let max: u32 = v
-            .trim()
-            .parse()
-            .map_err(|e: std::num::ParseIntError| e.to_string())?;
-        if max == 0 {
-            return Err("must be at least 1".into());
+        for (setting, value) in [
+            ("limits.burst", limits.burst),
+            ("limits.max_connections", limits.max_connections),
+        ] {
+            if value == Some(0) {
+                return Err(Invalid::TooSmall {
+                    setting: setting.into(),
+                    min: 1,
+                });
+            }
         }
-        c.limits.max_connections = Some(max);
+        self.mcp.validate()?;
+        self.models.validate()
+    }
+
+    /// The tenants file this config names, read once and checked against
+    /// the rest of the config; `None` when no file is named.
+    pub fn load_tenants(&self) -> Result<Option<TenantRegistry>, ConfigError> {
+        let Some(path) = &self.tenants_file else {
+            return Ok(None);
+        };
+        let registry = TenantRegistry::load(path)?;
+        self.validate_tenants(&registry)
+            .map_err(|invalid| TenantsError::Invalid {
+                path: path.clone(),
+                reason: invalid.into(),
+            })?;
+        Ok(Some(registry))
+    }
+
+    /// The rules between tenants and the platform: each tenant's routing
+    /// policy must name models of the catalog. Without a catalog the
+    /// built-in mock answers every tenant and policies do not apply.
+    pub fn validate_tenants(&self, registry: &TenantRegistry) -> Result<(), Invalid> {
+        if self.models.catalog.is_empty() {
+            return Ok(());
+        }
+        for tenant in registry.tenants() {
+            if let Some(policy) = &tenant.routing {
+                self.models
+                    .validate_policy(&format!("tenant {:?} routing", tenant.id), policy)?;
+            }
+        }
         Ok(())
-    }),
-    ("CHATSTREAM_MOCK_TOKEN_DELAY_MS", |c, v| {
-        set_parsed(&mut c.mock_model.token_delay_ms, v)
-    }),
-];
-
-fn set_string(field: &mut String, value: &str) -> Result<(), String> {
-    if value.trim().is_empty() {
-        return Err("must not be empty".into());
     }
-    *field = value.to_owned();
-    Ok(())
-}
-
-/// One of `choices` by name, or an error listing them.
-fn parse_choice<T: Copy>(value: &str, choices: &[(&str, T)]) -> Result<T, String> {
-    let value = value.trim();
-    choices
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(value))
-        .map(|&(_, choice)| choice)
-        .ok_or_else(|| {
-            let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
-            format!("expected one of: {}", names.join(", "))
-        })
-}
-
-/// A comma-separated, non-empty list.
-fn set_list(field: &mut Vec<String>, value: &str) -> Result<(), String> {
-    let items: Vec<String> = value
-        .split(',')
-        .map(str::trim)
-        .filter(|item| !item.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if items.is_empty() {
-        return Err("must list at least one host:port".into());
-    }
-    *field = items;
-    Ok(())
-}
-
-fn set_redis_url(config: &mut Config, value: &str) -> Result<(), String> {
-    let value = value.trim();
-    if !(value.starts_with("redis://") || value.starts_with("rediss://")) {
-        return Err("expected a redis:// or rediss:// URL".into());
-    }
-    config.redis.url = Some(value.to_owned());
-    Ok(())
-}
-
-fn set_parsed<T: std::str::FromStr>(field: &mut T, value: &str) -> Result<(), String>
-where
-    T::Err: std::fmt::Display,
-{
-    *field = value.trim().parse().map_err(|e: T::Err| e.to_string())?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -726,10 +512,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("embedded, kafka"), "{err}");
-        let err = Config::default()
-            .apply_env(|name| (name == "REDIS_URL").then(|| "localhost:6379".into()))
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_layers(
+            None,
+            |name| (name == "REDIS_URL").then(|| "localhost:6379".into()),
+            |_| {},
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("redis://"), "{err}");
     }
 
@@ -774,8 +563,187 @@ mod tests {
             ("mcp:\n  call_timeout: 5\n", "call_timeout"),
         ] {
             std::fs::write(&path, yaml).unwrap();
-            let err = Config::from_yaml_file(&path).unwrap_err().to_string();
+            let err = Config::from_layers(Some(&path), |_| None, |_| {})
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(field), "{yaml:?}: {err}");
+        }
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    /// One rule, whichever layer the value came from: file, variable or flag.
+    #[test]
+    fn every_layer_is_validated_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chatstream.yaml");
+        std::fs::write(&path, "log:\n  partitions: 0\n").unwrap();
+        let err = Config::from_layers(Some(&path), no_env, |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("log.partitions must be between 1"), "{err}");
+
+        let err = Config::from_layers(
+            None,
+            |name| (name == "CHATSTREAM_LOG_PARTITIONS").then(|| "0".into()),
+            |_| {},
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("log.partitions must be between 1"), "{err}");
+
+        let err = Config::from_layers(None, no_env, |c| c.log.partitions = 0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("log.partitions"), "{err}");
+
+        // A file value that would be fine alone can be fixed by a later layer.
+        Config::from_layers(Some(&path), no_env, |c| c.log.partitions = 4).unwrap();
+
+        for (yaml, setting) in [
+            ("limits:\n  burst: 0\n", "limits.burst"),
+            ("limits:\n  max_connections: 0\n", "limits.max_connections"),
+            (
+                "limits:\n  requests_per_second: -1\n",
+                "limits.requests_per_second",
+            ),
+            ("redis:\n  url: localhost:6379\n", "redis.url"),
+            ("log_format: xml\n", "log_format"),
+        ] {
+            std::fs::write(&path, yaml).unwrap();
+            let err = Config::from_layers(Some(&path), no_env, |_| {})
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(setting), "{yaml:?}: {err}");
+        }
+    }
+
+    /// The gateway reads the models too, so they are checked at load, not
+    /// only when a router starts.
+    #[test]
+    fn the_models_section_is_checked_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chatstream.yaml");
+        for (yaml, expected) in [
+            (
+                "models:\n  providers: {p: {kind: openai, base_url: 'http://x'}}\n  catalog: {m: {provider: q}}\n",
+                "provider \"q\" is not in models.providers",
+            ),
+            (
+                "models:\n  providers: {p: {kind: mock}}\n",
+                "catalog is empty",
+            ),
+            (
+                "models:\n  providers: {p: {kind: mock}}\n  catalog: {m: {provider: p}}\n  default_routing: {candidates: [{model: n}]}\n",
+                "models.default_routing: candidate \"n\"",
+            ),
+        ] {
+            std::fs::write(&path, yaml).unwrap();
+            let err = Config::from_layers(Some(&path), no_env, |_| {})
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{yaml:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn tenants_are_read_once_and_checked_against_the_catalog() {
+        let dir = tempfile::tempdir().unwrap();
+        let tenants = dir.path().join("tenants.yaml");
+        std::fs::write(
+            &tenants,
+            format!(
+                "tenants:\n  - id: acme\n    api_keys: [{{id: k, sha256: {}}}]\n    routing: {{candidates: [{{model: slow}}]}}\n",
+                crate::tenants::hash_api_key("k")
+            ),
+        )
+        .unwrap();
+        let mut config = Config {
+            tenants_file: Some(tenants.clone()),
+            ..Config::default()
+        };
+        // Only the built-in mock: tenants' policies do not apply.
+        let registry = config.load_tenants().unwrap().expect("a tenants file");
+        assert_eq!(registry.tenants()[0].id, "acme");
+
+        config.models = serde_yaml_ng::from_str(
+            "providers: {p: {kind: mock}}\ncatalog: {fast: {provider: p}}\n",
+        )
+        .unwrap();
+        let err = config.load_tenants().unwrap_err().to_string();
+        assert!(
+            err.contains(&tenants.display().to_string())
+                && err.contains("tenant \"acme\" routing: candidate \"slow\""),
+            "{err}"
+        );
+        assert!(Config::default().load_tenants().unwrap().is_none());
+    }
+
+    /// The README's defaults are the defaults: every plain value the table
+    /// shows for a key is what `Config::default()` holds there, and every
+    /// key of the config has a row.
+    #[test]
+    fn the_settings_table_matches_the_config() {
+        let defaults = serde_yaml_ng::to_value(Config::default()).unwrap();
+        let lookup = |key: &str| {
+            key.split('.')
+                .try_fold(&defaults, |value, part| value.get(part))
+                .unwrap_or_else(|| panic!("the settings table names `{key}`, which Config lacks"))
+        };
+        let mut covered = Vec::new();
+        for setting in crate::table::SETTINGS {
+            for &key in setting.yaml {
+                covered.push(key);
+                let shown = match lookup(key) {
+                    serde_yaml_ng::Value::String(text) if !text.is_empty() => text.clone(),
+                    serde_yaml_ng::Value::Number(number) => number.to_string(),
+                    serde_yaml_ng::Value::Bool(flag) => flag.to_string(),
+                    serde_yaml_ng::Value::Sequence(items) => items
+                        .iter()
+                        .filter_map(|item| item.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    _ => continue,
+                };
+                assert!(
+                    setting.default.contains(&format!("`{shown}`")),
+                    "`{key}` defaults to `{shown}`, but the table says {}",
+                    setting.default
+                );
+            }
+            assert!(
+                setting.applied_by_config() || setting.env.is_empty() || setting.yaml.is_empty(),
+                "{:?} set a YAML key but the config does not apply them",
+                setting.env
+            );
+        }
+        fn leaves(prefix: &str, value: &serde_yaml_ng::Value, out: &mut Vec<String>) {
+            match value.as_mapping() {
+                Some(map) if !map.is_empty() => {
+                    for (key, value) in map {
+                        let key = key.as_str().unwrap();
+                        let path = if prefix.is_empty() {
+                            key.to_owned()
+                        } else {
+                            format!("{prefix}.{key}")
+                        };
+                        leaves(&path, value, out);
+                    }
+                }
+                _ => out.push(prefix.to_owned()),
+            }
+        }
+        let mut keys = Vec::new();
+        leaves("", &defaults, &mut keys);
+        for key in keys {
+            assert!(
+                covered
+                    .iter()
+                    .any(|row| key == *row || key.starts_with(&format!("{row}."))),
+                "`{key}` has no row in the settings table"
+            );
         }
     }
 }

@@ -9,6 +9,8 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::error::{Invalid, TenantsError, TenantsFileError};
+
 /// The tenants file as written on disk.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,6 +67,26 @@ pub struct TenantLimits {
     pub monthly_token_budget: Option<u64>,
 }
 
+impl TenantLimits {
+    fn validate(&self) -> Result<(), Invalid> {
+        if self
+            .requests_per_second
+            .is_some_and(|rate| !(rate.is_finite() && rate > 0.0))
+        {
+            return Err(Invalid::NotPositive {
+                setting: "requests_per_second".into(),
+            });
+        }
+        if self.burst == Some(0) {
+            return Err(Invalid::TooSmall {
+                setting: "burst".into(),
+                min: 1,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A tenant as the platform uses it at runtime.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tenant {
@@ -82,17 +104,6 @@ pub struct Principal {
     pub key_id: String,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum TenantsError {
-    #[error("cannot read tenants file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("tenants file {path} is not valid: {message}")]
-    Invalid { path: String, message: String },
-}
-
 /// Every tenant, indexed by the hash of each of its API keys.
 #[derive(Debug, Default)]
 pub struct TenantRegistry {
@@ -102,47 +113,44 @@ pub struct TenantRegistry {
 
 impl TenantRegistry {
     pub fn load(path: &Path) -> Result<Self, TenantsError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TenantsError::Read {
-            path: path.display().to_string(),
-            source,
+        let text = std::fs::read_to_string(path).map_err(|error| TenantsError::Read {
+            path: path.to_owned(),
+            error,
         })?;
-        Self::parse(&text).map_err(|message| TenantsError::Invalid {
-            path: path.display().to_string(),
-            message,
+        Self::parse(&text).map_err(|reason| TenantsError::Invalid {
+            path: path.to_owned(),
+            reason,
         })
     }
 
     /// Parses and validates the YAML text of a tenants file.
-    pub fn parse(yaml: &str) -> Result<Self, String> {
-        let file: TenantsFile = serde_yaml_ng::from_str(yaml).map_err(|e| e.to_string())?;
-        Self::from_file(file)
+    pub fn parse(yaml: &str) -> Result<Self, TenantsFileError> {
+        let file: TenantsFile = serde_yaml_ng::from_str(yaml).map_err(TenantsFileError::Yaml)?;
+        Ok(Self::from_file(file)?)
     }
 
-    pub fn from_file(file: TenantsFile) -> Result<Self, String> {
+    pub fn from_file(file: TenantsFile) -> Result<Self, Invalid> {
         let mut registry = Self::default();
         let mut tenant_ids = HashSet::new();
         for config in file.tenants {
             validate_tenant_id(&config.id)?;
             if !tenant_ids.insert(config.id.clone()) {
-                return Err(format!("tenant {:?} is listed twice", config.id));
+                return Err(Invalid::Duplicate {
+                    at: "tenants".into(),
+                    what: "tenant",
+                    name: config.id,
+                });
             }
-            if config
+            config
                 .limits
-                .requests_per_second
-                .is_some_and(|rate| !(rate.is_finite() && rate > 0.0))
-            {
-                return Err(format!(
-                    "tenant {:?}: requests_per_second must be a positive number",
-                    config.id
-                ));
-            }
-            if config.limits.burst == Some(0) {
-                return Err(format!("tenant {:?}: burst must be at least 1", config.id));
-            }
-            crate::mcp::validate_mcp_servers(&config.mcp_servers)
-                .map_err(|e| format!("tenant {:?}: {e}", config.id))?;
+                .validate()
+                .and_then(|()| crate::mcp::validate_mcp_servers(&config.mcp_servers))
+                .map_err(|invalid| invalid.in_tenant(&config.id))?;
             if config.api_keys.is_empty() {
-                return Err(format!("tenant {:?} has no api_keys", config.id));
+                return Err(Invalid::Empty {
+                    setting: "api_keys".into(),
+                }
+                .in_tenant(&config.id));
             }
             let tenant = Arc::new(Tenant {
                 id: config.id.clone(),
@@ -152,17 +160,23 @@ impl TenantRegistry {
                 routing: config.routing.clone(),
             });
             for key in &config.api_keys {
-                let hash = parse_key_hash(&key.sha256)
-                    .map_err(|e| format!("tenant {:?}, key {:?}: {e}", config.id, key.id))?;
+                let hash = parse_key_hash(&key.sha256).map_err(|rule| {
+                    Invalid::Malformed {
+                        at: format!("key {:?}", key.id),
+                        rule: rule.into(),
+                    }
+                    .in_tenant(&config.id)
+                })?;
                 let principal = Principal {
                     tenant: tenant.clone(),
                     key_id: key.id.clone(),
                 };
                 if registry.by_key_hash.insert(hash, principal).is_some() {
-                    return Err(format!(
-                        "key {:?} of tenant {:?} has the same hash as another key",
-                        key.id, config.id
-                    ));
+                    return Err(Invalid::Conflict {
+                        at: format!("key {:?}", key.id),
+                        rule: "has the same hash as another key".into(),
+                    }
+                    .in_tenant(&config.id));
                 }
             }
             registry.tenants.push(tenant);
@@ -181,7 +195,7 @@ impl TenantRegistry {
 }
 
 /// Tenant ids go into log keys, table keys and metric labels: keep them plain.
-fn validate_tenant_id(id: &str) -> Result<(), String> {
+fn validate_tenant_id(id: &str) -> Result<(), Invalid> {
     let valid = !id.is_empty()
         && id.len() <= 64
         && id
@@ -190,18 +204,17 @@ fn validate_tenant_id(id: &str) -> Result<(), String> {
     if valid {
         Ok(())
     } else {
-        Err(format!(
-            "tenant id {id:?} must be 1-64 characters of A-Z, a-z, 0-9, '-', '_' or '.'"
-        ))
+        Err(Invalid::Malformed {
+            at: format!("tenant id {id:?}"),
+            rule: "must be 1-64 characters of A-Z, a-z, 0-9, '-', '_' or '.'".into(),
+        })
     }
 }
 
-fn parse_key_hash(text: &str) -> Result<[u8; 32], String> {
-    let bytes =
-        hex::decode(text.trim()).map_err(|_| "sha256 must be 64 hex characters".to_string())?;
-    bytes
-        .try_into()
-        .map_err(|_| "sha256 must be 64 hex characters".to_string())
+fn parse_key_hash(text: &str) -> Result<[u8; 32], &'static str> {
+    const RULE: &str = "sha256 must be 64 hex characters";
+    let bytes = hex::decode(text.trim()).map_err(|_| RULE)?;
+    bytes.try_into().map_err(|_| RULE)
 }
 
 fn hash_bytes(api_key: &str) -> [u8; 32] {
@@ -245,12 +258,15 @@ mod tests {
 
     #[test]
     fn rejects_bad_files_with_a_reason() {
-        let err = TenantRegistry::parse("tenants:\n  - id: 'a b'\n    api_keys: []\n").unwrap_err();
+        let err = TenantRegistry::parse("tenants:\n  - id: 'a b'\n    api_keys: []\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("tenant id"), "{err}");
         let err = TenantRegistry::parse(
             "tenants:\n  - id: a\n    api_keys:\n      - id: k\n        sha256: xyz\n",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("64 hex"), "{err}");
         let doubled = format!(
             "{}{}",
@@ -260,6 +276,7 @@ mod tests {
         assert!(
             TenantRegistry::parse(&doubled)
                 .unwrap_err()
+                .to_string()
                 .contains("twice")
         );
     }

@@ -92,7 +92,7 @@ pub async fn run_tool_call(
     let timeout = server
         .call_timeout_ms
         .map(std::time::Duration::from_millis)
-        .unwrap_or(pool.config().call_timeout);
+        .unwrap_or(pool.config().call_timeout());
     let deadline = Instant::now() + timeout;
     let timed_out = || {
         ToolOutcome::failed(

@@ -9,13 +9,13 @@
 mod approvals;
 pub mod call;
 pub mod catalog;
-pub mod config;
 mod connection;
 pub mod pool;
 mod processor;
 mod recovery;
 
 pub use catalog::{ToolCatalog, ToolDescriptor};
-pub use config::McpConfig;
+/// The processor's limits: the `mcp` section of the platform config.
+pub use chatstream_config::McpSettings;
 pub use pool::McpClientPool;
 pub use processor::McpProcessor;

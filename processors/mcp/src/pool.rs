@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chatstream_config::McpSettings;
 use chatstream_config::mcp::McpServerConfig;
 use chatstream_config::tenants::TenantRegistry;
 use rmcp::model::Tool;
@@ -15,7 +16,6 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::catalog::{ToolCatalog, ToolDescriptor};
-use crate::config::McpConfig;
 use crate::connection::Connection;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -31,7 +31,7 @@ pub struct McpClientPool {
     servers: HashMap<String, Vec<McpServerConfig>>,
     slots: Mutex<HashMap<(String, String), Arc<Slot>>>,
     permits: Mutex<HashMap<String, Arc<Semaphore>>>,
-    config: McpConfig,
+    config: McpSettings,
 }
 
 struct Slot {
@@ -58,7 +58,7 @@ pub struct PeerLease {
 
 impl McpClientPool {
     /// `servers` maps each tenant id to its own servers.
-    pub fn new(servers: HashMap<String, Vec<McpServerConfig>>, config: McpConfig) -> Self {
+    pub fn new(servers: HashMap<String, Vec<McpServerConfig>>, config: McpSettings) -> Self {
         Self {
             servers,
             slots: Mutex::default(),
@@ -67,7 +67,7 @@ impl McpClientPool {
         }
     }
 
-    pub fn from_registry(registry: &TenantRegistry, config: McpConfig) -> Self {
+    pub fn from_registry(registry: &TenantRegistry, config: McpSettings) -> Self {
         let servers = registry
             .tenants()
             .iter()
@@ -77,7 +77,7 @@ impl McpClientPool {
         Self::new(servers, config)
     }
 
-    pub fn config(&self) -> &McpConfig {
+    pub fn config(&self) -> &McpSettings {
         &self.config
     }
 
@@ -149,7 +149,7 @@ impl McpClientPool {
         server: &str,
     ) -> Result<Arc<Vec<Tool>>, PoolError> {
         let slot = self.slot(tenant_id, server)?;
-        let deadline = Instant::now() + self.config.connect_timeout;
+        let deadline = Instant::now() + self.config.connect_timeout();
         let mut state = slot.state.lock().await;
         self.ensure_connected(&slot, &mut state, deadline).await?;
         let connection = state.connection.as_mut().expect("connected");
@@ -219,7 +219,7 @@ impl McpClientPool {
             let Ok(mut state) = slot.state.try_lock() else {
                 continue; // in use right now
             };
-            if state.last_used.elapsed() < self.config.idle_timeout {
+            if state.last_used.elapsed() < self.config.idle_timeout() {
                 continue;
             }
             if let Some(connection) = state.connection.take() {
@@ -261,7 +261,7 @@ impl McpClientPool {
             }
             tokio::time::sleep_until(retry_at).await;
         }
-        let connect_by = deadline.min(Instant::now() + self.config.connect_timeout);
+        let connect_by = deadline.min(Instant::now() + self.config.connect_timeout());
         let opened = tokio::time::timeout_at(
             connect_by,
             Connection::open(&slot.server.name, &slot.server.transport),
@@ -295,9 +295,9 @@ impl McpClientPool {
     fn backoff(&self, failures: u32) -> Duration {
         let doublings = failures.saturating_sub(1).min(16);
         self.config
-            .restart_backoff
+            .restart_backoff()
             .saturating_mul(1 << doublings)
-            .min(self.config.max_restart_backoff)
+            .min(self.config.max_restart_backoff())
     }
 }
 
@@ -308,7 +308,7 @@ impl McpClientPool {
         self: Arc<Self>,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let every = (self.config.idle_timeout / 4).max(Duration::from_secs(1));
+        let every = (self.config.idle_timeout() / 4).max(Duration::from_secs(1));
         let pool = Arc::downgrade(&self);
         async move {
             loop {

@@ -101,7 +101,7 @@ impl McpProcessor {
         if needs_approval {
             // Asked on the log; the wait starts when that event comes back
             // here, so whichever replica owns the partition keeps it.
-            let expires_at = SystemTime::now() + self.pool.config().approval_timeout;
+            let expires_at = SystemTime::now() + self.pool.config().approval_timeout();
             let asked = derived(
                 event,
                 APPROVAL_EVENT_INDEX,
@@ -199,7 +199,7 @@ impl McpProcessor {
         };
         self.deadlines.approvals.keep_partitions(partitions);
         self.deadlines.keep_partitions(partitions);
-        let window = self.pool.config().approval_timeout + RECOVERY_MARGIN;
+        let window = self.pool.config().approval_timeout() + RECOVERY_MARGIN;
         for partition in gained {
             let Some(recovered) = recovery::waiting_calls(
                 self.log.as_ref(),

@@ -37,9 +37,9 @@ fn approval_servers(
     HashMap::from([("acme".to_owned(), servers)])
 }
 
-fn approval_config(timeout: Duration) -> chatstream_mcp::McpConfig {
-    chatstream_mcp::McpConfig {
-        approval_timeout: timeout,
+fn approval_config(timeout: Duration) -> chatstream_mcp::McpSettings {
+    chatstream_mcp::McpSettings {
+        approval_timeout_ms: timeout.as_millis() as u64,
         ..test_config()
     }
 }

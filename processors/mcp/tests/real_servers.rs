@@ -450,8 +450,8 @@ async fn idle_servers_are_closed_and_started_again_on_use() {
     let Some((everything, time)) = real_servers() else {
         return;
     };
-    let config = chatstream_mcp::McpConfig {
-        idle_timeout: Duration::from_millis(200),
+    let config = chatstream_mcp::McpSettings {
+        idle_timeout_ms: 200,
         ..test_config()
     };
     let setup = setup(acme_only(&everything, &time), config);

@@ -15,7 +15,9 @@ use crate::providers::build_catalog;
 use crate::routing::Routing;
 
 /// Fails with a message naming the bad setting (unknown model, missing
-/// API key, ...), so a misconfigured router never starts.
+/// API key, ...), so a misconfigured router never starts. The binary's
+/// config was checked at load; this checks again for callers that build
+/// `models` themselves.
 pub fn router_from_config(
     log: Arc<dyn EventLog>,
     store: Arc<dyn ProjectionStore>,
@@ -24,12 +26,8 @@ pub fn router_from_config(
     mock: MockModel,
     tenants: &[Arc<Tenant>],
 ) -> Result<ModelRouter, String> {
+    models.validate().map_err(|invalid| invalid.to_string())?;
     if models.catalog.is_empty() {
-        if !models.providers.is_empty() || models.default_routing.is_some() {
-            return Err(
-                "models: providers or default_routing are set but the catalog is empty".into(),
-            );
-        }
         return Ok(ModelRouter::new(log, store, fanout, Arc::new(mock)));
     }
     let catalog = build_catalog(models, &mock)?;

@@ -4,14 +4,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chatstream_config::mcp::McpServerConfig;
 use chatstream_core::log::EventLog;
 use chatstream_core::log::embedded::EmbeddedLog;
 use chatstream_core::store::ProjectionStore;
 use chatstream_core::store::embedded::EmbeddedStore;
-use chatstream_mcp::{McpClientPool, McpConfig, McpProcessor};
+use chatstream_mcp::{McpClientPool, McpProcessor, McpSettings};
 use chatstream_schemas::event::{EventContext, new_event};
 use chatstream_schemas::ids::new_event_id;
 use chatstream_schemas::pb::events::{ToolCallCompleted, ToolCallRequested, event::Payload};
@@ -54,12 +53,12 @@ pub fn acme_servers(everything: &str, time: &str) -> Vec<McpServerConfig> {
     ))
 }
 
-pub fn test_config() -> McpConfig {
-    McpConfig {
-        call_timeout: Duration::from_secs(10),
-        restart_backoff: Duration::from_millis(100),
+pub fn test_config() -> McpSettings {
+    McpSettings {
+        call_timeout_ms: 10_000,
+        restart_backoff_ms: 100,
         max_result_bytes: 4096,
-        ..McpConfig::default()
+        ..McpSettings::default()
     }
 }
 
@@ -71,7 +70,7 @@ pub struct Setup {
     _dir: tempfile::TempDir,
 }
 
-pub fn setup(servers: HashMap<String, Vec<McpServerConfig>>, config: McpConfig) -> Setup {
+pub fn setup(servers: HashMap<String, Vec<McpServerConfig>>, config: McpSettings) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
     let store: Arc<dyn ProjectionStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());

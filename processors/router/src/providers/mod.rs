@@ -55,13 +55,13 @@ impl std::fmt::Debug for CatalogEntry {
     }
 }
 
-/// Builds every catalog model from the config, reading API keys now so a
-/// missing key fails at start, not on a tenant's first message.
+/// Builds every catalog model from the config (checked by
+/// `ModelsConfig::validate`), reading API keys now so a missing key fails
+/// at start, not on a tenant's first message.
 pub fn build_catalog(
     config: &ModelsConfig,
     mock: &MockModel,
 ) -> Result<HashMap<String, CatalogEntry>, String> {
-    config.validate()?;
     let mut providers: HashMap<&str, Arc<dyn ChatModel>> = HashMap::new();
     for (name, provider) in &config.providers {
         let key = http::ApiKey::from_config(

@@ -53,7 +53,9 @@ impl Routing {
         let mut by_tenant = HashMap::new();
         for tenant in tenants {
             if let Some(policy) = &tenant.routing {
-                config.validate_policy(&format!("tenant {:?} routing", tenant.id), policy)?;
+                config
+                    .validate_policy(&format!("tenant {:?} routing", tenant.id), policy)
+                    .map_err(|invalid| invalid.to_string())?;
             }
             by_tenant.insert(
                 tenant.id.clone(),
