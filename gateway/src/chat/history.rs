@@ -51,3 +51,96 @@ fn fitting_in_page(entries: &[HistoryEntry], limit: usize) -> usize {
     }
     entries.len().min(limit)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::chat::testing::{Backends, principal};
+    use crate::error::ChatError;
+
+    fn offsets(entries: &[chatstream_core::store::HistoryEntry]) -> Vec<u64> {
+        entries.iter().map(|e| e.position.offset).collect()
+    }
+
+    #[tokio::test]
+    async fn history_comes_in_pages_that_follow_on_without_a_gap() {
+        let backends = Backends::new();
+        let core = backends.core();
+        let acme = principal("acme");
+        let (conversation_id, _) = core.open_conversation(&acme, "").await.unwrap();
+        for offset in 1..=5 {
+            backends
+                .project_answer("acme", &conversation_id, offset, "a")
+                .await;
+        }
+
+        let (page, next) = core
+            .history(&acme, &conversation_id, None, 2)
+            .await
+            .unwrap();
+        assert_eq!((offsets(&page), next), (vec![1, 2], Some(2)));
+        let (page, next) = core
+            .history(&acme, &conversation_id, next, 2)
+            .await
+            .unwrap();
+        assert_eq!((offsets(&page), next), (vec![3, 4], Some(4)));
+        let (page, next) = core
+            .history(&acme, &conversation_id, next, 2)
+            .await
+            .unwrap();
+        assert_eq!((offsets(&page), next), (vec![5], None));
+        // A page holds at least one event.
+        let (page, next) = core
+            .history(&acme, &conversation_id, None, 0)
+            .await
+            .unwrap();
+        assert_eq!((offsets(&page), next), (vec![1], Some(1)));
+    }
+
+    #[tokio::test]
+    async fn a_page_ends_early_at_the_byte_cap_but_holds_at_least_one_event() {
+        let backends = Backends::new();
+        let core = backends.core();
+        let acme = principal("acme");
+        let (conversation_id, _) = core.open_conversation(&acme, "").await.unwrap();
+        let big = "x".repeat(super::MAX_HISTORY_PAGE_BYTES * 2 / 3);
+        let huge = "x".repeat(super::MAX_HISTORY_PAGE_BYTES + 1);
+        for (offset, text) in [(1, &big), (2, &big), (3, &huge)] {
+            backends
+                .project_answer("acme", &conversation_id, offset, text)
+                .await;
+        }
+
+        let mut pages = Vec::new();
+        let mut after = None;
+        loop {
+            let (page, next) = core
+                .history(&acme, &conversation_id, after, 100)
+                .await
+                .unwrap();
+            pages.push(offsets(&page));
+            match next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(pages, [vec![1], vec![2], vec![3]]);
+    }
+
+    #[tokio::test]
+    async fn a_tenant_cannot_read_another_tenants_history() {
+        let backends = Backends::new();
+        let core = backends.core();
+        let (theirs, _) = core
+            .open_conversation(&principal("acme"), "")
+            .await
+            .unwrap();
+        backends.project_answer("acme", &theirs, 1, "secret").await;
+
+        let error = core
+            .history(&principal("globex"), &theirs, None, 100)
+            .await
+            .unwrap_err();
+
+        assert_eq!(error, ChatError::ConversationNotFound(theirs));
+    }
+}

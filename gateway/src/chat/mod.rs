@@ -25,6 +25,9 @@ mod send;
 mod subscribe;
 mod tool_decision;
 
+#[cfg(test)]
+mod testing;
+
 pub use history::{MAX_HISTORY_PAGE, MAX_HISTORY_PAGE_BYTES};
 pub use send::Watcher;
 

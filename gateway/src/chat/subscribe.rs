@@ -163,3 +163,221 @@ impl Delivery {
         self.out.send(reply).await.map_err(|_| Stopped::ClientGone)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chatstream_core::fanout::in_process::InProcessFanOut;
+    use chatstream_core::fanout::{FanOut, FanOutMessage, TokenDelta};
+    use chatstream_core::ratelimit::in_process::InProcessRateLimiter;
+    use chatstream_core::store::{ConversationRecord, ProjectionStore};
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
+
+    use crate::chat::ChatCore;
+    use crate::chat::testing::{
+        Backends, LIMITS, UnreachableFanOut, answer, next_reply, offsets, principal,
+    };
+    use crate::command::ChatReply;
+    use crate::error::ChatError;
+
+    #[tokio::test]
+    async fn history_after_the_position_comes_first_then_live_messages_without_duplicates() {
+        let backends = Backends::new();
+        let core = backends.core();
+        let acme = principal("acme");
+        let (conversation_id, _) = core.open_conversation(&acme, "").await.unwrap();
+        for offset in 1..=4 {
+            backends
+                .project_answer("acme", &conversation_id, offset, "a")
+                .await;
+        }
+        let (out, mut replies) = mpsc::channel(16);
+
+        core.subscribe(
+            &acme,
+            Some("r-1".into()),
+            &conversation_id,
+            Some(2),
+            out,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+
+        assert!(matches!(
+            next_reply(&mut replies).await,
+            ChatReply::Subscribed { request_id: Some(r), .. } if r == "r-1"
+        ));
+        let replayed = [
+            next_reply(&mut replies).await,
+            next_reply(&mut replies).await,
+        ];
+        assert_eq!(offsets(&replayed), [3, 4]);
+
+        let delta = TokenDelta {
+            conversation_id: conversation_id.clone(),
+            reply_to: "u".into(),
+            index: 0,
+            text: "You".into(),
+        };
+        let again = answer("acme", &conversation_id, 4, "a");
+        let next = backends
+            .project_answer("acme", &conversation_id, 5, "b")
+            .await;
+        for message in [
+            FanOutMessage::Committed(again),
+            FanOutMessage::Committed(next),
+            FanOutMessage::Delta(delta.clone()),
+        ] {
+            backends
+                .fanout
+                .publish("acme", &conversation_id, message)
+                .await
+                .unwrap();
+        }
+        let live = [
+            next_reply(&mut replies).await,
+            next_reply(&mut replies).await,
+        ];
+        assert_eq!(offsets(&live[..1]), [5], "the copy of 4 is dropped");
+        assert!(matches!(&live[1], ChatReply::Delta(d) if *d == delta));
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_falls_behind_catches_up_without_gap_or_duplicate() {
+        let backends = Backends::new();
+        let fanout = Arc::new(InProcessFanOut::with_capacity(2));
+        let core = ChatCore::new(
+            backends.log.clone(),
+            backends.store.clone(),
+            fanout.clone(),
+            Arc::new(InProcessRateLimiter::new()),
+            LIMITS,
+        );
+        let acme = principal("acme");
+        let (conversation_id, _) = core.open_conversation(&acme, "").await.unwrap();
+        // Nobody reads until the end: delivery blocks, the fan-out drops
+        // messages for it, and it must recover them from history.
+        let (out, mut replies) = mpsc::channel(1);
+        core.subscribe(
+            &acme,
+            None,
+            &conversation_id,
+            None,
+            out,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+
+        for offset in 1..=20 {
+            // As the projector does: recorded first, then published.
+            let entry = backends
+                .project_answer("acme", &conversation_id, offset, "a")
+                .await;
+            fanout
+                .publish("acme", &conversation_id, FanOutMessage::Committed(entry))
+                .await
+                .unwrap();
+        }
+
+        assert!(matches!(
+            next_reply(&mut replies).await,
+            ChatReply::Subscribed { .. }
+        ));
+        let mut delivered = Vec::new();
+        for _ in 1..=20 {
+            delivered.push(next_reply(&mut replies).await);
+        }
+        assert_eq!(offsets(&delivered), (1..=20).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_stopped_subscription_delivers_nothing_more() {
+        let backends = Backends::new();
+        let core = backends.core();
+        let acme = principal("acme");
+        let (conversation_id, _) = core.open_conversation(&acme, "").await.unwrap();
+        let (out, mut replies) = mpsc::channel(16);
+        let stop = CancellationToken::new();
+        core.subscribe(&acme, None, &conversation_id, None, out, stop.clone())
+            .await
+            .unwrap();
+        assert!(matches!(
+            next_reply(&mut replies).await,
+            ChatReply::Subscribed { .. }
+        ));
+
+        stop.cancel();
+
+        // The delivery task ends and drops its sender: the channel closes.
+        assert!(replies.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_tenant_cannot_subscribe_to_another_tenants_conversation() {
+        let backends = Backends::new();
+        let core = backends.core();
+        let (theirs, _) = core
+            .open_conversation(&principal("acme"), "")
+            .await
+            .unwrap();
+        backends.project_answer("acme", &theirs, 1, "secret").await;
+        let (out, mut replies) = mpsc::channel(16);
+
+        let error = core
+            .subscribe(
+                &principal("globex"),
+                None,
+                &theirs,
+                None,
+                out,
+                CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
+
+        assert_eq!(error, ChatError::ConversationNotFound(theirs));
+        assert!(replies.recv().await.is_none(), "nothing was delivered");
+    }
+
+    #[tokio::test]
+    async fn subscribing_while_live_delivery_is_down_is_retryable() {
+        let backends = Backends::new();
+        backends
+            .store
+            .put_conversation(&ConversationRecord {
+                tenant_id: "acme".into(),
+                conversation_id: "c".into(),
+                title: String::new(),
+                created_at_ms: 0,
+                opened_by_key_id: "acme-key".into(),
+            })
+            .await
+            .unwrap();
+        let core = ChatCore::new(
+            backends.log.clone(),
+            backends.store.clone(),
+            Arc::new(UnreachableFanOut),
+            Arc::new(InProcessRateLimiter::new()),
+            LIMITS,
+        );
+        let (out, _replies) = mpsc::channel(16);
+
+        let error = core
+            .subscribe(
+                &principal("acme"),
+                None,
+                "c",
+                None,
+                out,
+                CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
+
+        assert_eq!(error, ChatError::Unavailable("live delivery".into()));
+    }
+}
