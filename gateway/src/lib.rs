@@ -5,7 +5,6 @@
 
 pub mod chat;
 pub mod command;
-pub mod connections;
 pub mod error;
 pub mod grpc;
 pub mod http;
@@ -22,6 +21,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use chat::ChatCore;
+/// Connection counts are part of admission; re-exported at the path the
+/// binary wires them by.
+pub use chat::admission::connections;
 
 /// Everything the edges share.
 #[derive(Clone)]

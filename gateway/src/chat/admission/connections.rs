@@ -69,3 +69,60 @@ impl Drop for ConnectionSlot {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chatstream_config::tenants::TenantLimits;
+    use chatstream_core::ratelimit::connections::in_process::InProcessConnectionCounter;
+
+    use super::ConnectionLimits;
+    use crate::chat::testing::{principal, principal_with_limits};
+    use crate::error::ChatError;
+
+    #[tokio::test]
+    async fn connections_over_the_tenants_maximum_are_refused_until_one_closes() {
+        let counter = Arc::new(InProcessConnectionCounter::new());
+        let limits = ConnectionLimits::new(counter.clone(), Some(1));
+        let acme = principal("acme");
+
+        let first = limits.admit(&acme).await.unwrap();
+        assert!(first.is_some());
+        assert_eq!(
+            limits.admit(&acme).await.err(),
+            Some(ChatError::TooManyConnections(1))
+        );
+        // Counted per tenant.
+        assert!(limits.admit(&principal("globex")).await.unwrap().is_some());
+
+        drop(first);
+        // The slot is released by a task of its own.
+        while counter.open_connections("acme") > 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(limits.admit(&acme).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_tenants_own_maximum_overrides_the_default_and_none_is_unlimited() {
+        let counter = Arc::new(InProcessConnectionCounter::new());
+        let roomy = principal_with_limits(
+            "roomy",
+            TenantLimits {
+                max_connections: Some(2),
+                ..Default::default()
+            },
+        );
+        let limited = ConnectionLimits::new(counter.clone(), Some(1));
+        let _slots = [
+            limited.admit(&roomy).await.unwrap(),
+            limited.admit(&roomy).await.unwrap(),
+        ];
+        assert_eq!(counter.open_connections("roomy"), 2);
+
+        let unlimited = ConnectionLimits::new(counter.clone(), None);
+        assert!(unlimited.admit(&principal("acme")).await.unwrap().is_none());
+        assert_eq!(counter.open_connections("acme"), 0);
+    }
+}

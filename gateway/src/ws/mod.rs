@@ -1,11 +1,11 @@
 //! The WebSocket edge at `/api/v2/chat/ws`: JSON text frames in
 //! (`chatstream_schemas::ws::ClientFrame`), JSON text frames out
 //! (`ServerFrame`). Authenticates with an `Authorization: Bearer` header on
-//! the upgrade request or an `auth` frame first.
+//! the upgrade request or an `auth` frame first. A close the server starts
+//! is finished by reading the client's close reply (`close`).
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chatstream_config::tenants::Principal;
@@ -13,11 +13,19 @@ use chatstream_schemas::ws::{ClientFrame, EventJson, ServerFrame};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 use crate::Gateway;
 use crate::command::{ChatCommand, ChatReply, SendMessage, non_empty};
 use crate::error::ChatError;
 use crate::session::Session;
+
+mod close;
+mod upgrade;
+
+use upgrade::{Socket, Upgrade};
 
 /// Close codes (RFC 6455 and the registered range).
 pub mod close_code {
@@ -39,7 +47,7 @@ const OUTBOUND_BUFFER: usize = 1024;
 pub async fn upgrade(
     State(gateway): State<Gateway>,
     headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    upgrade: Upgrade,
 ) -> Response {
     if !gateway.readiness.is_ready() {
         let body = "starting: not ready to accept chat connections yet, retry";
@@ -52,13 +60,13 @@ pub async fn upgrade(
         },
         None => None,
     };
-    upgrade
-        .max_message_size(gateway.limits.max_frame_bytes)
-        .max_frame_size(gateway.limits.max_frame_bytes)
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(gateway.limits.max_frame_bytes))
+        .max_frame_size(Some(gateway.limits.max_frame_bytes))
         // Small initial buffers (they grow for big frames): idle connections stay cheap.
         .read_buffer_size(8 * 1024)
-        .write_buffer_size(8 * 1024)
-        .on_upgrade(move |socket| connection(socket, gateway, principal))
+        .write_buffer_size(8 * 1024);
+    upgrade.on_upgrade(config, move |socket| connection(socket, gateway, principal))
 }
 
 /// The API key from `Authorization: Bearer <key>`.
@@ -77,7 +85,7 @@ enum Outbound {
     Close(u16, String),
 }
 
-async fn connection(socket: WebSocket, gateway: Gateway, principal: Option<Principal>) {
+async fn connection(socket: Socket, gateway: Gateway, principal: Option<Principal>) {
     metrics::gauge!("chatstream_gateway_connections", "transport" => "websocket").increment(1.0);
     let (sink, mut inbound) = socket.split();
     let (outbound, outbound_rx) = mpsc::channel::<Outbound>(16);
@@ -114,7 +122,11 @@ async fn connection(socket: WebSocket, gateway: Gateway, principal: Option<Princ
         serve_session(session, &mut inbound, &outbound, &gateway).await;
     }
     drop((outbound, replies));
-    let _ = writer.await;
+    if let Ok((sink, Closed::ByServer)) = writer.await
+        && let Ok(mut socket) = sink.reunite(inbound)
+    {
+        socket.get_mut().finish_close().await;
+    }
     metrics::gauge!("chatstream_gateway_connections", "transport" => "websocket").decrement(1.0);
 }
 
@@ -136,7 +148,7 @@ async fn refuse(outbound: &mpsc::Sender<Outbound>, error: &ChatError) {
 /// Waits for the `auth` frame; on failure sends an error frame and closes
 /// with 1008.
 async fn authenticate_by_frame(
-    inbound: &mut SplitStream<WebSocket>,
+    inbound: &mut SplitStream<Socket>,
     outbound: &mpsc::Sender<Outbound>,
     gateway: &Gateway,
 ) -> Option<Principal> {
@@ -172,7 +184,7 @@ async fn authenticate_by_frame(
 /// Reads frames until the client leaves or the server shuts down.
 async fn serve_session(
     mut session: Session,
-    inbound: &mut SplitStream<WebSocket>,
+    inbound: &mut SplitStream<Socket>,
     outbound: &mpsc::Sender<Outbound>,
     gateway: &Gateway,
 ) {
@@ -200,11 +212,10 @@ async fn serve_session(
                 );
                 session.reply_error(None, error).await;
             }
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
             Some(Err(error)) => {
-                let error = error.to_string();
                 tracing::debug!(%error, "websocket read failed");
-                if error.contains("too long") || error.contains("too big") {
+                if let tungstenite::Error::Capacity(_) = error {
                     let reason =
                         format!("frame larger than {} bytes", gateway.limits.max_frame_bytes);
                     let _ = outbound
@@ -353,13 +364,22 @@ pub fn frame_from_reply(reply: ChatReply) -> Option<ServerFrame> {
     })
 }
 
+/// Who closed the WebSocket connection, as far as the writer knows.
+enum Closed {
+    /// The server sent a close frame: the client's reply is still to come.
+    ByServer,
+    /// The client left, or the connection broke.
+    Otherwise,
+}
+
 /// Writes control frames and replies until both channels close or a close
-/// frame was sent.
+/// frame was sent; gives the sink back to finish the close.
 async fn write_frames(
-    mut sink: SplitSink<WebSocket, Message>,
+    mut sink: SplitSink<Socket, Message>,
     mut outbound: mpsc::Receiver<Outbound>,
     mut replies: mpsc::Receiver<ChatReply>,
-) {
+) -> (SplitSink<Socket, Message>, Closed) {
+    let mut closed = Closed::Otherwise;
     loop {
         let next = tokio::select! {
             biased;
@@ -379,12 +399,15 @@ async fn write_frames(
             },
             Outbound::Frame(frame) => text_message(&frame),
             Outbound::Close(code, reason) => {
-                let _ = sink
+                let sent = sink
                     .send(Message::Close(Some(CloseFrame {
-                        code,
+                        code: code.into(),
                         reason: Utf8Bytes::from(reason),
                     })))
                     .await;
+                if sent.is_ok() {
+                    closed = Closed::ByServer;
+                }
                 break;
             }
         };
@@ -393,6 +416,7 @@ async fn write_frames(
         }
     }
     let _ = sink.close().await;
+    (sink, closed)
 }
 
 fn text_message(frame: &ServerFrame) -> Message {

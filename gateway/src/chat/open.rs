@@ -1,0 +1,132 @@
+//! `open`: a new conversation, appended to the log and recorded in the
+//! store before the reply, so a send right after the reply finds it (the
+//! projector would record it too, but maybe not that soon).
+use chatstream_config::tenants::Principal;
+use chatstream_core::store::ConversationRecord;
+use chatstream_schemas::ids::new_event_id;
+use chatstream_schemas::pb::events::{ConversationOpened, event::Payload};
+
+use super::{ChatCore, check_len, client_event, now_ms};
+use crate::error::ChatError;
+
+impl ChatCore {
+    /// Opens a conversation; returns its id and the log offset of its
+    /// `ConversationOpened` event.
+    pub async fn open_conversation(
+        &self,
+        who: &Principal,
+        title: &str,
+    ) -> Result<(String, u64), ChatError> {
+        check_len("title", title)?;
+        self.admit_request(who).await?;
+        self.append_conversation_opened(who, title).await
+    }
+
+    /// The work of `open_conversation`, without counting a request (a send
+    /// that opens its conversation is one request).
+    pub(super) async fn append_conversation_opened(
+        &self,
+        who: &Principal,
+        title: &str,
+    ) -> Result<(String, u64), ChatError> {
+        let conversation_id = new_event_id();
+        let event = client_event(
+            who,
+            &conversation_id,
+            Payload::ConversationOpened(ConversationOpened {
+                title: title.to_owned(),
+                opened_by_key_id: who.key_id.clone(),
+            }),
+        );
+        let position = self.log.append(&who.tenant.id, &event).await?;
+        let record = ConversationRecord {
+            tenant_id: who.tenant.id.clone(),
+            conversation_id: conversation_id.clone(),
+            title: title.to_owned(),
+            created_at_ms: now_ms(),
+            opened_by_key_id: who.key_id.clone(),
+        };
+        if let Err(error) = self.store.put_conversation(&record).await {
+            // Durable on the log already; the projector records it shortly.
+            tracing::warn!(%error, %conversation_id, "could not record the conversation; the projector will");
+        }
+        Ok((conversation_id, position.offset))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chatstream_core::store::ProjectionStore;
+    use chatstream_schemas::pb::events::event::Payload;
+
+    use crate::chat::testing::{Backends, principal};
+    use crate::error::ChatError;
+
+    #[tokio::test]
+    async fn an_opened_conversation_is_on_the_log_and_in_the_store_before_the_reply() {
+        let backends = Backends::new();
+        let core = backends.core();
+        let acme = principal("acme");
+
+        let (conversation_id, position) = core.open_conversation(&acme, "Trip").await.unwrap();
+
+        let events = backends.events().await;
+        assert_eq!(events.len(), 1);
+        assert_eq!(position, 0);
+        assert_eq!(events[0].conversation_id, conversation_id);
+        assert_eq!(events[0].tenant_id, "acme");
+        match &events[0].payload {
+            Some(Payload::ConversationOpened(opened)) => {
+                assert_eq!(opened.title, "Trip");
+                assert_eq!(opened.opened_by_key_id, "acme-key");
+            }
+            other => panic!("expected ConversationOpened, got {other:?}"),
+        }
+        let record = backends
+            .store
+            .get_conversation("acme", &conversation_id)
+            .await
+            .unwrap()
+            .expect("recorded before the reply");
+        assert_eq!(record.title, "Trip");
+    }
+
+    #[tokio::test]
+    async fn an_over_long_title_is_refused_and_nothing_is_appended() {
+        let backends = Backends::new();
+        let core = backends.core();
+        let title = "t".repeat(crate::chat::MAX_ID_BYTES + 1);
+
+        let error = core
+            .open_conversation(&principal("acme"), &title)
+            .await
+            .unwrap_err();
+
+        assert_eq!(error.code(), "invalid_request");
+        assert!(matches!(error, ChatError::InvalidRequest(m) if m.starts_with("title")));
+        assert!(backends.events().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_conversation_is_opened_for_the_opening_tenant_only() {
+        let backends = Backends::new();
+        let core = backends.core();
+        let (conversation_id, _) = core
+            .open_conversation(&principal("acme"), "")
+            .await
+            .unwrap();
+
+        let theirs = backends
+            .store
+            .get_conversation("globex", &conversation_id)
+            .await
+            .unwrap();
+        assert_eq!(theirs, None);
+        let listed = backends
+            .store
+            .list_conversations("globex", None, 10)
+            .await
+            .unwrap();
+        assert!(listed.is_empty(), "{listed:?}");
+    }
+}
