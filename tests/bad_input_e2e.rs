@@ -4,7 +4,8 @@ mod support;
 
 use chatstream_schemas::pb::gateway as pb;
 use chatstream_schemas::ws::{ClientFrame, ServerFrame};
-use support::{Platform, authed, http_request};
+use chatstream_test_support::grpc;
+use support::{Platform, authed, http_request, send_frame};
 use tokio_tungstenite::tungstenite::Message;
 
 const SMALL_LIMIT: &str = "1024";
@@ -50,26 +51,15 @@ async fn websocket_rejects_bad_frames_and_keeps_the_connection() {
     );
     ws.expect_error("invalid_request").await;
 
-    ws.send(&ClientFrame::Send {
-        request_id: None,
-        conversation_id: None,
-        client_message_id: None,
-        text: "x".repeat(1025),
-    })
-    .await;
+    ws.send(&send_frame(None, &"x".repeat(1025))).await;
     let message = ws.expect_error("message_too_large").await;
     assert!(
         message.contains("1025") && message.contains("1024"),
         "{message}"
     );
 
-    ws.send(&ClientFrame::Send {
-        request_id: None,
-        conversation_id: Some("no-such-conversation".into()),
-        client_message_id: None,
-        text: "hi".into(),
-    })
-    .await;
+    ws.send(&send_frame(Some("no-such-conversation"), "hi"))
+        .await;
     ws.expect_error("conversation_not_found").await;
     ws.send(&ClientFrame::Subscribe {
         request_id: None,
@@ -131,13 +121,7 @@ async fn wrong_api_keys_are_rejected_on_every_way_in() {
 
     // WebSocket that sends anything but auth first: same.
     let mut ws = platform.ws_anonymous().await;
-    ws.send(&ClientFrame::Send {
-        request_id: None,
-        conversation_id: None,
-        client_message_id: None,
-        text: "hi".into(),
-    })
-    .await;
+    ws.send(&send_frame(None, "hi")).await;
     ws.expect_error("unauthenticated").await;
 
     // WebSocket with a good auth frame works.
@@ -159,15 +143,7 @@ async fn wrong_api_keys_are_rejected_on_every_way_in() {
         }))
         .await;
     assert_eq!(no_key.unwrap_err().code(), tonic::Code::Unauthenticated);
-    let wrong = client
-        .get_conversation(authed(
-            pb::GetConversationRequest {
-                conversation_id: "c".into(),
-                ..Default::default()
-            },
-            "cs_wrong",
-        ))
-        .await;
+    let wrong = grpc::get_conversation(&mut client, "cs_wrong", "c").await;
     assert_eq!(wrong.unwrap_err().code(), tonic::Code::Unauthenticated);
     let (_tx, rx) = tokio::sync::mpsc::channel::<pb::ClientFrame>(1);
     let converse = client
@@ -195,26 +171,9 @@ async fn grpc_maps_bad_input_to_statuses() {
         ))
         .await;
     assert_eq!(too_big.unwrap_err().code(), tonic::Code::InvalidArgument);
-    let unknown = client
-        .send_message(authed(
-            pb::SendMessageRequest {
-                conversation_id: "nope".into(),
-                text: "hi".into(),
-                ..Default::default()
-            },
-            key,
-        ))
-        .await;
+    let unknown = grpc::send_message(&mut client, key, "nope", "hi").await;
     assert_eq!(unknown.unwrap_err().code(), tonic::Code::NotFound);
-    let history = client
-        .get_conversation(authed(
-            pb::GetConversationRequest {
-                conversation_id: "nope".into(),
-                ..Default::default()
-            },
-            key,
-        ))
-        .await;
+    let history = grpc::get_conversation(&mut client, key, "nope").await;
     assert_eq!(history.unwrap_err().code(), tonic::Code::NotFound);
 
     // In a Converse stream, bad frames become error frames and the stream goes on.

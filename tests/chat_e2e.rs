@@ -5,39 +5,29 @@ mod support;
 
 use chatstream_schemas::pb::gateway as pb;
 use chatstream_schemas::ws::{ClientFrame, EventBody, ServerFrame};
-use support::{Platform, Ws, authed, http_get};
+use chatstream_test_support::{grpc, turns};
+use support::{Platform, Ws, authed, http_get, send_frame};
 
-/// Reads frames until the assistant message answering `user_event_id`;
-/// returns the streamed deltas' text and the assistant message text.
+/// Reads the turn of `user_event_id`, which must end in the mock model's
+/// answer to it; returns the streamed deltas' text, the answer's text, and
+/// the frames read.
 async fn read_turn(ws: &mut Ws, user_event_id: &str) -> (String, String, Vec<ServerFrame>) {
-    let frames = ws
-        .frames_until(|f| matches!(f, ServerFrame::Event { event, .. }
-            if event.causation_id == user_event_id && matches!(event.body, EventBody::AssistantMessage { .. })))
-        .await;
-    let deltas: String = frames
-        .iter()
-        .filter_map(|f| match f {
-            ServerFrame::Delta { reply_to, text, .. } if reply_to == user_event_id => {
-                Some(text.as_str())
-            }
-            _ => None,
-        })
-        .collect();
-    let Some(ServerFrame::Event { event, .. }) = frames.last() else {
-        unreachable!()
-    };
+    let turn = turns::read_turn(ws, user_event_id).await;
+    let end = turn.end();
     let EventBody::AssistantMessage {
         text, model, usage, ..
-    } = &event.body
+    } = &end.body
     else {
-        unreachable!()
+        panic!("expected the answer, got {end:?}")
     };
+    assert_eq!(end.causation_id, user_event_id, "{end:?}");
     assert_eq!(model, "mock");
     assert!(
         usage.completion_tokens > 0
             && usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
     );
-    (deltas, text.clone(), frames)
+    let text = text.clone();
+    (turn.reply_deltas(), text, turn.frames)
 }
 
 fn committed_positions(frames: &[ServerFrame]) -> Vec<u64> {
@@ -99,13 +89,7 @@ async fn websocket_turn_streams_deltas_and_commits_the_answer() {
 
     // A second turn on the same connection arrives live, deltas included.
     // Deltas may arrive before the ack, so keep every frame from the send on.
-    ws.send(&ClientFrame::Send {
-        request_id: None,
-        conversation_id: Some(conversation_id.clone()),
-        client_message_id: None,
-        text: "again".into(),
-    })
-    .await;
+    ws.send(&send_frame(Some(&conversation_id), "again")).await;
     let mut frames = ws
         .frames_until(|f| matches!(f, ServerFrame::Ack { .. }))
         .await;
@@ -160,8 +144,8 @@ async fn grpc_unary_and_converse_share_the_same_conversation() {
         .await
         .expect("open")
         .into_inner();
-    let ack = client
-        .send_message(authed(
+    let send_m1 = || {
+        authed(
             pb::SendMessageRequest {
                 conversation_id: opened.conversation_id.clone(),
                 text: "over grpc".into(),
@@ -169,7 +153,10 @@ async fn grpc_unary_and_converse_share_the_same_conversation() {
                 ..Default::default()
             },
             &key,
-        ))
+        )
+    };
+    let ack = client
+        .send_message(send_m1())
         .await
         .expect("send")
         .into_inner();
@@ -225,15 +212,7 @@ async fn grpc_unary_and_converse_share_the_same_conversation() {
 
     // A retry with the same client message id is acked with the original.
     let retry = client
-        .send_message(authed(
-            pb::SendMessageRequest {
-                conversation_id: opened.conversation_id.clone(),
-                text: "over grpc".into(),
-                client_message_id: "m-1".into(),
-                ..Default::default()
-            },
-            &key,
-        ))
+        .send_message(send_m1())
         .await
         .expect("retry")
         .into_inner();
@@ -352,13 +331,7 @@ async fn probes_metrics_grpc_health_and_reflection_answer() {
 
     // After one turn the processors' metrics are there.
     let mut ws = platform.ws(platform.key("acme")).await;
-    let (event_id, _, conversation_id) = ws.send_message(None, "count me").await;
-    ws.send(&ClientFrame::Subscribe {
-        request_id: None,
-        conversation_id,
-        after_position: None,
-    })
-    .await;
+    let (event_id, _) = ws.send_and_subscribe("count me").await;
     read_turn(&mut ws, &event_id).await;
     let (status, body) = http_get(&platform.http_addr, "/metrics").await.unwrap();
     assert_eq!(status, 200);
@@ -379,13 +352,7 @@ async fn probes_metrics_grpc_health_and_reflection_answer() {
 async fn acked_messages_survive_a_crash_and_reconnect_recovers_exactly_the_missed_events() {
     let mut platform = Platform::start(&[]).await;
     let mut ws = platform.ws(platform.key("acme")).await;
-    let (first_id, _, conversation_id) = ws.send_message(None, "before the crash").await;
-    ws.send(&ClientFrame::Subscribe {
-        request_id: None,
-        conversation_id: conversation_id.clone(),
-        after_position: None,
-    })
-    .await;
+    let (first_id, conversation_id) = ws.send_and_subscribe("before the crash").await;
     let (_, _, frames) = read_turn(&mut ws, &first_id).await;
     let last_seen = *committed_positions(&frames).last().expect("events");
 
@@ -480,18 +447,9 @@ async fn history_pages_of_large_messages_stay_within_what_clients_accept() {
     let mut conversation_id = String::new();
     let mut last_ack = None;
     for _ in 0..6 {
-        let ack = client
-            .send_message(authed(
-                pb::SendMessageRequest {
-                    conversation_id: conversation_id.clone(),
-                    text: big.clone(),
-                    ..Default::default()
-                },
-                &key,
-            ))
+        let ack = grpc::send_message(&mut client, &key, &conversation_id, &big)
             .await
-            .expect("a message at the size limit is accepted")
-            .into_inner();
+            .expect("a message at the size limit is accepted");
         conversation_id = ack.conversation_id.clone();
         last_ack = Some(ack);
     }

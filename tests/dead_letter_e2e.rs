@@ -12,6 +12,7 @@ use chatstream_kafka::{KafkaLog, KafkaLogConfig, create_topics};
 use chatstream_schemas::codec;
 use chatstream_schemas::pb::events::event::Payload;
 use chatstream_test_support::conformance::unique;
+use chatstream_test_support::services;
 
 const PARTITIONS: u32 = 2;
 /// The processors `chatstream dev` runs.
@@ -20,7 +21,7 @@ const POISON: &[u8] = b"\xde\xad not an event";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_record_is_dead_lettered_by_every_processor_and_the_tenant_is_still_answered() {
-    let Some(servers) = support::kafka_broker() else {
+    let Some(servers) = services::kafka() else {
         return;
     };
     let config = KafkaLogConfig {

@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chatstream_schemas::pb::gateway as pb;
-use chatstream_schemas::ws::{ClientFrame, EventBody, ServerFrame};
+use chatstream_schemas::ws::{EventBody, ServerFrame};
 use support::cluster::{OwnRedis, SharedBackends};
-use support::{authed, connect_ws, conversation_events, grpc_client, http_get};
+use support::{authed, connect_ws, conversation_events, grpc_client, http_get, send_frame};
 use tokio_util::sync::CancellationToken;
 
 const RATE: f64 = 20.0;
@@ -120,13 +120,7 @@ async fn one_rate_limit_holds_across_two_gateways() {
     let mut ws = connect_ws(&gateways[1].http_addr, &key).await;
     let (code, retry_after_ms) = 'probe: {
         for _ in 0..PROBES {
-            ws.send(&ClientFrame::Send {
-                request_id: None,
-                conversation_id: None,
-                client_message_id: None,
-                text: "over".into(),
-            })
-            .await;
+            ws.send(&send_frame(None, "over")).await;
             loop {
                 match ws.next_frame().await {
                     ServerFrame::Error {
@@ -190,7 +184,9 @@ async fn without_redis_the_gateway_stays_up_refuses_sends_and_recovers() {
     let Some(mut backends) = SharedBackends::create(4, &["acme".to_owned()]).await else {
         return;
     };
-    let mut redis = OwnRedis::start().await;
+    let Some(mut redis) = OwnRedis::start().await else {
+        return;
+    };
     backends.set_env("REDIS_URL", &redis.url());
     let _projector = backends.processor("conversation-projector").await;
     let _router = backends.processor("router").await;
@@ -226,13 +222,7 @@ async fn without_redis_the_gateway_stays_up_refuses_sends_and_recovers() {
         .await
         .expect_err("a send while Redis is away");
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
-    ws.send(&ClientFrame::Send {
-        request_id: None,
-        conversation_id: Some(conversation_id.clone()),
-        client_message_id: None,
-        text: "during".into(),
-    })
-    .await;
+    ws.send(&send_frame(Some(&conversation_id), "during")).await;
     match ws.next_frame().await {
         ServerFrame::Error { code, .. } => assert_eq!(code, "unavailable"),
         other => panic!("expected a retryable error, got {other:?}"),

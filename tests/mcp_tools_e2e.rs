@@ -4,26 +4,12 @@
 //! finishing the answer with the result, all seen by a WebSocket client.
 mod support;
 
-use std::sync::{Arc, Mutex};
-
-use chatstream_schemas::ws::{ClientFrame, EventBody, EventJson, ServerFrame};
+use chatstream_schemas::ws::{ClientFrame, EventBody, ServerFrame};
+use chatstream_test_support::fake_provider::{ProviderServer, Reply, openai_chunk};
+use chatstream_test_support::services;
+use chatstream_test_support::turns::{read_turn, send_and_read_turn};
 use serde_json::{Value, json};
-use support::{Platform, Ws};
-
-/// `server-everything`, or `None` after saying why the test does not run.
-fn everything_server() -> Option<String> {
-    match std::env::var("CHATSTREAM_TEST_MCP_EVERYTHING") {
-        Ok(path) if !path.is_empty() => Some(path),
-        _ => {
-            let reason = "CHATSTREAM_TEST_MCP_EVERYTHING is not set (scripts/test.sh installs the MCP test servers)";
-            if std::env::var("CHATSTREAM_TEST_STRICT").as_deref() == Ok("1") {
-                panic!("{reason}");
-            }
-            println!("not run: {reason}");
-            None
-        }
-    }
-}
+use support::Platform;
 
 /// A tenant's `mcp_servers` entry for server-everything over stdio, with
 /// `extra` lines (e.g. `allowed_tools: [echo]`) indented to fit.
@@ -38,57 +24,28 @@ fn everything_servers(everything: &str, extra: &str) -> String {
     )
 }
 
-/// Sends `text` in a new conversation and subscribes to it: the user
-/// message's event id and the conversation id.
-async fn send_and_follow(ws: &mut Ws, text: &str) -> (String, String) {
-    let (user_event_id, _, conversation_id) = ws.send_message(None, text).await;
-    ws.send(&ClientFrame::Subscribe {
-        request_id: None,
-        conversation_id: conversation_id.clone(),
-        after_position: None,
-    })
-    .await;
-    (user_event_id, conversation_id)
-}
-
-/// The events of the turn started by `user_event_id`, up to its end (an
-/// assistant message or an error), and the deltas' text per `reply_to`.
-async fn read_turn(ws: &mut Ws, user_event_id: &str) -> (Vec<EventJson>, Vec<(String, String)>) {
-    let frames = ws
-        .frames_until(|f| {
-            matches!(f, ServerFrame::Event { event, .. }
-                if event.correlation_id == user_event_id
-                    && matches!(event.body, EventBody::AssistantMessage { .. } | EventBody::ErrorOccurred { .. }))
-        })
-        .await;
-    let mut events = Vec::new();
-    let mut deltas = Vec::new();
-    for frame in frames {
-        match frame {
-            ServerFrame::Event { event, .. }
-                if event.id == user_event_id || event.correlation_id == user_event_id =>
-            {
-                events.push(event)
-            }
-            ServerFrame::Delta { reply_to, text, .. } => deltas.push((reply_to, text)),
-            _ => {}
-        }
-    }
-    (events, deltas)
+/// `chatstream dev` with extra env vars where tenant `acme` has
+/// server-everything over stdio (with `extra` lines), or `None` after
+/// saying why the test does not run.
+async fn platform_with_everything(env: &[(&str, &str)], extra: &str) -> Option<Platform> {
+    let everything = services::mcp_server("CHATSTREAM_TEST_MCP_EVERYTHING")?;
+    let servers = everything_servers(&everything, extra);
+    Some(Platform::start_with_tenant_config(env, &[("acme", &servers)]).await)
 }
 
 #[tokio::test]
 async fn a_model_uses_a_tool_on_a_real_mcp_server_within_one_turn() {
-    let Some(everything) = everything_server() else {
+    let Some(platform) = platform_with_everything(&[], "allowed_tools: [get-sum, echo]").await
+    else {
         return;
     };
-    let servers = everything_servers(&everything, "allowed_tools: [get-sum, echo]");
-    let platform = Platform::start_with_tenant_config(&[], &[("acme", &servers)]).await;
     let mut ws = platform.ws(platform.key("acme")).await;
 
-    let (user_event_id, _) =
-        send_and_follow(&mut ws, r#"/mock tool everything.get-sum {"a":20,"b":22}"#).await;
-    let (events, deltas) = read_turn(&mut ws, &user_event_id).await;
+    let (user_event_id, _) = ws
+        .send_and_subscribe(r#"/mock tool everything.get-sum {"a":20,"b":22}"#)
+        .await;
+    let turn = read_turn(&mut ws, &user_event_id).await;
+    let (events, deltas) = (turn.events(), turn.deltas());
 
     let kinds: Vec<&str> = events
         .iter()
@@ -148,19 +105,15 @@ async fn a_model_uses_a_tool_on_a_real_mcp_server_within_one_turn() {
 
 #[tokio::test]
 async fn another_tenants_model_cannot_call_the_tool() {
-    let Some(everything) = everything_server() else {
+    let Some(platform) = platform_with_everything(&[], "").await else {
         return;
     };
-    let servers = everything_servers(&everything, "");
-    let platform = Platform::start_with_tenant_config(&[], &[("acme", &servers)]).await;
     let mut ws = platform.ws(platform.key("globex")).await;
 
-    let (user_event_id, _) = send_and_follow(
-        &mut ws,
-        r#"/mock tool everything.echo {"message":"acme's secrets"}"#,
-    )
-    .await;
-    let (events, _) = read_turn(&mut ws, &user_event_id).await;
+    let (user_event_id, _) = ws
+        .send_and_subscribe(r#"/mock tool everything.echo {"message":"acme's secrets"}"#)
+        .await;
+    let events = read_turn(&mut ws, &user_event_id).await.events();
     let completed = events
         .iter()
         .find_map(|e| match &e.body {
@@ -185,17 +138,13 @@ async fn another_tenants_model_cannot_call_the_tool() {
 
 #[tokio::test]
 async fn a_person_approves_a_tool_call_over_websocket() {
-    let Some(everything) = everything_server() else {
+    let Some(platform) = platform_with_everything(&[], "require_approval: [echo]").await else {
         return;
     };
-    let servers = everything_servers(&everything, "require_approval: [echo]");
-    let platform = Platform::start_with_tenant_config(&[], &[("acme", &servers)]).await;
     let mut ws = platform.ws(platform.key("acme")).await;
-    let (user_event_id, conversation_id) = send_and_follow(
-        &mut ws,
-        r#"/mock tool everything.echo {"message":"approved!"}"#,
-    )
-    .await;
+    let (user_event_id, conversation_id) = ws
+        .send_and_subscribe(r#"/mock tool everything.echo {"message":"approved!"}"#)
+        .await;
     let frames = ws
         .frames_until(|f| {
             matches!(f, ServerFrame::Event { event, .. }
@@ -228,7 +177,7 @@ async fn a_person_approves_a_tool_call_over_websocket() {
         reason: Some("looks fine".into()),
     })
     .await;
-    let (events, _) = read_turn(&mut ws, &user_event_id).await;
+    let events = read_turn(&mut ws, &user_event_id).await.events();
     let completed = events
         .iter()
         .find_map(|e| match &e.body {
@@ -285,7 +234,7 @@ async fn a_person_approves_a_tool_call_over_websocket() {
     grpc.decide_tool_call(decide(platform.key("acme"), false))
         .await
         .expect("decision acked");
-    let (events, _) = read_turn(&mut ws, &second_event_id).await;
+    let events = read_turn(&mut ws, &second_event_id).await.events();
     let rejected = events
         .iter()
         .find_map(|e| match &e.body {
@@ -298,64 +247,41 @@ async fn a_person_approves_a_tool_call_over_websocket() {
 
 /// An OpenAI-compatible provider that, until the conversation holds a tool
 /// result, asks for the offered tool named `<server>__echo`; then answers
-/// with the result. It records every request body.
-async fn echoing_provider() -> (String, Arc<Mutex<Vec<Value>>>) {
-    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let record = seen.clone();
-    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
-        let record = record.clone();
-        async move {
-            let request: Value = serde_json::from_slice(&body).unwrap_or_default();
-            record.lock().unwrap().push(request.clone());
-            let messages = request["messages"].as_array().cloned().unwrap_or_default();
-            let result = messages.iter().find(|m| m["role"] == "tool");
-            let echo = request["tools"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|t| t["function"]["name"].as_str())
-                .find(|name| name.ends_with("__echo"));
-            let chunk = |delta: Value, finish: Option<&str>| {
-                let chunk = json!({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
-                format!("data: {chunk}\n\n")
-            };
-            let body = match (result, echo) {
-                (Some(result), _) => {
-                    let text = format!("The echo said: {}", result["content"].as_str().unwrap_or_default());
-                    chunk(json!({"content": text}), None) + &chunk(json!({}), Some("stop"))
-                }
-                (None, Some(name)) => {
-                    let call = json!({"tool_calls": [{"index": 0, "id": "call_e2e", "type": "function",
-                        "function": {"name": name, "arguments": "{\"message\":\"hi from the model\"}"}}]});
-                    chunk(call, None) + &chunk(json!({}), Some("tool_calls"))
-                }
-                (None, None) => chunk(json!({"content": "no echo tool offered"}), None)
-                    + &chunk(json!({}), Some("stop")),
-            };
-            axum::response::Response::builder()
-                .header("content-type", "text/event-stream")
-                .body(axum::body::Body::from(body + "data: [DONE]\n\n"))
-                .unwrap()
-        }
+/// with the result. It records every request.
+async fn echoing_provider() -> ProviderServer {
+    let provider = ProviderServer::start().await;
+    provider.respond_with(|request| {
+        let request = &request.body;
+        let messages = request["messages"].as_array().cloned().unwrap_or_default();
+        let result = messages.iter().find(|m| m["role"] == "tool");
+        let echo = request["tools"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["function"]["name"].as_str())
+            .find(|name| name.ends_with("__echo"));
+        let stop = |finish| openai_chunk(json!({}), Some(finish));
+        let body = match (result, echo) {
+            (Some(result), _) => {
+                let text = format!("The echo said: {}", result["content"].as_str().unwrap_or_default());
+                openai_chunk(json!({"content": text}), None) + &stop("stop")
+            }
+            (None, Some(name)) => {
+                let call = json!({"tool_calls": [{"index": 0, "id": "call_e2e", "type": "function",
+                    "function": {"name": name, "arguments": "{\"message\":\"hi from the model\"}"}}]});
+                openai_chunk(call, None) + &stop("tool_calls")
+            }
+            (None, None) => openai_chunk(json!({"content": "no echo tool offered"}), None) + &stop("stop"),
+        };
+        Reply::sse(&(body + "data: [DONE]\n\n"))
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}/v1"), seen)
-}
-
-/// Sends `text` in a new conversation and returns the turn's events.
-async fn turn(ws: &mut Ws, text: &str) -> Vec<EventJson> {
-    let (user_event_id, _) = send_and_follow(ws, text).await;
-    read_turn(ws, &user_event_id).await.0
+    provider
 }
 
 #[tokio::test]
 async fn a_real_provider_is_offered_the_tenants_tools_and_one_runs_on_the_real_server() {
-    let Some(everything) = everything_server() else {
-        return;
-    };
-    let (provider_url, seen) = echoing_provider().await;
+    let provider = echoing_provider().await;
+    let provider_url = format!("{}/v1", provider.base_url());
     let config_dir = tempfile::tempdir().unwrap();
     let config_path = config_dir.path().join("chatstream.yaml");
     std::fs::write(
@@ -365,15 +291,16 @@ async fn a_real_provider_is_offered_the_tenants_tools_and_one_runs_on_the_real_s
         ),
     )
     .unwrap();
-    let servers = everything_servers(&everything, "allowed_tools: [get-sum, echo]");
-    let platform = Platform::start_with_tenant_config(
-        &[("CHATSTREAM_CONFIG", config_path.to_str().unwrap())],
-        &[("acme", &servers)],
-    )
-    .await;
+    let env = [("CHATSTREAM_CONFIG", config_path.to_str().unwrap())];
+    let Some(platform) = platform_with_everything(&env, "allowed_tools: [get-sum, echo]").await
+    else {
+        return;
+    };
 
     let mut acme = platform.ws(platform.key("acme")).await;
-    let events = turn(&mut acme, "please echo something").await;
+    let events = send_and_read_turn(&mut acme, "please echo something")
+        .await
+        .events();
     let called = events.iter().find_map(|e| match &e.body {
         EventBody::ToolCallRequested(request) => Some(format!(
             "{}.{} {}",
@@ -395,9 +322,9 @@ async fn a_real_provider_is_offered_the_tenants_tools_and_one_runs_on_the_real_s
         "the real server's result reached the model: {text}"
     );
 
-    let requests = seen.lock().unwrap().clone();
+    let requests = provider.requests();
     assert_eq!(requests.len(), 2, "one call per step: {requests:?}");
-    let mut offered: Vec<&str> = requests[0]["tools"]
+    let mut offered: Vec<&str> = requests[0].body["tools"]
         .as_array()
         .expect("tools offered")
         .iter()
@@ -406,7 +333,7 @@ async fn a_real_provider_is_offered_the_tenants_tools_and_one_runs_on_the_real_s
     offered.sort();
     // Only the tools the tenant allows, from the real server's tools/list.
     assert_eq!(offered, ["everything__echo", "everything__get-sum"]);
-    let echo = requests[0]["tools"]
+    let echo = requests[0].body["tools"]
         .as_array()
         .unwrap()
         .iter()
@@ -416,7 +343,7 @@ async fn a_real_provider_is_offered_the_tenants_tools_and_one_runs_on_the_real_s
         echo["function"]["parameters"]["properties"]["message"].is_object(),
         "the server's input schema: {echo}"
     );
-    let second = requests[1]["messages"].as_array().unwrap();
+    let second = requests[1].body["messages"].as_array().unwrap();
     assert_eq!(second[0]["content"], "please echo something");
     assert_eq!(
         second[1]["tool_calls"][0]["function"]["name"],
@@ -427,23 +354,23 @@ async fn a_real_provider_is_offered_the_tenants_tools_and_one_runs_on_the_real_s
 
     // Another tenant's model is offered nothing.
     let mut globex = platform.ws(platform.key("globex")).await;
-    let events = turn(&mut globex, "please echo something").await;
+    let events = send_and_read_turn(&mut globex, "please echo something")
+        .await
+        .events();
     let answer = events.last().unwrap();
     assert!(
         matches!(&answer.body, EventBody::AssistantMessage { text, .. } if text == "no echo tool offered"),
         "{answer:?}"
     );
-    let requests = seen.lock().unwrap().clone();
-    assert!(requests[2].get("tools").is_none(), "{}", requests[2]);
+    let requests = provider.requests();
+    assert!(requests[2].body.get("tools").is_none(), "{:?}", requests[2]);
 }
 
 #[tokio::test]
 async fn a_tool_turn_completes_over_the_openai_http_api() {
-    let Some(everything) = everything_server() else {
+    let Some(platform) = platform_with_everything(&[], "allowed_tools: [echo]").await else {
         return;
     };
-    let servers = everything_servers(&everything, "allowed_tools: [echo]");
-    let platform = Platform::start_with_tenant_config(&[], &[("acme", &servers)]).await;
     let url = format!("http://{}/v1/chat/completions", platform.http_addr);
     let client = reqwest::Client::new();
     let ask = |stream: bool| {

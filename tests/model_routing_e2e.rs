@@ -4,91 +4,38 @@
 //! tenant over its monthly budget is refused without a provider call.
 mod support;
 
-use std::sync::{Arc, Mutex};
-
-use axum::body::Bytes;
-use axum::http::HeaderMap;
-use chatstream_schemas::ws::{ClientFrame, EventBody, ServerFrame};
+use chatstream_schemas::ws::EventBody;
+use chatstream_test_support::fake_provider::{ProviderServer, Reply, openai_stream};
+use chatstream_test_support::turns::send_and_read_turn;
 use support::{Platform, Ws};
 
-/// What a provider server saw: (authorization header, JSON body) per request.
-type Seen = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
-
-/// An OpenAI-compatible `/v1/chat/completions` that fails with `status`,
-/// or streams "from backup" with usage when `status` is 200.
-async fn provider(status: u16) -> (String, Seen) {
-    let seen: Seen = Arc::default();
-    let record = seen.clone();
-    let app = axum::Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
-        let record = record.clone();
-        async move {
-            let auth = headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            let json = serde_json::from_slice(&body).unwrap_or_default();
-            record.lock().unwrap().push((auth, json));
-            if status != 200 {
-                return axum::response::Response::builder()
-                    .status(status)
-                    .body(axum::body::Body::from(r#"{"error":{"message":"down"}}"#))
-                    .unwrap();
-            }
-            let chunk = |text: &str| {
-                format!(
-                    "data: {}\n\n",
-                    serde_json::json!({"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]})
-                )
-            };
-            let body = format!(
-                "{}{}data: {}\n\ndata: {}\n\ndata: [DONE]\n\n",
-                chunk("from"),
-                chunk(" backup"),
-                serde_json::json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
-                serde_json::json!({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}})
-            );
-            axum::response::Response::builder()
-                .header("content-type", "text/event-stream")
-                .body(axum::body::Body::from(body))
-                .unwrap()
-        }
+/// An OpenAI-compatible provider that fails with `status`, or streams
+/// "from backup" with usage when `status` is 200: its `/v1` URL and the
+/// server, which records every request.
+async fn provider(status: u16) -> (String, ProviderServer) {
+    let server = ProviderServer::start().await;
+    server.set_default(match status {
+        200 => Reply::sse(&openai_stream(&["from", " backup"], 7)),
+        _ => Reply::status(status, r#"{"error":{"message":"down"}}"#),
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}/v1"), seen)
+    (format!("{}/v1", server.base_url()), server)
 }
 
-/// Sends `text` in a new conversation and returns the committed events of
-/// that conversation up to the answer (an assistant message or an error).
+/// Sends `text` in a new conversation and returns the bodies of the
+/// committed events it caused, up to the answer (an assistant message or
+/// an error).
 async fn turn(ws: &mut Ws, text: &str) -> Vec<EventBody> {
-    let (event_id, _, conversation_id) = ws.send_message(None, text).await;
-    ws.send(&ClientFrame::Subscribe {
-        request_id: None,
-        conversation_id,
-        after_position: None,
-    })
-    .await;
-    let frames = ws
-        .frames_until(|f| {
-            matches!(f, ServerFrame::Event { event, .. } if event.causation_id == event_id
-                && matches!(event.body, EventBody::AssistantMessage { .. } | EventBody::ErrorOccurred { .. }))
-        })
-        .await;
-    frames
+    let turn = send_and_read_turn(ws, text).await;
+    turn.caused_by_the_message()
         .into_iter()
-        .filter_map(|f| match f {
-            ServerFrame::Event { event, .. } if event.causation_id == event_id => Some(event.body),
-            _ => None,
-        })
+        .map(|event| event.body)
         .collect()
 }
 
 #[tokio::test]
 async fn configured_providers_fall_back_account_and_enforce_budgets() {
-    let (primary_url, primary_seen) = provider(503).await;
-    let (backup_url, backup_seen) = provider(200).await;
+    let (primary_url, primary) = provider(503).await;
+    let (backup_url, backup) = provider(200).await;
     let config_dir = tempfile::tempdir().unwrap();
     let config_path = config_dir.path().join("chatstream.yaml");
     std::fs::write(
@@ -154,11 +101,14 @@ async fn configured_providers_fall_back_account_and_enforce_budgets() {
             "answer backup-model: from backup",
         ]
     );
-    let (auth, body) = backup_seen.lock().unwrap()[0].clone();
-    assert_eq!(auth, "Bearer sk-e2e-secret", "the key from the env var");
-    assert_eq!(body["model"], "gpt-backup");
-    assert_eq!(body["messages"][0]["content"], "hello");
-    assert_eq!(primary_seen.lock().unwrap().len(), 1);
+    let sent = backup.requests()[0].clone();
+    assert_eq!(
+        sent.headers["authorization"], "Bearer sk-e2e-secret",
+        "the key from the env var"
+    );
+    assert_eq!(sent.body["model"], "gpt-backup");
+    assert_eq!(sent.body["messages"][0]["content"], "hello");
+    assert_eq!(primary.requests().len(), 1);
 
     // globex may spend 5 tokens a month: one call (capped at 5), then no more.
     let mut globex = platform.ws(platform.key("globex")).await;
@@ -172,13 +122,13 @@ async fn configured_providers_fall_back_account_and_enforce_budgets() {
         matches!(second.last(), Some(EventBody::ErrorOccurred { code, .. }) if code == "budget_exceeded"),
         "{second:?}"
     );
-    let calls = backup_seen.lock().unwrap().clone();
+    let calls = backup.requests();
     assert_eq!(
         calls.len(),
         2,
         "acme's and globex's first; none over budget"
     );
-    assert_eq!(calls[1].1["max_tokens"], 5);
+    assert_eq!(calls[1].body["max_tokens"], 5);
 }
 
 #[test]

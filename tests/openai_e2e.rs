@@ -8,6 +8,7 @@ use std::time::Duration;
 use chatstream_schemas::pb::events::event::Payload;
 use chatstream_schemas::pb::gateway as pb;
 use chatstream_schemas::ws::{ClientFrame, ServerFrame};
+use chatstream_test_support::grpc;
 use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -77,18 +78,10 @@ fn sse_data(text: &str) -> Vec<String> {
 
 async fn history(platform: &Platform, api_key: &str, conversation_id: &str) -> Vec<Payload> {
     let mut client = platform.grpc().await;
-    let response = client
-        .get_conversation(authed(
-            pb::GetConversationRequest {
-                conversation_id: conversation_id.to_owned(),
-                ..Default::default()
-            },
-            api_key,
-        ))
+    let response = grpc::get_conversation(&mut client, api_key, conversation_id)
         .await
         .expect("history");
     response
-        .into_inner()
         .events
         .into_iter()
         .filter_map(|e| e.event.and_then(|e| e.payload))
@@ -178,14 +171,7 @@ async fn a_completion_answers_with_the_reply_and_its_usage_and_leaves_events() {
 
     // Another tenant can reach none of it, by gRPC or WebSocket.
     let globex = platform.key("globex");
-    let status = client
-        .get_conversation(authed(
-            pb::GetConversationRequest {
-                conversation_id: conversation_id.clone(),
-                ..Default::default()
-            },
-            globex,
-        ))
+    let status = grpc::get_conversation(&mut client, globex, &conversation_id)
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound);

@@ -8,59 +8,9 @@ mod support;
 
 use chatstream_schemas::pb::events::event::Payload;
 use chatstream_schemas::pb::gateway as pb;
+use chatstream_test_support::services;
 use serde_json::Value;
 use support::{Platform, authed};
-
-/// A Python that can import the `openai` package, or why there is none.
-fn python_with_openai() -> Result<String, String> {
-    let python = std::env::var("CHATSTREAM_TEST_PYTHON")
-        .map_err(|_| "CHATSTREAM_TEST_PYTHON is not set (scripts/test.sh sets it)".to_owned())?;
-    can_run(&python, &["-c", "import openai"])?;
-    Ok(python)
-}
-
-/// The directory whose `node_modules` holds the `openai` package, or why
-/// there is none (Node.js itself must be on PATH).
-fn openai_js_dir() -> Result<String, String> {
-    let dir = std::env::var("CHATSTREAM_TEST_OPENAI_JS")
-        .map_err(|_| "CHATSTREAM_TEST_OPENAI_JS is not set (scripts/test.sh sets it)".to_owned())?;
-    let load = "require('node:module').createRequire(process.argv[1] + '/')('openai')";
-    can_run("node", &["-e", load, &dir])?;
-    Ok(dir)
-}
-
-fn can_run(program: &str, args: &[&str]) -> Result<(), String> {
-    let output = std::process::Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
-    if output.status.success() {
-        return Ok(());
-    }
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    // Python ends its traceback with the error; Node.js prints it first.
-    let reason = stderr
-        .lines()
-        .find(|line| line.contains("Error"))
-        .or_else(|| stderr.lines().rfind(|line| !line.trim().is_empty()))
-        .unwrap_or("no output");
-    Err(format!("{program} cannot load the openai SDK: {reason}"))
-}
-
-/// Whether to go on: a missing SDK fails the test when CHATSTREAM_TEST_STRICT=1
-/// and is reported as not run otherwise.
-fn required<T>(found: Result<T, String>) -> Option<T> {
-    match found {
-        Ok(found) => Some(found),
-        Err(reason) if std::env::var("CHATSTREAM_TEST_STRICT").as_deref() == Ok("1") => {
-            panic!("the OpenAI SDK test must run here: {reason}")
-        }
-        Err(reason) => {
-            println!("not run: {reason}");
-            None
-        }
-    }
-}
 
 /// Runs an SDK check script against the platform as tenant `acme` and
 /// returns the JSON line it prints.
@@ -138,7 +88,7 @@ async fn check_events(platform: &Platform, report: &Value) {
 
 #[tokio::test]
 async fn the_official_python_sdk_works_unchanged() {
-    let Some(python) = required(python_with_openai()) else {
+    let Some(python) = services::python_with_openai() else {
         return;
     };
     let platform = Platform::start(&[]).await;
@@ -148,7 +98,7 @@ async fn the_official_python_sdk_works_unchanged() {
 
 #[tokio::test]
 async fn the_official_javascript_sdk_works_unchanged() {
-    let Some(sdk_dir) = required(openai_js_dir()) else {
+    let Some(sdk_dir) = services::openai_js() else {
         return;
     };
     let platform = Platform::start(&[]).await;

@@ -3,61 +3,24 @@
 //! `scripts/test.sh`), each test in a keyspace of its own. When no server
 //! answers, those tests print "not run: ..." and return, unless
 //! `CHATSTREAM_TEST_STRICT=1`: then they fail.
-use std::io::Write;
-use std::net::{TcpStream, ToSocketAddrs};
 use std::process::Output;
 use std::time::Duration;
 
-use chatstream_core::log::LogPosition;
-use chatstream_core::store::{HistoryEntry, ProjectionStore, Recorded};
+use chatstream_core::store::{ProjectionStore, Recorded};
 use chatstream_scylla::{ScyllaStore, ScyllaStoreConfig};
-use chatstream_test_support::conformance::{unique, user_message};
+use chatstream_test_support::conformance::store::history_of;
+use chatstream_test_support::conformance::{history_entry, unique, user_message};
+use chatstream_test_support::platform::run_subcommand;
+use chatstream_test_support::services;
 
 /// Longest a `schema` command may take, even against a dead cluster.
 const COMMAND_LIMIT: Duration = Duration::from_secs(30);
 
-fn cql_server() -> Option<String> {
-    let address = std::env::var("CHATSTREAM_TEST_CQL")
-        .ok()
-        .filter(|address| !address.is_empty())
-        .unwrap_or_else(|| "127.0.0.1:9042".to_owned());
-    let reachable = address
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addresses| addresses.next())
-        .is_some_and(|socket| TcpStream::connect_timeout(&socket, Duration::from_secs(2)).is_ok());
-    if reachable {
-        return Some(address);
-    }
-    let notice = format!("not run: no CQL test server at {address}");
-    assert!(
-        std::env::var("CHATSTREAM_TEST_STRICT").as_deref() != Ok("1"),
-        "{notice} (CHATSTREAM_TEST_STRICT=1: the CQL tests must run)"
-    );
-    let _ = writeln!(std::io::stderr(), "{notice}");
-    None
-}
-
-/// Runs `chatstream schema <args>` with none of the ScyllaDB settings of
-/// the environment, so only `args` count.
+/// Runs `chatstream schema <args>` with none of the platform's settings
+/// from the environment, so only `args` count.
 async fn schema(args: &[&str]) -> Output {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatstream"));
-    command.arg("schema").args(args).kill_on_drop(true);
-    for name in [
-        "CHATSTREAM_CONFIG",
-        "SCYLLA_NODES",
-        "CHATSTREAM_SCYLLA_NODES",
-        "CHATSTREAM_SCYLLA_KEYSPACE",
-        "CHATSTREAM_SCYLLA_AWAIT_SCHEMA_AGREEMENT",
-    ] {
-        command.env_remove(name);
-    }
-    // No chatstream.yaml of the working directory may count either.
-    command.current_dir(std::env::temp_dir());
-    tokio::time::timeout(COMMAND_LIMIT, command.output())
-        .await
-        .unwrap_or_else(|_| panic!("`chatstream schema {args:?}` ran over {COMMAND_LIMIT:?}"))
-        .expect("run chatstream")
+    let bin = env!("CARGO_BIN_EXE_chatstream");
+    run_subcommand(bin, "schema", args, COMMAND_LIMIT).await
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -66,7 +29,7 @@ fn text(bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_creates_the_schema_and_is_safe_to_run_twice() {
-    let Some(address) = cql_server() else {
+    let Some(address) = services::cql() else {
         return;
     };
     let keyspace = format!("cstest_{:016x}", rand::random::<u64>());
@@ -98,13 +61,7 @@ async fn apply_creates_the_schema_and_is_safe_to_run_twice() {
         .await
         .expect("connect to the applied schema");
     let tenant = unique("tenant");
-    let entry = HistoryEntry {
-        position: LogPosition {
-            partition: 1,
-            offset: 3,
-        },
-        event: user_message(&tenant, "c", "before the second run"),
-    };
+    let entry = history_entry(1, 3, user_message(&tenant, "c", "before the second run"));
     assert_eq!(
         store.append_history(&entry).await.expect("append"),
         Recorded::Inserted
@@ -117,10 +74,7 @@ async fn apply_creates_the_schema_and_is_safe_to_run_twice() {
         text(&second.stderr)
     );
     assert_eq!(
-        store
-            .read_history(&tenant, "c", None, 10)
-            .await
-            .expect("read"),
+        history_of(&store, &tenant, "c").await,
         vec![entry],
         "the second run kept the data"
     );

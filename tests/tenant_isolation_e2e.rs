@@ -4,7 +4,8 @@ mod support;
 
 use chatstream_schemas::pb::gateway as pb;
 use chatstream_schemas::ws::{ClientFrame, ServerFrame};
-use support::{Platform, authed};
+use chatstream_test_support::grpc;
+use support::{Platform, authed, send_frame};
 
 #[tokio::test]
 async fn another_tenant_cannot_reach_a_conversation_by_any_path() {
@@ -23,38 +24,16 @@ async fn another_tenant_cannot_reach_a_conversation_by_any_path() {
         .await;
         eve.expect_error("conversation_not_found").await;
     }
-    eve.send(&ClientFrame::Send {
-        request_id: None,
-        conversation_id: Some(conversation_id.clone()),
-        client_message_id: None,
-        text: "intrusion".into(),
-    })
-    .await;
+    eve.send(&send_frame(Some(&conversation_id), "intrusion"))
+        .await;
     eve.expect_error("conversation_not_found").await;
 
     // gRPC: history, send, Converse subscribe.
     let key = platform.key("globex");
     let mut client = platform.grpc().await;
-    let history = client
-        .get_conversation(authed(
-            pb::GetConversationRequest {
-                conversation_id: conversation_id.clone(),
-                ..Default::default()
-            },
-            key,
-        ))
-        .await;
+    let history = grpc::get_conversation(&mut client, key, &conversation_id).await;
     assert_eq!(history.unwrap_err().code(), tonic::Code::NotFound);
-    let send = client
-        .send_message(authed(
-            pb::SendMessageRequest {
-                conversation_id: conversation_id.clone(),
-                text: "intrusion".into(),
-                ..Default::default()
-            },
-            key,
-        ))
-        .await;
+    let send = grpc::send_message(&mut client, key, &conversation_id, "intrusion").await;
     assert_eq!(send.unwrap_err().code(), tonic::Code::NotFound);
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tx.send(pb::ClientFrame {
@@ -77,17 +56,9 @@ async fn another_tenant_cannot_reach_a_conversation_by_any_path() {
     );
 
     // Acme's history holds nothing from globex, and acme still reads it.
-    let history = client
-        .get_conversation(authed(
-            pb::GetConversationRequest {
-                conversation_id: conversation_id.clone(),
-                ..Default::default()
-            },
-            platform.key("acme"),
-        ))
+    let history = grpc::get_conversation(&mut client, platform.key("acme"), &conversation_id)
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert!(
         history
             .events

@@ -3,38 +3,27 @@
 //! `127.0.0.1:9092`), each test on topics of its own. When no broker
 //! answers, the broker tests print "not run: ..." and return, unless
 //! `CHATSTREAM_TEST_STRICT=1` (set by `scripts/test.sh`): then they fail.
-mod support;
 
 use std::process::Output;
 use std::time::{Duration, Instant};
 
 use chatstream_core::log::{EventLog, LogPosition};
 use chatstream_kafka::{KafkaLog, KafkaLogConfig};
-use chatstream_test_support::conformance::{PATIENCE, unique, user_message};
+use chatstream_test_support::conformance::log::wait_for_assignment;
+use chatstream_test_support::conformance::{unique, user_message};
+use chatstream_test_support::platform::run_subcommand;
+use chatstream_test_support::services;
 
 /// Longest a `topics` command may take, even against a dead broker.
 const COMMAND_LIMIT: Duration = Duration::from_secs(30);
 
-/// Runs `chatstream topics <args>` with none of the Kafka settings of the
-/// environment, so only `args` count; fails if it outlives `COMMAND_LIMIT`.
+/// Runs `chatstream topics <args>` with none of the platform's settings
+/// from the environment, so only `args` count; fails if it outlives
+/// `COMMAND_LIMIT`.
 async fn topics(args: &[&str]) -> (Output, Duration) {
     let started = Instant::now();
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatstream"));
-    command.arg("topics").args(args).kill_on_drop(true);
-    for name in [
-        "KAFKA_BOOTSTRAP_SERVERS",
-        "CHATSTREAM_KAFKA_TOPIC",
-        "CHATSTREAM_KAFKA_DEAD_LETTER_TOPIC",
-        "CHATSTREAM_LOG_PARTITIONS",
-        "CHATSTREAM_KAFKA_REPLICATION_FACTOR",
-        "CHATSTREAM_KAFKA_REQUEST_TIMEOUT_MS",
-    ] {
-        command.env_remove(name);
-    }
-    let output = tokio::time::timeout(COMMAND_LIMIT, command.output())
-        .await
-        .unwrap_or_else(|_| panic!("`chatstream topics {args:?}` ran over {COMMAND_LIMIT:?}"))
-        .expect("run chatstream");
+    let bin = env!("CARGO_BIN_EXE_chatstream");
+    let output = run_subcommand(bin, "topics", args, COMMAND_LIMIT).await;
     (output, started.elapsed())
 }
 
@@ -42,9 +31,18 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Asserts the command succeeded and printed each of `lines`.
+fn assert_printed(output: &Output, lines: impl IntoIterator<Item = String>) {
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    for line in lines {
+        assert!(stdout.contains(&line), "{stdout}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_is_idempotent_and_describe_shows_partitions_and_group_lag() {
-    let Some(servers) = support::kafka_broker() else {
+    let Some(servers) = services::kafka() else {
         return;
     };
     let topic = unique("chatstream-test-topics");
@@ -57,28 +55,14 @@ async fn create_is_idempotent_and_describe_shows_partitions_and_group_lag() {
         .copied()
         .collect();
 
+    let both = [&topic, &dead_letter_topic];
     let (first, _) = topics(&create).await;
-    let stdout = text(&first.stdout);
-    assert!(first.status.success(), "{}", text(&first.stderr));
-    assert!(
-        stdout.contains(&format!("topic {topic}: created (3 partitions")),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains(&format!("topic {dead_letter_topic}: created (3 partitions")),
-        "{stdout}"
+    assert_printed(
+        &first,
+        both.map(|t| format!("topic {t}: created (3 partitions")),
     );
     let (second, _) = topics(&create).await;
-    let stdout = text(&second.stdout);
-    assert!(second.status.success(), "{}", text(&second.stderr));
-    assert!(
-        stdout.contains(&format!("topic {topic}: already exists")),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains(&format!("topic {dead_letter_topic}: already exists")),
-        "{stdout}"
-    );
+    assert_printed(&second, both.map(|t| format!("topic {t}: already exists")));
 
     // Appends in every partition, and a group that committed part of one.
     let config = KafkaLogConfig {
@@ -106,17 +90,10 @@ async fn create_is_idempotent_and_describe_shows_partitions_and_group_lag() {
     assert!(ends.iter().all(|&end| end >= 2), "keys spread: {ends:?}");
     let group = unique("operator-group");
     let mut member = log.subscribe(&group).await.expect("subscribe");
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while member.assignment().len() < 3 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "group never got its partitions"
-        );
-        member
-            .poll(100, Duration::from_millis(100))
-            .await
-            .expect("poll");
-    }
+    wait_for_assignment(member.as_mut(), "the group's partitions", |assigned| {
+        assigned.len() >= 3
+    })
+    .await;
     member
         .commit(&[LogPosition {
             partition: 0,
@@ -204,7 +181,7 @@ async fn create_is_idempotent_and_describe_shows_partitions_and_group_lag() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_partition_count_is_refused_with_the_existing_count() {
-    let Some(servers) = support::kafka_broker() else {
+    let Some(servers) = services::kafka() else {
         return;
     };
     let topic = unique("chatstream-test-topics");
@@ -238,7 +215,7 @@ async fn another_partition_count_is_refused_with_the_existing_count() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn describing_a_missing_topic_says_how_to_create_it() {
-    let Some(servers) = support::kafka_broker() else {
+    let Some(servers) = services::kafka() else {
         return;
     };
     let topic = unique("chatstream-test-missing");

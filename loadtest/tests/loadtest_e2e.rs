@@ -6,7 +6,8 @@
 //! with the right exit codes.
 mod support;
 
-use support::{EchoServer, Platform, args, loadtest, read_json};
+use chatstream_test_support::services;
+use support::{EchoServer, Platform, args, loadtest, loadtest_with_report};
 
 const EXIT_GATE_BREACHED: i32 = 3;
 const EXIT_USAGE_OR_CONNECT: i32 = 2;
@@ -14,10 +15,7 @@ const EXIT_USAGE_OR_CONNECT: i32 = 2;
 #[test]
 fn an_impossible_threshold_fails_the_gate_and_names_it() {
     let platform = Platform::start();
-    let out_dir = tempfile::tempdir().unwrap();
-    let json = out_dir.path().join("run.json");
-    let mut run = platform.target_args();
-    run.extend(args(&[
+    let run = loadtest_with_report(platform.target_args_and(&[
         "--connections",
         "2",
         "--duration",
@@ -27,10 +25,8 @@ fn an_impossible_threshold_fails_the_gate_and_names_it() {
         "0.000001",
         "--max-error-rate",
         "0.5",
-        "--json-out",
     ]));
-    run.push(json.display().to_string());
-    let output = loadtest(&run);
+    let output = &run.output;
 
     assert_eq!(output.status.code(), Some(EXIT_GATE_BREACHED));
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -41,7 +37,7 @@ fn an_impossible_threshold_fails_the_gate_and_names_it() {
     );
     // Only the breached limit is named: the error rate was within its limit.
     assert!(!stderr.contains("--max-error-rate"), "{stderr}");
-    let report = read_json(&json);
+    let report = run.report();
     assert_eq!(report["gates"]["passed"], false);
     assert_eq!(report["gates"]["breaches"][0]["flag"], "--max-p99-ms");
     assert!(report["gates"]["breaches"][0]["measured"].as_f64().unwrap() > 0.000001);
@@ -50,13 +46,10 @@ fn an_impossible_threshold_fails_the_gate_and_names_it() {
 #[test]
 fn generous_thresholds_pass_an_open_loop_run_with_sane_numbers() {
     let platform = Platform::start();
-    let out_dir = tempfile::tempdir().unwrap();
-    let (json, plot) = (
-        out_dir.path().join("run.json"),
-        out_dir.path().join("run.svg"),
-    );
-    let mut run = platform.target_args();
-    run.extend(args(&[
+    let plot_dir = tempfile::tempdir().unwrap();
+    let plot = plot_dir.path().join("run.svg");
+    let plot_flag = plot.display().to_string();
+    let run = loadtest_with_report(platform.target_args_and(&[
         "--connections",
         "4",
         "--rate",
@@ -73,12 +66,10 @@ fn generous_thresholds_pass_an_open_loop_run_with_sane_numbers() {
         "5000",
         "--gate-metric",
         "completion",
-        "--json-out",
+        "--plot-out",
+        &plot_flag,
     ]));
-    run.push(json.display().to_string());
-    run.push("--plot-out".into());
-    run.push(plot.display().to_string());
-    let output = loadtest(&run);
+    let output = &run.output;
 
     assert_eq!(output.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -86,7 +77,7 @@ fn generous_thresholds_pass_an_open_loop_run_with_sane_numbers() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("acked"), "a progress line: {stderr}");
 
-    let report = read_json(&json);
+    let report = run.report();
     assert_eq!(report["mode"]["kind"], "open");
     // 100 msg/s for 2 s, on a fixed schedule.
     assert_eq!(report["attempted"], 200, "{report}");
@@ -128,10 +119,7 @@ fn generous_thresholds_pass_an_open_loop_run_with_sane_numbers() {
 #[test]
 fn grpc_converse_runs_measure_acks_and_replies() {
     let platform = Platform::start();
-    let out_dir = tempfile::tempdir().unwrap();
-    let json = out_dir.path().join("run.json");
-    let mut run = platform.target_args();
-    run.extend(args(&[
+    let run = loadtest_with_report(platform.target_args_and(&[
         "--transport",
         "grpc",
         "--connections",
@@ -143,13 +131,11 @@ fn grpc_converse_runs_measure_acks_and_replies() {
         "--quiet",
         "--max-error-rate",
         "0",
-        "--json-out",
     ]));
-    run.push(json.display().to_string());
-    let output = loadtest(&run);
+    let output = &run.output;
 
     assert_eq!(output.status.code(), Some(0));
-    let report = read_json(&json);
+    let report = run.report();
     assert_eq!(report["transport"], "grpc");
     assert_eq!(report["sent"], 30, "--messages caps the total: {report}");
     assert_eq!(report["acked"], 30);
@@ -160,10 +146,7 @@ fn grpc_converse_runs_measure_acks_and_replies() {
 #[test]
 fn openai_streamed_completions_measure_ack_first_token_and_completion() {
     let platform = Platform::start();
-    let out_dir = tempfile::tempdir().unwrap();
-    let json = out_dir.path().join("run.json");
-    let mut run = platform.target_args();
-    run.extend(args(&[
+    let run = loadtest_with_report(platform.target_args_and(&[
         "--transport",
         "openai",
         "--openai-url",
@@ -179,10 +162,8 @@ fn openai_streamed_completions_measure_ack_first_token_and_completion() {
         "--quiet",
         "--max-error-rate",
         "0",
-        "--json-out",
     ]));
-    run.push(json.display().to_string());
-    let output = loadtest(&run);
+    let output = &run.output;
 
     assert_eq!(
         output.status.code(),
@@ -190,7 +171,7 @@ fn openai_streamed_completions_measure_ack_first_token_and_completion() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let report = read_json(&json);
+    let report = run.report();
     assert_eq!(report["transport"], "openai");
     assert_eq!(report["acked"], 20, "{report}");
     assert_eq!(report["replied"], 20, "every stream ended with [DONE]");
@@ -219,26 +200,9 @@ fn openai_with_a_refused_key_exits_2_and_says_so() {
     );
 }
 
-/// The broker at `CHATSTREAM_TEST_KAFKA`; without one the Kafka baseline
-/// test says it did not run, and fails under `CHATSTREAM_TEST_STRICT=1`.
-fn kafka_broker() -> Option<String> {
-    match std::env::var("CHATSTREAM_TEST_KAFKA") {
-        Ok(servers) if !servers.trim().is_empty() => Some(servers),
-        _ => {
-            let notice = "not run: CHATSTREAM_TEST_KAFKA is not set (no Kafka-protocol broker)";
-            assert!(
-                std::env::var("CHATSTREAM_TEST_STRICT").as_deref() != Ok("1"),
-                "{notice} (CHATSTREAM_TEST_STRICT=1: Kafka tests must run)"
-            );
-            eprintln!("{notice}");
-            None
-        }
-    }
-}
-
 #[test]
 fn the_raw_kafka_producer_baseline_measures_delivery_reports() {
-    let Some(servers) = kafka_broker() else {
+    let Some(servers) = services::kafka() else {
         return;
     };
     let topic = format!(
@@ -266,9 +230,7 @@ fn the_raw_kafka_producer_baseline_measures_delivery_reports() {
         "{}",
         String::from_utf8_lossy(&create.stderr)
     );
-    let out_dir = tempfile::tempdir().unwrap();
-    let json = out_dir.path().join("run.json");
-    let output = loadtest(&args(&[
+    let run = loadtest_with_report(args(&[
         "--transport",
         "kafka",
         "--kafka-bootstrap-servers",
@@ -284,16 +246,15 @@ fn the_raw_kafka_producer_baseline_measures_delivery_reports() {
         "--quiet",
         "--max-error-rate",
         "0",
-        "--json-out",
-        &json.display().to_string(),
     ]));
+    let output = &run.output;
     assert_eq!(
         output.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let report = read_json(&json);
+    let report = run.report();
     assert_eq!(report["transport"], "kafka");
     assert_eq!(report["acked"], 200, "{report}");
     assert!(report["latency_ms"]["ack"]["p99"].as_f64().unwrap() > 0.0);
@@ -340,11 +301,7 @@ fn the_echo_baseline_speaks_enough_protocol_for_ack_only_runs() {
 #[test]
 fn an_unreachable_gateway_exits_2_with_the_address_and_cause() {
     // A port that was free a moment ago: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = chatstream_test_support::ports::free_port();
     let url = format!("ws://127.0.0.1:{port}/api/v2/chat/ws");
     let output = loadtest(&args(&["--ws-url", &url, "--api-key", "k", "--quiet"]));
     assert_eq!(output.status.code(), Some(EXIT_USAGE_OR_CONNECT));

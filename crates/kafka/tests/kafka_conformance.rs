@@ -17,17 +17,14 @@
 //! test's topic when the test ends.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::net::{TcpStream, ToSocketAddrs};
+
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use chatstream_core::log::{
-    EventLog, LogConsumer, LogError, LogPosition, LogRecord, partition_for_key,
-};
+use chatstream_core::log::{EventLog, LogError, LogPosition, LogRecord, partition_for_key};
 use chatstream_core::runner::{ProcessError, Processor, ProcessorRunner, RunnerConfig};
 use chatstream_kafka::dead_letters::{
     DLQ_ATTEMPTS, DLQ_ERROR, DLQ_EVENT_ID, DLQ_PROCESSOR, DLQ_REASON, DLQ_SOURCE_OFFSET,
@@ -42,8 +39,10 @@ use chatstream_kafka::{
 };
 use chatstream_schemas::pb::events::event::Payload;
 use chatstream_schemas::{Event, codec};
+use chatstream_test_support::conformance::log::wait_for_assignment;
 use chatstream_test_support::conformance::runner::{ObservedLog, Turns, eager_config, start, stop};
 use chatstream_test_support::conformance::{PATIENCE, unique, user_message};
+use chatstream_test_support::services;
 use futures::future::join_all;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
@@ -53,59 +52,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-const DEFAULT_BROKER: &str = "127.0.0.1:9092";
 /// Partitions of every test topic: enough for keys to spread, few enough
 /// that a group settles fast.
 const PARTITIONS: u32 = 4;
-
-// --- Which broker, and whether it must be there ----------------------------
-
-fn broker() -> String {
-    std::env::var("CHATSTREAM_TEST_KAFKA")
-        .ok()
-        .filter(|servers| !servers.is_empty())
-        .unwrap_or_else(|| DEFAULT_BROKER.to_owned())
-}
-
-fn strict() -> bool {
-    std::env::var("CHATSTREAM_TEST_STRICT").is_ok_and(|value| value == "1")
-}
-
-/// Skips (returns `None`) or, in a strict run, fails with `notice`.
-fn not_run<T>(notice: String) -> Option<T> {
-    assert!(
-        !strict(),
-        "{notice} (CHATSTREAM_TEST_STRICT=1: Kafka tests must run)"
-    );
-    // Straight to stderr: the harness captures `eprintln!` of passing tests.
-    let _ = writeln!(std::io::stderr(), "{notice}");
-    None
-}
-
-/// The broker's bootstrap servers when the first of them accepts a
-/// connection (checked once per test binary).
-fn shared_broker() -> Option<String> {
-    static REACHABLE: OnceLock<Result<(), String>> = OnceLock::new();
-    let servers = broker();
-    match REACHABLE.get_or_init(|| accepts_connections(&servers)) {
-        Ok(()) => Some(servers),
-        Err(error) => not_run(format!(
-            "not run: no Kafka-protocol broker at {servers} ({error})"
-        )),
-    }
-}
-
-fn accepts_connections(servers: &str) -> Result<(), String> {
-    let first = servers.split(',').next().unwrap_or_default().trim();
-    let address = first
-        .to_socket_addrs()
-        .map_err(|error| error.to_string())?
-        .next()
-        .ok_or_else(|| format!("{first} resolves to nothing"))?;
-    TcpStream::connect_timeout(&address, Duration::from_secs(2))
-        .map(drop)
-        .map_err(|error| error.to_string())
-}
 
 // --- Subjects ----------------------------------------------------------------
 
@@ -153,7 +102,7 @@ async fn fresh_topic(servers: &str) -> (KafkaLogConfig, TopicGuard) {
 }
 
 async fn kafka_log() -> Option<(KafkaLog, TopicGuard)> {
-    let servers = shared_broker()?;
+    let servers = services::kafka()?;
     let (config, guard) = fresh_topic(&servers).await;
     let log = KafkaLog::connect(config)
         .await
@@ -211,7 +160,8 @@ fn with_raw_record<T>(
     }
 }
 
-fn headers_of(message: &BorrowedMessage<'_>) -> HashMap<String, Option<String>> {
+/// A record's headers, values as text.
+fn headers_of(message: &impl Message) -> HashMap<String, Option<String>> {
     message
         .headers()
         .map(|headers| {
@@ -371,7 +321,7 @@ async fn partitions_agree_with_librdkafkas_murmur2_partitioner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creating_a_topic_is_idempotent_but_keeps_its_partition_count() {
-    let Some(servers) = shared_broker() else {
+    let Some(servers) = services::kafka() else {
         return;
     };
     let (config, guard) = fresh_topic(&servers).await;
@@ -411,7 +361,7 @@ async fn creating_a_topic_is_idempotent_but_keeps_its_partition_count() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connecting_to_a_missing_topic_says_so() {
-    let Some(servers) = shared_broker() else {
+    let Some(servers) = services::kafka() else {
         return;
     };
     let config = config(&servers, &unique("chatstream-missing"));
@@ -446,30 +396,6 @@ async fn an_unreachable_broker_is_unavailable_and_named() {
 }
 
 // --- Consumer groups -------------------------------------------------------------
-
-/// Polls `member` until its assignment satisfies `settled`.
-async fn wait_for_assignment(
-    member: &mut dyn LogConsumer,
-    what: &str,
-    settled: impl Fn(&[u32]) -> bool,
-) -> Vec<u32> {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let assignment = member.assignment();
-        if settled(&assignment) {
-            return assignment;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: assignment {assignment:?} did not settle within {PATIENCE:?}"
-        );
-        // Rebalances happen while a member polls.
-        member
-            .poll(100, Duration::from_millis(100))
-            .await
-            .expect("poll");
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_members_share_partitions_and_a_leaver_is_taken_over() {
@@ -754,25 +680,8 @@ async fn the_runner_sends_poison_to_the_dead_letter_topic_and_moves_on() {
     let letters = tokio::task::spawn_blocking(move || consume_raw(&servers, &dead_letter_topic, 2))
         .await
         .expect("raw read");
-    let header_maps: Vec<HashMap<String, Option<String>>> = letters
-        .iter()
-        .map(|message| {
-            message
-                .headers()
-                .map(|headers| {
-                    headers
-                        .iter()
-                        .map(|header| {
-                            let value = header
-                                .value
-                                .map(|value| String::from_utf8_lossy(value).into_owned());
-                            (header.key.to_owned(), value)
-                        })
-                        .collect()
-                })
-                .unwrap_or_default()
-        })
-        .collect();
+    let header_maps: Vec<HashMap<String, Option<String>>> =
+        letters.iter().map(headers_of).collect();
     let header = |index: usize, name: &str| header_maps[index].get(name).cloned().flatten();
     // Same key, so both letters are in one partition, in the order they failed.
     for (index, message) in letters.iter().enumerate() {
@@ -817,7 +726,7 @@ async fn the_runner_sends_poison_to_the_dead_letter_topic_and_moves_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dead_letter_sink_needs_its_topic() {
-    let Some(servers) = shared_broker() else {
+    let Some(servers) = services::kafka() else {
         return;
     };
     let config = KafkaLogConfig {

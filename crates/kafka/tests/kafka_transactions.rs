@@ -9,57 +9,22 @@
 //! "not run: ..." and return, strict or not: that broker cannot run them.
 
 use std::collections::HashSet;
-use std::io::Write;
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use chatstream_core::log::{EventLog, LogPosition, LogRecord};
 use chatstream_kafka::{
-    KafkaLog, KafkaLogConfig, TransactionError, TransactionalMember, create_topic,
+    KafkaLog, KafkaLogConfig, Transaction, TransactionError, TransactionalMember, create_topic,
 };
 use chatstream_schemas::codec;
 use chatstream_test_support::conformance::{PATIENCE, unique, user_message};
+use chatstream_test_support::services;
 
 const PARTITIONS: u32 = 2;
-
-fn broker() -> String {
-    std::env::var("CHATSTREAM_TEST_KAFKA")
-        .ok()
-        .filter(|servers| !servers.is_empty())
-        .unwrap_or_else(|| "127.0.0.1:9092".to_owned())
-}
-
-fn say_not_run(notice: &str) {
-    // Straight to stderr: the harness captures `eprintln!` of passing tests.
-    let _ = writeln!(std::io::stderr(), "{notice}");
-}
 
 /// A fresh topic and a config in transactional mode, or `None` (after
 /// saying why) when the broker is missing or has no transactions.
 async fn transactional_setup() -> Option<(KafkaLog, KafkaLogConfig)> {
-    let servers = broker();
-    let first = servers
-        .split(',')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    let reachable = first
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addresses| addresses.next())
-        .is_some_and(|address| {
-            TcpStream::connect_timeout(&address, Duration::from_secs(2)).is_ok()
-        });
-    if !reachable {
-        let notice = format!("not run: no Kafka-protocol broker at {servers}");
-        assert!(
-            std::env::var("CHATSTREAM_TEST_STRICT").as_deref() != Ok("1"),
-            "{notice} (CHATSTREAM_TEST_STRICT=1: Kafka tests must run)"
-        );
-        say_not_run(&notice);
-        return None;
-    }
+    let servers = services::kafka()?;
     let config = KafkaLogConfig {
         partitions: PARTITIONS,
         client_id: "chatstream-test".into(),
@@ -68,8 +33,8 @@ async fn transactional_setup() -> Option<(KafkaLog, KafkaLogConfig)> {
     };
     create_topic(&config).await.expect("create the test topic");
     if !commits_a_transaction(&config).await {
-        say_not_run(&format!(
-            "not run: broker at {servers} does not support Kafka transactions (tansu); \
+        services::not_run_here(format!(
+            "broker at {servers} does not support Kafka transactions (tansu); \
              set CHATSTREAM_TEST_KAFKA to a real Kafka"
         ));
         return None;
@@ -184,6 +149,50 @@ async fn append_inputs(log: &KafkaLog, tenants: &[String]) {
     }
 }
 
+/// A fresh group's member that has polled one input per fresh tenant.
+struct Consumer {
+    tenants: Vec<String>,
+    group: String,
+    member: TransactionalMember,
+    inputs: Vec<LogRecord>,
+}
+
+async fn consume_inputs(log: &KafkaLog, config: &KafkaLogConfig) -> Consumer {
+    let tenants = tenants();
+    append_inputs(log, &tenants).await;
+    let group = unique("txn-group");
+    let mut member = TransactionalMember::join(config, &group)
+        .await
+        .expect("join");
+    let inputs = poll_records(&mut member, tenants.len()).await;
+    Consumer {
+        tenants,
+        group,
+        member,
+        inputs,
+    }
+}
+
+/// Appends one output per tenant in `transaction`.
+async fn append_outputs(transaction: &Transaction<'_>, tenants: &[String]) {
+    for tenant in tenants {
+        transaction
+            .append(tenant, &user_message(tenant, "c", &format!("out-{tenant}")))
+            .await
+            .expect("append in the transaction");
+    }
+}
+
+/// The texts a fresh `read_committed` group sees up to now (up to a marker
+/// appended last).
+async fn committed_texts_now(log: &KafkaLog) -> HashSet<String> {
+    let marker = unique("marker");
+    log.append(&marker, &user_message(&marker, "c", &marker))
+        .await
+        .expect("marker");
+    committed_texts(log, &marker).await
+}
+
 fn tenants() -> Vec<String> {
     (0..4).map(|n| unique(&format!("tenant{n}"))).collect()
 }
@@ -193,21 +202,15 @@ async fn a_committed_transaction_publishes_outputs_and_input_offsets_together() 
     let Some((log, config)) = transactional_setup().await else {
         return;
     };
-    let tenants = tenants();
-    append_inputs(&log, &tenants).await;
-    let group = unique("txn-group");
-    let mut member = TransactionalMember::join(&config, &group)
-        .await
-        .expect("join");
-    let inputs = poll_records(&mut member, tenants.len()).await;
+    let Consumer {
+        tenants,
+        group,
+        member,
+        inputs,
+    } = consume_inputs(&log, &config).await;
 
     let transaction = member.begin().expect("begin");
-    for tenant in &tenants {
-        transaction
-            .append(tenant, &user_message(tenant, "c", &format!("out-{tenant}")))
-            .await
-            .expect("append in the transaction");
-    }
+    append_outputs(&transaction, &tenants).await;
     let consumed = next_offsets(&inputs);
     transaction.commit(&consumed).await.expect("commit");
     member.close().await.expect("close");
@@ -221,11 +224,7 @@ async fn a_committed_transaction_publishes_outputs_and_input_offsets_together() 
             "the input offsets committed with the transaction"
         );
     }
-    let marker = unique("marker");
-    log.append(&marker, &user_message(&marker, "c", &marker))
-        .await
-        .expect("marker");
-    let texts = committed_texts(&log, &marker).await;
+    let texts = committed_texts_now(&log).await;
     for tenant in &tenants {
         assert!(texts.contains(&format!("out-{tenant}")), "{texts:?}");
     }
@@ -236,21 +235,15 @@ async fn an_aborted_transaction_hides_its_outputs_commits_no_offsets_and_rewinds
     let Some((log, config)) = transactional_setup().await else {
         return;
     };
-    let tenants = tenants();
-    append_inputs(&log, &tenants).await;
-    let group = unique("txn-group");
-    let mut member = TransactionalMember::join(&config, &group)
-        .await
-        .expect("join");
-    let consumed = poll_records(&mut member, tenants.len()).await;
+    let Consumer {
+        tenants,
+        group,
+        mut member,
+        inputs: consumed,
+    } = consume_inputs(&log, &config).await;
 
     let transaction = member.begin().expect("begin");
-    for tenant in &tenants {
-        transaction
-            .append(tenant, &user_message(tenant, "c", &format!("out-{tenant}")))
-            .await
-            .expect("append in the transaction");
-    }
+    append_outputs(&transaction, &tenants).await;
     transaction.abort().await.expect("abort");
     let positions = |records: &[LogRecord]| {
         let mut positions: Vec<LogPosition> = records.iter().map(|r| r.position).collect();
@@ -272,11 +265,7 @@ async fn an_aborted_transaction_hides_its_outputs_commits_no_offsets_and_rewinds
             "an aborted transaction commits no offsets"
         );
     }
-    let marker = unique("marker");
-    log.append(&marker, &user_message(&marker, "c", &marker))
-        .await
-        .expect("marker");
-    let texts = committed_texts(&log, &marker).await;
+    let texts = committed_texts_now(&log).await;
     for tenant in &tenants {
         assert!(texts.contains(&format!("in-{tenant}")), "{texts:?}");
         assert!(
@@ -291,13 +280,12 @@ async fn a_newer_member_with_the_same_transactional_id_fences_the_older() {
     let Some((log, config)) = transactional_setup().await else {
         return;
     };
-    let tenants = tenants();
-    append_inputs(&log, &tenants).await;
-    let group = unique("txn-group");
-    let mut zombie = TransactionalMember::join(&config, &group)
-        .await
-        .expect("join");
-    let inputs = poll_records(&mut zombie, tenants.len()).await;
+    let Consumer {
+        tenants,
+        group,
+        member: zombie,
+        inputs,
+    } = consume_inputs(&log, &config).await;
     let transaction = zombie.begin().expect("begin");
     transaction
         .append(
@@ -318,10 +306,6 @@ async fn a_newer_member_with_the_same_transactional_id_fences_the_older() {
     successor.close().await.expect("close");
     let _ = zombie.close().await;
 
-    let marker = unique("marker");
-    log.append(&marker, &user_message(&marker, "c", &marker))
-        .await
-        .expect("marker");
-    let texts = committed_texts(&log, &marker).await;
+    let texts = committed_texts_now(&log).await;
     assert!(!texts.contains("zombie output"), "{texts:?}");
 }

@@ -11,14 +11,9 @@
 //! The outage test starts its own `redis-server` on a free port; it never
 //! stops the shared one.
 
-use std::io::Write;
-use std::net::TcpListener;
-use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use chatstream_core::fanout::{FanOut, FanOutError, FanOutMessage, FanOutStream, TokenDelta};
-use chatstream_core::log::LogPosition;
 use chatstream_core::ratelimit::connections::ConnectionCounter;
 use chatstream_core::ratelimit::{RateDecision, RateLimit, RateLimitError, RateLimiter};
 use chatstream_core::store::HistoryEntry;
@@ -27,60 +22,14 @@ use chatstream_redis::fanout::{PubSubMode, RedisFanOut, RedisFanOutConfig};
 use chatstream_redis::keyspace::RedisKeyspace;
 use chatstream_redis::ratelimit::{RedisRateLimiter, RedisRateLimiterConfig};
 use chatstream_test_support::conformance::ratelimit::{SATURATION_BURST, assert_rate, saturate};
-use chatstream_test_support::conformance::{unique, user_message};
+use chatstream_test_support::conformance::{history_entry, unique, user_message};
+use chatstream_test_support::ports::free_port;
+use chatstream_test_support::redis_server::OwnRedis;
+use chatstream_test_support::services;
 use futures::StreamExt;
-use tokio::process::{Child, Command};
-
-const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 
 /// How long anything that should be prompt may take before a test fails.
 const PROMPTLY: Duration = Duration::from_secs(5);
-
-// --- Which Redis, and whether it must be there -----------------------------
-
-fn redis_url() -> String {
-    std::env::var("CHATSTREAM_TEST_REDIS")
-        .ok()
-        .filter(|url| !url.is_empty())
-        .unwrap_or_else(|| DEFAULT_URL.to_owned())
-}
-
-fn strict() -> bool {
-    std::env::var("CHATSTREAM_TEST_STRICT").is_ok_and(|value| value == "1")
-}
-
-/// Skips (returns `None`) or, in a strict run, fails with `notice`.
-fn not_run<T>(notice: String) -> Option<T> {
-    assert!(
-        !strict(),
-        "{notice} (CHATSTREAM_TEST_STRICT=1: Redis tests must run)"
-    );
-    // Straight to stderr: the test harness captures `eprintln!` of
-    // passing tests, and this notice must be seen.
-    let _ = writeln!(std::io::stderr(), "{notice}");
-    None
-}
-
-/// The shared Redis's URL when it answers (checked once per test binary).
-fn shared_redis() -> Option<String> {
-    static REACHABLE: OnceLock<Result<(), String>> = OnceLock::new();
-    let url = redis_url();
-    match REACHABLE.get_or_init(|| ping(&url)) {
-        Ok(()) => Some(url),
-        Err(error) => not_run(format!("not run: Redis unreachable at {url}: {error}")),
-    }
-}
-
-fn ping(url: &str) -> Result<(), String> {
-    let client = redis::Client::open(url).map_err(|error| error.to_string())?;
-    let mut connection = client
-        .get_connection_with_timeout(Duration::from_secs(2))
-        .map_err(|error| error.to_string())?;
-    redis::cmd("PING")
-        .query::<String>(&mut connection)
-        .map(drop)
-        .map_err(|error| error.to_string())
-}
 
 // --- Subjects -----------------------------------------------------------------
 
@@ -115,7 +64,7 @@ async fn connect_fanout(
 }
 
 async fn redis_fanout(mode: Option<PubSubMode>) -> Option<(RedisFanOut, ())> {
-    let url = shared_redis()?;
+    let url = services::redis()?;
     Some((connect_fanout(&url, &fresh_keyspace(), mode).await, ()))
 }
 
@@ -125,7 +74,7 @@ fn rate_limiter(url: &str, keyspace: &RedisKeyspace) -> RedisRateLimiter {
 }
 
 async fn redis_rate_limiter() -> Option<(RedisRateLimiter, ())> {
-    let url = shared_redis()?;
+    let url = services::redis()?;
     Some((rate_limiter(&url, &fresh_keyspace()), ()))
 }
 
@@ -151,13 +100,7 @@ fn delta(index: u32) -> FanOutMessage {
 }
 
 fn committed(tenant: &str, offset: u64) -> FanOutMessage {
-    FanOutMessage::Committed(HistoryEntry {
-        position: LogPosition {
-            partition: 1,
-            offset,
-        },
-        event: user_message(tenant, "c", "hello"),
-    })
+    FanOutMessage::Committed(history_entry(1, offset, user_message(tenant, "c", "hello")))
 }
 
 async fn next(stream: &mut FanOutStream, what: &str) -> Option<Result<FanOutMessage, FanOutError>> {
@@ -210,7 +153,7 @@ where
 // --- Two processes, one conversation -----------------------------------------
 
 async fn two_processes_deliver_every_message_exactly_once(mode: Option<PubSubMode>) {
-    let Some(url) = shared_redis() else { return };
+    let Some(url) = services::redis() else { return };
     let keyspace = fresh_keyspace();
     // Like two gateway processes: separate connections, one key prefix.
     let gateway_1 = connect_fanout(&url, &keyspace, mode).await;
@@ -282,7 +225,7 @@ async fn two_processes_deliver_every_message_exactly_once_classic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sharded_pubsub_is_used_when_the_server_has_it() {
-    let Some(url) = shared_redis() else { return };
+    let Some(url) = services::redis() else { return };
     let client = redis::Client::open(url.as_str()).expect("client");
     let mut connection = client
         .get_multiplexed_async_connection()
@@ -305,7 +248,7 @@ async fn sharded_pubsub_is_used_when_the_server_has_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_message_on_the_channel_is_skipped() {
-    let Some(url) = shared_redis() else { return };
+    let Some(url) = services::redis() else { return };
     let keyspace = fresh_keyspace();
     let fanout = connect_fanout(&url, &keyspace, None).await;
     let tenant = unique("tenant");
@@ -344,7 +287,7 @@ async fn a_malformed_message_on_the_channel_is_skipped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_rate_limiters_enforce_one_limit() {
-    let Some(url) = shared_redis() else { return };
+    let Some(url) = services::redis() else { return };
     let keyspace = fresh_keyspace();
     let (gateway_1, gateway_2) = (rate_limiter(&url, &keyspace), rate_limiter(&url, &keyspace));
     let tenant = unique("tenant");
@@ -373,80 +316,6 @@ async fn two_rate_limiters_enforce_one_limit() {
 }
 
 // --- An outage of a Redis of our own -------------------------------------------
-
-/// A `redis-server` this test owns, on a port of its own, with nothing on
-/// disk; killed when dropped.
-struct OwnRedis {
-    port: u16,
-    process: Option<Child>,
-}
-
-impl OwnRedis {
-    /// `None` (after a notice) when `redis-server` is not installed and the
-    /// run is not strict.
-    async fn start() -> Option<Self> {
-        let port = free_port();
-        let mut server = Self {
-            port,
-            process: None,
-        };
-        match server.spawn() {
-            Ok(()) => {}
-            Err(error) => {
-                return not_run(format!("not run: cannot start redis-server: {error}"));
-            }
-        }
-        server.wait_until_it_answers().await;
-        Some(server)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn spawn(&mut self) -> std::io::Result<()> {
-        let process = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()?;
-        self.process = Some(process);
-        Ok(())
-    }
-
-    async fn wait_until_it_answers(&self) {
-        let url = self.url();
-        eventually("the test's redis-server answers", || {
-            let url = url.clone();
-            async move {
-                tokio::task::spawn_blocking(move || ping(&url).is_ok())
-                    .await
-                    .unwrap_or(false)
-            }
-        })
-        .await;
-    }
-
-    async fn kill(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            process.kill().await.expect("kill the test's redis-server");
-        }
-    }
-
-    async fn restart(&mut self) {
-        self.spawn().expect("restart redis-server");
-        self.wait_until_it_answers().await;
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_is_reported_and_recovered_from_by_itself() {
@@ -554,7 +423,7 @@ fn connection_counter(
 }
 
 async fn redis_connection_counter() -> Option<(RedisConnectionCounter, ())> {
-    let url = shared_redis()?;
+    let url = services::redis()?;
     let counter = connection_counter(
         &url,
         &fresh_keyspace(),
@@ -568,7 +437,7 @@ chatstream_test_support::connection_counter_conformance_tests!(if_available: red
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_share_a_tenants_maximum() {
-    let Some(url) = shared_redis() else { return };
+    let Some(url) = services::redis() else { return };
     let keyspace = fresh_keyspace();
     let lease = Duration::from_secs(30);
     let gateway_1 = connection_counter(&url, &keyspace, "gateway-1", lease);
@@ -596,7 +465,7 @@ async fn two_gateways_share_a_tenants_maximum() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_gateways_connections_stop_counting_after_its_lease() {
-    let Some(url) = shared_redis() else { return };
+    let Some(url) = services::redis() else { return };
     let keyspace = fresh_keyspace();
     let tenant = unique("tenant");
     let lease = Duration::from_millis(400);
@@ -640,11 +509,9 @@ mod recent_history {
         ClientMessageRecord, ConversationRecord, ProjectionStore, Recorded, StoreError,
     };
     use chatstream_redis::recent::{RecentHistoryConfig, RecentHistoryStore};
-    use chatstream_schemas::event::{EventContext, new_event};
-    use chatstream_schemas::ids::new_event_id;
     use chatstream_schemas::pb::events::ConversationOpened;
     use chatstream_schemas::pb::events::event::Payload;
-    use chatstream_test_support::conformance::user_message;
+    use chatstream_test_support::conformance::{event_in, user_message};
     use tempfile::TempDir;
 
     use super::*;
@@ -663,7 +530,7 @@ mod recent_history {
     }
 
     async fn recent_history_store() -> Option<(RecentHistoryStore, TempDir)> {
-        let url = shared_redis()?;
+        let url = services::redis()?;
         let dir = tempfile::tempdir().expect("temp dir");
         let inner = Arc::new(EmbeddedStore::open(dir.path()).expect("open store"));
         Some((open(&url, &fresh_keyspace(), inner, 1000), dir))
@@ -764,14 +631,9 @@ mod recent_history {
     }
 
     fn opened(tenant_id: &str, conversation_id: &str) -> chatstream_schemas::Event {
-        new_event(
-            new_event_id(),
-            EventContext {
-                tenant_id,
-                conversation_id,
-                causation_id: "",
-                correlation_id: "",
-            },
+        event_in(
+            tenant_id,
+            conversation_id,
             Payload::ConversationOpened(ConversationOpened::default()),
         )
     }
@@ -792,13 +654,7 @@ mod recent_history {
             } else {
                 user_message(tenant, conversation, &format!("message {n}"))
             };
-            let entry = HistoryEntry {
-                position: LogPosition {
-                    partition: 2,
-                    offset: n * 2,
-                },
-                event,
-            };
+            let entry = history_entry(2, n * 2, event);
             store.append_history(&entry).await.expect("append");
             entries.push(entry);
         }
@@ -811,7 +667,7 @@ mod recent_history {
 
     #[tokio::test]
     async fn resumed_reads_come_from_redis_and_match_the_store() {
-        let Some(url) = shared_redis() else { return };
+        let Some(url) = services::redis() else { return };
         let inner = CountingStore::open();
         let store = open(&url, &fresh_keyspace(), inner.clone(), 1000);
         let entries = fill(&store, "acme", "c1", 5).await;
@@ -852,7 +708,7 @@ mod recent_history {
 
     #[tokio::test]
     async fn a_stream_that_lost_events_sends_the_read_to_the_store() {
-        let Some(url) = shared_redis() else { return };
+        let Some(url) = services::redis() else { return };
         let inner = CountingStore::open();
         let keyspace = fresh_keyspace();
         let store = open(&url, &keyspace, inner.clone(), 1000);
@@ -867,13 +723,11 @@ mod recent_history {
             .await
             .unwrap();
         store
-            .append_history(&HistoryEntry {
-                position: LogPosition {
-                    partition: 2,
-                    offset: 8,
-                },
-                event: user_message("acme", "c1", "after the loss"),
-            })
+            .append_history(&history_entry(
+                2,
+                8,
+                user_message("acme", "c1", "after the loss"),
+            ))
             .await
             .unwrap();
 
@@ -906,7 +760,7 @@ mod recent_history {
 
     #[tokio::test]
     async fn positions_older_than_the_kept_entries_are_read_from_the_store() {
-        let Some(url) = shared_redis() else { return };
+        let Some(url) = services::redis() else { return };
         let inner = CountingStore::open();
         let store = open(&url, &fresh_keyspace(), inner.clone(), 10);
         fill(&store, "acme", "c1", 400).await;
@@ -931,24 +785,14 @@ mod recent_history {
         let dir = tempfile::tempdir().unwrap();
         let inner = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
         // Nothing listens on a port just released.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let store = open(
             &format!("redis://127.0.0.1:{port}"),
             &fresh_keyspace(),
             inner.clone(),
             1000,
         );
-        let entry = HistoryEntry {
-            position: LogPosition {
-                partition: 0,
-                offset: 0,
-            },
-            event: opened("acme", "c1"),
-        };
+        let entry = history_entry(0, 0, opened("acme", "c1"));
         let error = store.append_history(&entry).await.unwrap_err();
         assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
         let read = store.read_history("acme", "c1", Some(0), 10).await.unwrap();
@@ -964,6 +808,7 @@ mod recent_history {
 
 /// Client message ids reserved in Redis across gateways.
 mod send_reservations {
+    use chatstream_core::log::LogPosition;
     use chatstream_core::sends::{Reservation, SendReservations};
     use chatstream_core::store::ClientMessageRecord;
     use chatstream_redis::sends::{RedisSendReservations, RedisSendReservationsConfig};
@@ -990,7 +835,7 @@ mod send_reservations {
 
     #[tokio::test]
     async fn the_first_send_reserves_and_later_ones_learn_its_outcome() {
-        let Some(url) = shared_redis() else { return };
+        let Some(url) = services::redis() else { return };
         let sends = reservations(&url);
         assert_eq!(
             sends.reserve("acme", "m1").await.unwrap(),
@@ -1022,7 +867,7 @@ mod send_reservations {
 
     #[tokio::test]
     async fn a_failed_send_releases_its_reservation_for_the_retry() {
-        let Some(url) = shared_redis() else { return };
+        let Some(url) = services::redis() else { return };
         let sends = reservations(&url);
         assert_eq!(
             sends.reserve("acme", "m2").await.unwrap(),
@@ -1041,7 +886,7 @@ mod send_reservations {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn of_many_concurrent_reservations_exactly_one_wins() {
-        let Some(url) = shared_redis() else { return };
+        let Some(url) = services::redis() else { return };
         let sends = reservations(&url);
         let attempts = (0..20).map(|_| {
             let sends = sends.clone();

@@ -21,90 +21,29 @@
 //! keeps them in memory only; on a real cluster each is dropped when its
 //! test ends.
 
-use std::io::Write;
-use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use chatstream_core::log::LogPosition;
 use chatstream_core::store::{
-    ClientMessageRecord, ConversationRecord, HistoryEntry, ProjectionStore, Recorded, StoreError,
+    ClientMessageRecord, ConversationRecord, ProjectionStore, Recorded, StoreError,
 };
 use chatstream_scylla::{Replication, ScyllaStore, ScyllaStoreConfig};
-use chatstream_test_support::conformance::{unique, user_message};
+use chatstream_test_support::conformance::store::history_of;
+use chatstream_test_support::conformance::{history_entry, unique, user_message};
+use chatstream_test_support::services;
 use scylla::client::session_builder::SessionBuilder;
-
-const DEFAULT_CQL: &str = "127.0.0.1:9042";
 
 // --- Which servers, and whether they must be there ---------------------------
 
-fn strict() -> bool {
-    std::env::var("CHATSTREAM_TEST_STRICT").is_ok_and(|value| value == "1")
-}
-
-fn env(name: &str) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .filter(|value| !value.trim().is_empty())
-}
-
-/// Prints `notice` straight to stderr (the harness captures `eprintln!` of
-/// passing tests, and a "not run" must be seen).
-fn say(notice: &str) {
-    let _ = writeln!(std::io::stderr(), "{notice}");
-}
-
-/// The CQL test server's address when it accepts connections (checked once
-/// per test binary); otherwise skips, or fails a strict run.
-fn cql_test_server() -> Option<String> {
-    static REACHABLE: OnceLock<Result<(), String>> = OnceLock::new();
-    let address = env("CHATSTREAM_TEST_CQL").unwrap_or_else(|| DEFAULT_CQL.to_owned());
-    match REACHABLE.get_or_init(|| accepts_connections(&address)) {
-        Ok(()) => Some(address),
-        Err(error) => {
-            let notice = format!("not run: no CQL test server at {address} ({error})");
-            assert!(
-                !strict(),
-                "{notice} (CHATSTREAM_TEST_STRICT=1: the CQL tests must run)"
-            );
-            say(&notice);
-            None
-        }
-    }
-}
-
-/// The real ScyllaDB's contact points, when given.
-fn real_scylla(what: &str) -> Option<String> {
-    let nodes = env("CHATSTREAM_TEST_SCYLLA");
-    if nodes.is_none() {
-        say(&format!(
-            "not run: {what}: needs a real ScyllaDB; set CHATSTREAM_TEST_SCYLLA"
-        ));
-    }
-    nodes
-}
-
-fn accepts_connections(address: &str) -> Result<(), String> {
-    let first = address.split(',').next().unwrap_or_default().trim();
-    let socket = first
-        .to_socket_addrs()
-        .map_err(|error| error.to_string())?
-        .next()
-        .ok_or_else(|| format!("{first} resolves to nothing"))?;
-    TcpStream::connect_timeout(&socket, Duration::from_secs(2))
-        .map(drop)
-        .map_err(|error| error.to_string())
-}
-
 /// The test server's stand-in for the cases that need what it lacks.
 fn lacking_on_the_test_server(case: &str, needs: &str) {
-    if env("CHATSTREAM_TEST_SCYLLA").is_some() {
-        say(&format!(
+    if services::env("CHATSTREAM_TEST_SCYLLA").is_some() {
+        services::say(&format!(
             "not run on the CQL test server: {case} (runs in real_scylla::projection_store_conformance)"
         ));
     } else {
-        say(&format!(
-            "not run: {case}: needs {needs}, which the CQL test server lacks; set CHATSTREAM_TEST_SCYLLA"
+        services::not_run_here(format!(
+            "{case}: needs {needs}, which the CQL test server lacks; set CHATSTREAM_TEST_SCYLLA"
         ));
     }
 }
@@ -155,7 +94,7 @@ async fn store_with(config: ScyllaStoreConfig) -> ScyllaStore {
 }
 
 async fn test_server_store() -> Option<(ScyllaStore, ())> {
-    let address = cql_test_server()?;
+    let address = services::cql()?;
     let config = test_server_config(&address, &fresh_keyspace());
     Some((store_with(config).await, ()))
 }
@@ -191,7 +130,7 @@ impl Drop for TestKeyspace {
         })
         .join();
         if let Ok(Err(error)) = dropped {
-            say(&format!(
+            services::say(&format!(
                 "could not drop test keyspace {}: {error}",
                 self.keyspace
             ));
@@ -200,7 +139,7 @@ impl Drop for TestKeyspace {
 }
 
 async fn real_scylla_store() -> Option<(ScyllaStore, TestKeyspace)> {
-    let nodes = real_scylla("the store conformance suite on ScyllaDB")?;
+    let nodes = services::real_scylla("the store conformance suite on ScyllaDB")?;
     let config = real_scylla_config(&nodes, &fresh_keyspace());
     let guard = TestKeyspace {
         nodes: config.known_nodes.clone(),
@@ -228,19 +167,13 @@ mod real_scylla {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn applying_the_schema_twice_keeps_the_data() {
-    let Some(address) = cql_test_server() else {
+    let Some(address) = services::cql() else {
         return;
     };
     let config = test_server_config(&address, &fresh_keyspace());
     let store = store_with(config.clone()).await;
     let tenant = unique("tenant");
-    let entry = HistoryEntry {
-        position: LogPosition {
-            partition: 2,
-            offset: 40,
-        },
-        event: user_message(&tenant, "c", "kept"),
-    };
+    let entry = history_entry(2, 40, user_message(&tenant, "c", "kept"));
     assert_eq!(
         store.append_history(&entry).await.expect("append"),
         Recorded::Inserted
@@ -259,10 +192,7 @@ async fn applying_the_schema_twice_keeps_the_data() {
         report.statements
     );
     assert_eq!(
-        store
-            .read_history(&tenant, "c", None, 10)
-            .await
-            .expect("read"),
+        history_of(&store, &tenant, "c").await,
         vec![entry],
         "the second run changed nothing"
     );
@@ -270,7 +200,7 @@ async fn applying_the_schema_twice_keeps_the_data() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connecting_before_the_schema_is_applied_says_so() {
-    let Some(address) = cql_test_server() else {
+    let Some(address) = services::cql() else {
         return;
     };
     let config = test_server_config(&address, &fresh_keyspace());
@@ -322,20 +252,13 @@ async fn an_invalid_keyspace_name_is_refused_before_connecting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_is_paged_past_the_servers_page_size() {
-    let Some(address) = cql_test_server() else {
+    let Some((store, ())) = test_server_store().await else {
         return;
     };
-    let store = store_with(test_server_config(&address, &fresh_keyspace())).await;
     let tenant = unique("tenant");
     // More than the test server's 100-row pages and many of ours (7).
     for offset in 0..150 {
-        let entry = HistoryEntry {
-            position: LogPosition {
-                partition: 0,
-                offset,
-            },
-            event: user_message(&tenant, "c", &offset.to_string()),
-        };
+        let entry = history_entry(0, offset, user_message(&tenant, "c", &offset.to_string()));
         store.append_history(&entry).await.expect("append");
     }
     let history = store
@@ -357,10 +280,9 @@ async fn history_is_paged_past_the_servers_page_size() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_message_claim_round_trips_every_field() {
-    let Some(address) = cql_test_server() else {
+    let Some((store, ())) = test_server_store().await else {
         return;
     };
-    let store = store_with(test_server_config(&address, &fresh_keyspace())).await;
     let tenant = unique("tenant");
     let claim = ClientMessageRecord {
         tenant_id: tenant.clone(),
@@ -416,7 +338,7 @@ async fn a_client_message_claim_round_trips_every_field() {
 /// `IF NOT EXISTS` as a plain write, without `[applied]`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_without_lightweight_transactions_is_detected() {
-    let Some(address) = cql_test_server() else {
+    let Some(address) = services::cql() else {
         return;
     };
     let config = ScyllaStoreConfig {
@@ -445,9 +367,9 @@ async fn a_server_without_lightweight_transactions_is_detected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_first_writes_agree_on_one_winner() {
     let case = "concurrent_first_writes_agree_on_one_winner";
-    if env("CHATSTREAM_TEST_SCYLLA").is_none() {
-        say(&format!(
-            "not run: {case}: needs lightweight transactions (IF NOT EXISTS), which the CQL test server lacks; set CHATSTREAM_TEST_SCYLLA"
+    if services::env("CHATSTREAM_TEST_SCYLLA").is_none() {
+        services::not_run_here(format!(
+            "{case}: needs lightweight transactions (IF NOT EXISTS), which the CQL test server lacks; set CHATSTREAM_TEST_SCYLLA"
         ));
         return;
     }
@@ -484,13 +406,7 @@ async fn concurrent_first_writes_agree_on_one_winner() {
     let event = user_message(&tenant, "c", "raced");
     let recorded = futures::future::join_all((0..WRITERS).map(|n| {
         let store = store.clone();
-        let entry = HistoryEntry {
-            position: LogPosition {
-                partition: 0,
-                offset: 100 + n,
-            },
-            event: event.clone(),
-        };
+        let entry = history_entry(0, 100 + n, event.clone());
         async move { store.append_history(&entry).await.expect("append") }
     }))
     .await;
@@ -570,7 +486,7 @@ impl CuttableProxy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_is_unavailable_and_the_store_recovers_by_itself() {
-    let Some(address) = cql_test_server() else {
+    let Some(address) = services::cql() else {
         return;
     };
     let mut proxy = CuttableProxy::start(&address).await;
@@ -581,13 +497,7 @@ async fn an_outage_is_unavailable_and_the_store_recovers_by_itself() {
     };
     let store = store_with(config).await;
     let tenant = unique("tenant");
-    let entry = |offset| HistoryEntry {
-        position: LogPosition {
-            partition: 0,
-            offset,
-        },
-        event: user_message(&tenant, "c", "survives"),
-    };
+    let entry = |offset| history_entry(0, offset, user_message(&tenant, "c", "survives"));
     let before = entry(1);
     store.append_history(&before).await.expect("append");
 

@@ -9,6 +9,8 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use std::io::{BufRead, BufReader, Read, Write};
+
+use chatstream_test_support::platform::read_banner_blocking;
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -84,36 +86,13 @@ impl Platform {
             .expect("start chatstream dev");
         let stdout = child.stdout.take().expect("piped stdout");
         let process = Running { child };
-        let (mut ws_url, mut grpc_addr) = (None, None);
-        let mut lines = BufReader::new(stdout).lines();
-        while ws_url.is_none() || grpc_addr.is_none() {
-            let line = lines
-                .next()
-                .expect("chatstream dev exited before printing its addresses")
-                .expect("read chatstream's stdout");
-            let line = line.trim();
-            if let Some(rest) = line.strip_prefix("WebSocket") {
-                ws_url = Some(rest.trim().to_owned());
-            }
-            if let Some(rest) = line.strip_prefix("gRPC") {
-                grpc_addr = rest.split_whitespace().next().map(str::to_owned);
-            }
-        }
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        let ws_url = ws_url.expect("WebSocket address");
-        let http_addr = ws_url
-            .trim_start_matches("ws://")
-            .split('/')
-            .next()
-            .expect("host:port")
-            .to_owned();
+        let banner = read_banner_blocking(stdout);
         let platform = Self {
             _process: process,
             data_dir,
-            ws_url,
-            grpc_addr: grpc_addr.expect("gRPC address"),
-            http_addr,
+            ws_url: banner.websocket_url.clone().expect("WebSocket address"),
+            grpc_addr: banner.grpc_addr.clone().expect("gRPC address"),
+            http_addr: banner.http(),
         };
         platform.wait_ready();
         platform
@@ -129,6 +108,13 @@ impl Platform {
             assert!(Instant::now() < deadline, "chatstream did not become ready");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Flags that point the load tester at this platform, then `flags`.
+    pub fn target_args_and(&self, flags: &[&str]) -> Vec<String> {
+        let mut all = self.target_args();
+        all.extend(args(flags));
+        all
     }
 
     /// Flags that point the load tester at this platform.
@@ -200,6 +186,30 @@ pub fn loadtest(args: &[String]) -> Output {
         String::from_utf8_lossy(&output.stderr)
     );
     output
+}
+
+/// A load-tester run whose JSON report went to a temp dir of its own.
+pub struct ReportedRun {
+    pub output: Output,
+    out_dir: tempfile::TempDir,
+}
+
+impl ReportedRun {
+    /// The JSON report; fails when it was not written.
+    pub fn report(&self) -> serde_json::Value {
+        read_json(&self.out_dir.path().join("run.json"))
+    }
+}
+
+/// Runs the load tester with `flags` and `--json-out` into a temp dir.
+pub fn loadtest_with_report(mut flags: Vec<String>) -> ReportedRun {
+    let out_dir = tempfile::tempdir().expect("temp dir");
+    flags.push("--json-out".into());
+    flags.push(out_dir.path().join("run.json").display().to_string());
+    ReportedRun {
+        output: loadtest(&flags),
+        out_dir,
+    }
 }
 
 pub fn args(list: &[&str]) -> Vec<String> {

@@ -9,7 +9,14 @@ use std::time::{Duration, Instant};
 use chatstream_core::log::LogPosition;
 use chatstream_core::runner::Processor;
 use chatstream_mcp::ToolCatalog;
+use chatstream_test_support::ports::{free_port, wait_for_port};
 use support::*;
+
+/// Where the tests' requests sit on the log.
+const FIRST: LogPosition = LogPosition {
+    partition: 0,
+    offset: 0,
+};
 
 fn acme_only(
     everything: &str,
@@ -18,12 +25,18 @@ fn acme_only(
     HashMap::from([("acme".to_owned(), acme_servers(everything, time))])
 }
 
+/// The setup where only tenant `acme` has the real servers, or `None`
+/// after saying why not.
+fn acme_setup() -> Option<Setup> {
+    let (everything, time) = real_servers()?;
+    Some(setup(acme_only(&everything, &time), test_config()))
+}
+
 #[tokio::test]
 async fn lists_each_tenants_allowed_tools_with_their_schemas() {
-    let Some((everything, time)) = real_servers() else {
+    let Some(setup) = acme_setup() else {
         return;
     };
-    let setup = setup(acme_only(&everything, &time), test_config());
 
     let tools = setup.pool.tools_for_tenant("acme").await;
     let names: Vec<String> = tools.iter().map(|t| t.qualified_name()).collect();
@@ -63,10 +76,9 @@ async fn lists_each_tenants_allowed_tools_with_their_schemas() {
 
 #[tokio::test]
 async fn calls_tools_on_stdio_servers_and_appends_the_results() {
-    let Some((everything, time)) = real_servers() else {
+    let Some(setup) = acme_setup() else {
         return;
     };
-    let setup = setup(acme_only(&everything, &time), test_config());
 
     let echo = call(
         &setup,
@@ -105,17 +117,7 @@ async fn a_redelivered_request_runs_the_tool_once() {
     call(&setup, &request).await;
 
     // Redelivered, then handled by a fresh processor (a restart) on the same store.
-    setup
-        .processor
-        .handle(
-            &request,
-            LogPosition {
-                partition: 0,
-                offset: 0,
-            },
-        )
-        .await
-        .unwrap();
+    setup.processor.handle(&request, FIRST).await.unwrap();
     let restarted = chatstream_mcp::McpProcessor::new(
         setup.log.clone(),
         setup.store.clone(),
@@ -124,16 +126,7 @@ async fn a_redelivered_request_runs_the_tool_once() {
             test_config(),
         )),
     );
-    restarted
-        .handle(
-            &request,
-            LogPosition {
-                partition: 0,
-                offset: 0,
-            },
-        )
-        .await
-        .unwrap();
+    restarted.handle(&request, FIRST).await.unwrap();
     assert_eq!(results_of(setup.log.as_ref(), &request).await.len(), 1);
     assert!(
         setup.store.is_processed("mcp", &request.id).await.unwrap(),
@@ -143,10 +136,9 @@ async fn a_redelivered_request_runs_the_tool_once() {
 
 #[tokio::test]
 async fn a_tool_error_is_a_result_the_model_sees() {
-    let Some((everything, time)) = real_servers() else {
+    let Some(setup) = acme_setup() else {
         return;
     };
-    let setup = setup(acme_only(&everything, &time), test_config());
     let done = call(
         &setup,
         &tool_request(
@@ -164,10 +156,9 @@ async fn a_tool_error_is_a_result_the_model_sees() {
 
 #[tokio::test]
 async fn invalid_arguments_are_refused_before_the_call() {
-    let Some((everything, time)) = real_servers() else {
+    let Some(setup) = acme_setup() else {
         return;
     };
-    let setup = setup(acme_only(&everything, &time), test_config());
     let wrong_type = call(
         &setup,
         &tool_request("acme", "everything", "get-sum", r#"{"a":"two","b":3}"#),
@@ -205,10 +196,9 @@ async fn invalid_arguments_are_refused_before_the_call() {
 
 #[tokio::test]
 async fn a_slow_tool_times_out_and_the_server_stays_usable() {
-    let Some((everything, time)) = real_servers() else {
+    let Some(setup) = acme_setup() else {
         return;
     };
-    let setup = setup(acme_only(&everything, &time), test_config());
     // The `everything` server's timeout is 3 s; this operation takes 10 s.
     let started = Instant::now();
     let slow = call(
@@ -239,10 +229,9 @@ async fn a_slow_tool_times_out_and_the_server_stays_usable() {
 
 #[tokio::test]
 async fn a_large_result_is_cut_and_marked() {
-    let Some((everything, time)) = real_servers() else {
+    let Some(setup) = acme_setup() else {
         return;
     };
-    let setup = setup(acme_only(&everything, &time), test_config());
     let long = "x".repeat(10_000);
     let done = call(
         &setup,
@@ -379,7 +368,7 @@ async fn calls_tools_over_streamable_http() {
         .kill_on_drop(true)
         .spawn()
         .expect("start mcp-server-everything streamableHttp");
-    wait_for_port(port).await;
+    wait_for_port(port, Duration::from_secs(20), "the HTTP MCP server").await;
 
     let mut servers = acme_only(&everything, &time);
     servers.get_mut("acme").unwrap().extend(servers_yaml(&format!(
@@ -421,28 +410,6 @@ async fn calls_tools_over_streamable_http() {
         ["server_unavailable", "timeout"].contains(&gone.error_kind.as_str()),
         "{gone:?}"
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the HTTP MCP server did not listen on {port}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]

@@ -6,34 +6,18 @@
 mod support;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::Duration;
 
 use chatstream_mcp::call::run_tool_call;
 use chatstream_mcp::{McpClientPool, ToolCatalog};
 use chatstream_schemas::pb::events::ToolCallRequested;
+use chatstream_test_support::services;
 use support::*;
 
 const SERVER: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/servers/dynamic_tools.py"
 );
-
-/// The venv's `python`, next to `mcp-server-time`; `None` after saying why
-/// (a failure under `CHATSTREAM_TEST_STRICT=1`).
-fn venv_python() -> Option<String> {
-    let time = server_from_env("CHATSTREAM_TEST_MCP_TIME")?;
-    let python = Path::new(&time).with_file_name("python");
-    if python.is_file() {
-        return Some(python.display().to_string());
-    }
-    let reason = format!("no python next to {time} (scripts/test.sh makes that venv)");
-    if std::env::var("CHATSTREAM_TEST_STRICT").as_deref() == Ok("1") {
-        panic!("{reason}");
-    }
-    println!("not run: {reason}");
-    None
-}
 
 /// Tenants `acme` and `globex` each have their own `dynamic` server.
 fn pool(python: &str) -> McpClientPool {
@@ -74,7 +58,7 @@ async fn add_tool(pool: &McpClientPool, tenant: &str, name: &str, notify: bool) 
 
 #[tokio::test]
 async fn a_changed_tool_list_is_listed_again_for_that_tenant_only() {
-    let Some(python) = venv_python() else {
+    let Some(python) = services::mcp_python() else {
         return;
     };
     let pool = pool(&python);

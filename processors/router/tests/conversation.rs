@@ -10,13 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chatstream_config::models::ModelsConfig;
-use chatstream_core::fanout::FanOut;
-use chatstream_core::fanout::in_process::InProcessFanOut;
-use chatstream_core::log::embedded::EmbeddedLog;
 use chatstream_core::log::{EventLog, LogPosition};
 use chatstream_core::runner::Processor;
-use chatstream_core::store::ProjectionStore;
-use chatstream_core::store::embedded::EmbeddedStore;
 use chatstream_core::tools::{ToolCatalog, ToolDescriptor};
 use chatstream_projector::ConversationProjector;
 use chatstream_router::ModelRouter;
@@ -28,6 +23,7 @@ use chatstream_schemas::ids::new_event_id;
 use chatstream_schemas::pb::events::{ConversationOpened, event::Payload};
 use chatstream_schemas::{Event, codec};
 use chatstream_test_support::conformance::user_message;
+use chatstream_test_support::embedded::EmbeddedBackends;
 use serde_json::{Value, json};
 use support::*;
 
@@ -68,10 +64,7 @@ async fn harness() -> Harness {
     let config: ModelsConfig = serde_yaml_ng::from_str(&yaml).unwrap();
     let catalog = build_catalog(&config, &MockModel::new(Duration::ZERO)).unwrap();
     let routing = Arc::new(Routing::new(&config, catalog, &[]).unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
-    let store: Arc<dyn ProjectionStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-    let fanout: Arc<dyn FanOut> = Arc::new(InProcessFanOut::new());
+    let (log, store, fanout, dir) = EmbeddedBackends::open().into_parts();
     let time = ToolDescriptor {
         server: "time".into(),
         tool: "get_current_time".into(),

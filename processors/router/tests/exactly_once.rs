@@ -7,19 +7,17 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatstream_core::fanout::in_process::InProcessFanOut;
 use chatstream_core::fanout::{FanOut, FanOutMessage};
 use chatstream_core::log::EventLog;
-use chatstream_core::log::embedded::EmbeddedLog;
 use chatstream_core::runner::{Processor, ProcessorRunner, RunnerConfig};
 use chatstream_core::store::ProjectionStore;
-use chatstream_core::store::embedded::EmbeddedStore;
 use chatstream_router::ModelRouter;
 use chatstream_router::mock::MockModel;
 use chatstream_router::model::{ChatModel, CompletionRequest, ModelChunk, ModelError, Role};
 use chatstream_schemas::codec;
 use chatstream_schemas::pb::events::event::Payload;
 use chatstream_test_support::conformance::user_message;
+use chatstream_test_support::embedded::{EmbeddedBackends, events_caused_by};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -31,10 +29,7 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
-    let store: Arc<dyn ProjectionStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-    let fanout: Arc<dyn FanOut> = Arc::new(InProcessFanOut::new());
+    let (log, store, fanout, dir) = EmbeddedBackends::open().into_parts();
     let model = Arc::new(MockModel::new(Duration::ZERO));
     let router = ModelRouter::new(log.clone(), store, fanout.clone(), model);
     Setup {
@@ -43,16 +38,6 @@ fn setup() -> Setup {
         router,
         _dir: dir,
     }
-}
-
-/// Answers on the log to the user message `cause`.
-async fn answers_to(log: &dyn EventLog, cause: &str) -> Vec<chatstream_schemas::Event> {
-    let records = log.read(0, 0, 1000).await.unwrap();
-    records
-        .iter()
-        .map(|r| codec::decode(&r.value).unwrap())
-        .filter(|e| e.causation_id == cause)
-        .collect()
 }
 
 #[tokio::test]
@@ -65,7 +50,7 @@ async fn a_redelivered_message_is_answered_once_with_a_deterministic_id() {
     setup.router.handle(&message, position).await.unwrap();
     setup.router.handle(&message, position).await.unwrap(); // redelivered after a crash
 
-    let answers = answers_to(setup.log.as_ref(), &message.id).await;
+    let answers = events_caused_by(setup.log.as_ref(), &message.id).await;
     assert_eq!(answers.len(), 1, "one answer on the log");
     let answer = &answers[0];
     assert_eq!(
@@ -118,9 +103,16 @@ async fn a_retried_send_with_the_same_client_message_id_is_answered_once() {
         .unwrap();
     setup.router.handle(&retry, retry_position).await.unwrap();
 
-    assert_eq!(answers_to(setup.log.as_ref(), &original.id).await.len(), 1);
+    assert_eq!(
+        events_caused_by(setup.log.as_ref(), &original.id)
+            .await
+            .len(),
+        1
+    );
     assert!(
-        answers_to(setup.log.as_ref(), &retry.id).await.is_empty(),
+        events_caused_by(setup.log.as_ref(), &retry.id)
+            .await
+            .is_empty(),
         "the retry is not answered"
     );
 }
@@ -131,7 +123,7 @@ async fn a_model_failure_is_answered_with_an_error_event() {
     let message = user_message("acme", "c", "/mock error provider down");
     let position = setup.log.append("acme", &message).await.unwrap();
     setup.router.handle(&message, position).await.unwrap();
-    let answers = answers_to(setup.log.as_ref(), &message.id).await;
+    let answers = events_caused_by(setup.log.as_ref(), &message.id).await;
     let Some(Payload::ErrorOccurred(error)) = &answers[0].payload else {
         panic!("{answers:?}")
     };
@@ -173,14 +165,17 @@ fn usage_events(events: &[chatstream_schemas::Event]) -> Vec<&chatstream_schemas
         .collect()
 }
 
-#[tokio::test]
-async fn a_redelivered_or_restarted_turn_calls_the_provider_and_charges_once() {
+/// A provider that answers every request with "hi".
+async fn provider_saying_hi() -> support::ProviderServer {
     let server = support::ProviderServer::start().await;
     server.set_default(support::Reply::sse(&support::openai_stream(&["hi"], 5)));
-    let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
-    let store: Arc<dyn ProjectionStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-    let fanout: Arc<dyn FanOut> = Arc::new(InProcessFanOut::new());
+    server
+}
+
+#[tokio::test]
+async fn a_redelivered_or_restarted_turn_calls_the_provider_and_charges_once() {
+    let server = provider_saying_hi().await;
+    let (log, store, fanout, _dir) = EmbeddedBackends::open().into_parts();
     let message = user_message("acme", "c", "hello");
     let position = log.append("acme", &message).await.unwrap();
 
@@ -191,7 +186,7 @@ async fn a_redelivered_or_restarted_turn_calls_the_provider_and_charges_once() {
     restarted.handle(&message, position).await.unwrap(); // after a restart
 
     assert_eq!(server.requests().len(), 1, "one provider call");
-    let caused = answers_to(log.as_ref(), &message.id).await;
+    let caused = events_caused_by(log.as_ref(), &message.id).await;
     let usage = usage_events(&caused);
     assert_eq!(usage.len(), 1, "one charge");
     assert_eq!(
@@ -218,15 +213,12 @@ async fn a_turn_repeated_after_a_lost_mark_reproduces_the_same_ids_and_is_counte
     // marked: the turn runs again (a second provider call cannot be
     // avoided), but every event it appends has the id of the first copy,
     // so the spend derived from the projection counts the turn once.
-    let server = support::ProviderServer::start().await;
-    server.set_default(support::Reply::sse(&support::openai_stream(&["hi"], 5)));
-    let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
-    let fanout: Arc<dyn FanOut> = Arc::new(InProcessFanOut::new());
-    let before_crash: Arc<dyn ProjectionStore> =
-        Arc::new(EmbeddedStore::open(&dir.path().join("a")).unwrap());
-    let after_crash: Arc<dyn ProjectionStore> =
-        Arc::new(EmbeddedStore::open(&dir.path().join("b")).unwrap());
+    let server = provider_saying_hi().await;
+    // Two stores: the one before the crash lost the mark.
+    let (log, before_crash, fanout, dir) = EmbeddedBackends::open().into_parts();
+    let after_crash: Arc<dyn ProjectionStore> = Arc::new(
+        chatstream_core::store::embedded::EmbeddedStore::open(&dir.path().join("after")).unwrap(),
+    );
 
     let message = user_message("acme", "c", "hello");
     let position = log.append("acme", &message).await.unwrap();
@@ -239,7 +231,7 @@ async fn a_turn_repeated_after_a_lost_mark_reproduces_the_same_ids_and_is_counte
         .await
         .unwrap();
     assert_eq!(server.requests().len(), 2);
-    let caused = answers_to(log.as_ref(), &message.id).await;
+    let caused = events_caused_by(log.as_ref(), &message.id).await;
     let usage = usage_events(&caused);
     assert_eq!(usage.len(), 2, "both runs appended their usage...");
     assert_eq!(usage[0].id, usage[1].id, "...with one id");
@@ -334,7 +326,7 @@ async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
 
 async fn answered(log: &dyn EventLog, messages: &[chatstream_schemas::Event]) -> bool {
     for message in messages {
-        if answers_to(log, &message.id).await.is_empty() {
+        if events_caused_by(log, &message.id).await.is_empty() {
             return false;
         }
     }
@@ -343,10 +335,7 @@ async fn answered(log: &dyn EventLog, messages: &[chatstream_schemas::Event]) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_after_turns_finished_out_of_order_redoes_none_of_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
-    let store: Arc<dyn ProjectionStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-    let fanout: Arc<dyn FanOut> = Arc::new(InProcessFanOut::new());
+    let (log, store, fanout, _dir) = EmbeddedBackends::open().into_parts();
     let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
     let (_never, closed) = tokio::sync::watch::channel(false);
     let (_open, opened) = tokio::sync::watch::channel(true);
@@ -420,7 +409,7 @@ async fn a_crash_after_turns_finished_out_of_order_redoes_none_of_them() {
         "the turn in flight at the crash is the only one called again"
     );
     for message in fast.iter().chain([&slow]) {
-        assert_eq!(answers_to(log.as_ref(), &message.id).await.len(), 1);
+        assert_eq!(events_caused_by(log.as_ref(), &message.id).await.len(), 1);
     }
     let records = log.read(0, 0, 1000).await.unwrap();
     let ids: Vec<String> = records
@@ -434,10 +423,7 @@ async fn a_crash_after_turns_finished_out_of_order_redoes_none_of_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interleaved_conversations_each_see_their_own_previous_answer() {
     const CONVERSATIONS: usize = 12;
-    let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
-    let store: Arc<dyn ProjectionStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-    let fanout: Arc<dyn FanOut> = Arc::new(InProcessFanOut::new());
+    let (log, store, fanout, _dir) = EmbeddedBackends::open().into_parts();
     let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
     let (_open, opened) = tokio::sync::watch::channel(true);
     let model = Arc::new(CountingModel {

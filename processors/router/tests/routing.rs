@@ -9,13 +9,10 @@ use std::time::{Duration, Instant};
 
 use chatstream_config::models::ModelsConfig;
 use chatstream_config::tenants::{TenantRegistry, hash_api_key};
-use chatstream_core::fanout::in_process::InProcessFanOut;
 use chatstream_core::fanout::{FanOut, FanOutMessage};
 use chatstream_core::log::EventLog;
-use chatstream_core::log::embedded::EmbeddedLog;
 use chatstream_core::runner::Processor;
 use chatstream_core::store::ProjectionStore;
-use chatstream_core::store::embedded::EmbeddedStore;
 use chatstream_projector::ConversationProjector;
 use chatstream_router::ModelRouter;
 use chatstream_router::mock::MockModel;
@@ -28,6 +25,7 @@ use chatstream_schemas::event::{EventContext, new_event};
 use chatstream_schemas::pb::events::ConversationOpened;
 use chatstream_schemas::pb::events::event::Payload;
 use chatstream_test_support::conformance::user_message;
+use chatstream_test_support::embedded::{EmbeddedBackends, events_caused_by};
 use futures::StreamExt;
 use support::*;
 
@@ -109,10 +107,7 @@ fn routing(openai: &ProviderServer, anthropic: &ProviderServer, policy: &str) ->
 
 async fn harness(policy: &str) -> Harness {
     let (openai, anthropic) = (ProviderServer::start().await, ProviderServer::start().await);
-    let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
-    let store: Arc<dyn ProjectionStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-    let fanout: Arc<dyn FanOut> = Arc::new(InProcessFanOut::new());
+    let (log, store, fanout, dir) = EmbeddedBackends::open().into_parts();
     let router = ModelRouter::with_routing(
         log.clone(),
         store.clone(),
@@ -142,13 +137,8 @@ impl Harness {
     }
 
     async fn caused_by(&self, cause: &str) -> Vec<Payload> {
-        let records = self.log.read(0, 0, 10_000).await.unwrap();
-        records
-            .iter()
-            .map(|r| codec::decode(&r.value).unwrap())
-            .filter(|e| e.causation_id == cause)
-            .filter_map(|e| e.payload)
-            .collect()
+        let events = events_caused_by(self.log.as_ref(), cause).await;
+        events.into_iter().filter_map(|e| e.payload).collect()
     }
 }
 

@@ -5,37 +5,19 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatstream_core::fanout::FanOut;
-use chatstream_core::fanout::in_process::InProcessFanOut;
-use chatstream_core::log::EventLog;
-use chatstream_core::log::embedded::EmbeddedLog;
 use chatstream_core::runner::Processor;
-use chatstream_core::store::ProjectionStore;
-use chatstream_core::store::embedded::EmbeddedStore;
 use chatstream_router::ModelRouter;
 use chatstream_router::mock::MockModel;
 use chatstream_router::tools::MAX_TOOL_DEPTH;
 use chatstream_schemas::ids::derived_event_id;
 use chatstream_schemas::pb::events::event::Payload;
-use chatstream_schemas::{Event, codec};
 use chatstream_test_support::conformance::user_message;
+use chatstream_test_support::embedded::{EmbeddedBackends, events_caused_by};
 use support::completed;
-
-async fn caused_by(log: &dyn EventLog, cause: &str) -> Vec<Event> {
-    let records = log.read(0, 0, 1000).await.unwrap();
-    records
-        .iter()
-        .map(|r| codec::decode(&r.value).unwrap())
-        .filter(|e| e.causation_id == cause)
-        .collect()
-}
 
 #[tokio::test]
 async fn a_tool_call_ends_the_step_and_its_result_continues_the_turn() {
-    let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
-    let store: Arc<dyn ProjectionStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-    let fanout: Arc<dyn FanOut> = Arc::new(InProcessFanOut::new());
+    let (log, store, fanout, _dir) = EmbeddedBackends::open().into_parts();
     let router = ModelRouter::new(
         log.clone(),
         store,
@@ -52,7 +34,7 @@ async fn a_tool_call_ends_the_step_and_its_result_continues_the_turn() {
     router.handle(&message, position).await.unwrap();
     router.handle(&message, position).await.unwrap(); // redelivered
 
-    let asked = caused_by(log.as_ref(), &message.id).await;
+    let asked = events_caused_by(log.as_ref(), &message.id).await;
     assert_eq!(asked.len(), 1, "{asked:?}");
     let request = &asked[0];
     assert_eq!(request.id, derived_event_id(&message.id, 0));
@@ -71,7 +53,7 @@ async fn a_tool_call_ends_the_step_and_its_result_continues_the_turn() {
     router.handle(&done, position).await.unwrap();
     router.handle(&done, position).await.unwrap(); // redelivered
 
-    let answers = caused_by(log.as_ref(), &done.id).await;
+    let answers = events_caused_by(log.as_ref(), &done.id).await;
     assert_eq!(answers.len(), 1, "{answers:?}");
     assert_eq!(answers[0].correlation_id, message.id, "the same turn");
     let Some(Payload::AssistantMessage(answer)) = &answers[0].payload else {
@@ -86,10 +68,7 @@ async fn a_tool_call_ends_the_step_and_its_result_continues_the_turn() {
 
 #[tokio::test]
 async fn a_turn_stops_at_the_maximum_tool_depth() {
-    let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
-    let store: Arc<dyn ProjectionStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-    let fanout: Arc<dyn FanOut> = Arc::new(InProcessFanOut::new());
+    let (log, store, fanout, _dir) = EmbeddedBackends::open().into_parts();
     let model = MockModel::new(Duration::ZERO);
     let router = ModelRouter::new(log.clone(), store, fanout, Arc::new(model.clone()));
 
@@ -97,7 +76,7 @@ async fn a_turn_stops_at_the_maximum_tool_depth() {
     let message = user_message("acme", "c", "/mock tool a.b {}");
     let position = log.append("acme", &message).await.unwrap();
     router.handle(&message, position).await.unwrap();
-    let mut step = caused_by(log.as_ref(), &message.id).await.remove(0);
+    let mut step = events_caused_by(log.as_ref(), &message.id).await.remove(0);
     for depth in 1..=MAX_TOOL_DEPTH {
         model.script([chatstream_router::mock::MockReply::ToolCall(
             chatstream_router::model::ToolCallChunk {
@@ -109,7 +88,7 @@ async fn a_turn_stops_at_the_maximum_tool_depth() {
         let done = completed(&step, "more");
         let position = log.append("acme", &done).await.unwrap();
         router.handle(&done, position).await.unwrap();
-        step = caused_by(log.as_ref(), &done.id).await.remove(0);
+        step = events_caused_by(log.as_ref(), &done.id).await.remove(0);
         if depth < MAX_TOOL_DEPTH {
             let Some(Payload::ToolCallRequested(call)) = &step.payload else {
                 panic!("{step:?}")

@@ -3,10 +3,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use super::{unique, user_message};
+use super::{history_entry, unique, user_message};
 use chatstream_core::fanout::{FanOut, FanOutError, FanOutMessage, FanOutStream, TokenDelta};
-use chatstream_core::log::LogPosition;
-use chatstream_core::store::HistoryEntry;
 
 /// Messages the lag case publishes without reading; a subject's
 /// per-subscriber buffer must be smaller than this.
@@ -97,13 +95,8 @@ pub async fn every_subscriber_gets_every_message<F: FanOut + ?Sized>(fanout: &F)
 pub async fn committed_entries_are_delivered<F: FanOut + ?Sized>(fanout: &F) {
     let tenant = unique("tenant");
     let mut stream = fanout.subscribe(&tenant, "c").await.expect("subscribe");
-    let committed = FanOutMessage::Committed(HistoryEntry {
-        position: LogPosition {
-            partition: 2,
-            offset: 41,
-        },
-        event: user_message(&tenant, "c", "hello"),
-    });
+    let committed =
+        FanOutMessage::Committed(history_entry(2, 41, user_message(&tenant, "c", "hello")));
     fanout
         .publish(&tenant, "c", committed.clone())
         .await

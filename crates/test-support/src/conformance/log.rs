@@ -606,3 +606,28 @@ fn unix_millis() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
+
+/// Polls `member` until its assignment satisfies `settled` (rebalances
+/// happen while a member polls); fails after [`PATIENCE`], naming `what`.
+pub async fn wait_for_assignment(
+    member: &mut dyn LogConsumer,
+    what: &str,
+    settled: impl Fn(&[u32]) -> bool,
+) -> Vec<u32> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let assignment = member.assignment();
+        if settled(&assignment) {
+            return assignment;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: assignment {assignment:?} did not settle within {PATIENCE:?}"
+        );
+        // Rebalances happen while a member polls.
+        member
+            .poll(100, Duration::from_millis(100))
+            .await
+            .expect("poll");
+    }
+}

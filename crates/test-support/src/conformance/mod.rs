@@ -37,6 +37,8 @@
 //! invoking module's names.
 use std::time::Duration;
 
+use chatstream_core::log::LogPosition;
+use chatstream_core::store::HistoryEntry;
 use chatstream_schemas::Event;
 use chatstream_schemas::event::{EventContext, new_event};
 use chatstream_schemas::ids::new_event_id;
@@ -61,6 +63,20 @@ pub fn unique(prefix: &str) -> String {
 
 /// A complete `UserMessageSent` event, as the gateway would append it.
 pub fn user_message(tenant_id: &str, conversation_id: &str, text: &str) -> Event {
+    event_in(
+        tenant_id,
+        conversation_id,
+        Payload::UserMessageSent(Box::new(UserMessageSent {
+            client_message_id: new_event_id(),
+            text: text.to_owned(),
+            sent_by_key_id: "key-conformance".to_owned(),
+            ..Default::default()
+        })),
+    )
+}
+
+/// An event of a conversation with a fresh id and no cause.
+pub fn event_in(tenant_id: &str, conversation_id: &str, payload: Payload) -> Event {
     new_event(
         new_event_id(),
         EventContext {
@@ -69,13 +85,16 @@ pub fn user_message(tenant_id: &str, conversation_id: &str, text: &str) -> Event
             causation_id: "",
             correlation_id: "",
         },
-        Payload::UserMessageSent(Box::new(UserMessageSent {
-            client_message_id: new_event_id(),
-            text: text.to_owned(),
-            sent_by_key_id: "key-conformance".to_owned(),
-            ..Default::default()
-        })),
+        payload,
     )
+}
+
+/// `event` as recorded at `offset` of log partition `partition`.
+pub fn history_entry(partition: u32, offset: u64, event: Event) -> HistoryEntry {
+    HistoryEntry {
+        position: LogPosition { partition, offset },
+        event,
+    }
 }
 
 /// Expands to one test per case of a suite; used by the per-seam macros.

@@ -1,5 +1,5 @@
 //! Conformance cases for `ProjectionStore`.
-use super::{unique, user_message};
+use super::{history_entry, unique, user_message};
 use chatstream_core::log::LogPosition;
 use chatstream_core::store::{
     ClientMessageRecord, ConversationRecord, HistoryEntry, ProjectionStore, Recorded,
@@ -16,13 +16,11 @@ fn conversation(tenant_id: &str, conversation_id: &str, title: &str) -> Conversa
 }
 
 fn entry(tenant_id: &str, conversation_id: &str, offset: u64) -> HistoryEntry {
-    HistoryEntry {
-        position: LogPosition {
-            partition: 3,
-            offset,
-        },
-        event: user_message(tenant_id, conversation_id, &format!("at offset {offset}")),
-    }
+    history_entry(
+        3,
+        offset,
+        user_message(tenant_id, conversation_id, &format!("at offset {offset}")),
+    )
 }
 
 fn client_message(tenant_id: &str, client_message_id: &str, offset: u64) -> ClientMessageRecord {
@@ -48,15 +46,24 @@ async fn record<S: ProjectionStore + ?Sized>(store: &S, entry: &HistoryEntry) {
     );
 }
 
+/// A conversation's whole history (up to 1000 entries), in order.
+pub async fn history_of<S: ProjectionStore + ?Sized>(
+    store: &S,
+    tenant_id: &str,
+    conversation_id: &str,
+) -> Vec<HistoryEntry> {
+    store
+        .read_history(tenant_id, conversation_id, None, 1000)
+        .await
+        .expect("read_history")
+}
+
 async fn history_offsets<S: ProjectionStore + ?Sized>(
     store: &S,
     tenant_id: &str,
     conversation_id: &str,
 ) -> Vec<u64> {
-    let history = store
-        .read_history(tenant_id, conversation_id, None, 1000)
-        .await
-        .expect("read_history");
+    let history = history_of(store, tenant_id, conversation_id).await;
     history.iter().map(|entry| entry.position.offset).collect()
 }
 
@@ -343,13 +350,7 @@ pub async fn reproduced_event_is_a_duplicate_of_the_first_position<S: Projection
     let tenant = unique("tenant");
     let first = entry(&tenant, "c", 4);
     record(store, &first).await;
-    let copy = HistoryEntry {
-        position: LogPosition {
-            partition: 3,
-            offset: 9,
-        },
-        event: first.event.clone(),
-    };
+    let copy = history_entry(3, 9, first.event.clone());
     let again = store.append_history(&copy).await.expect("append_history");
     assert_eq!(
         again,

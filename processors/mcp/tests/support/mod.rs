@@ -1,5 +1,6 @@
 //! Real MCP servers for the tests, found through the env vars the test
-//! script sets, and a tenant setup that uses them.
+//! script sets (`chatstream_test_support::services`), and a tenant setup
+//! that uses them on the embedded backends.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -7,36 +8,19 @@ use std::sync::Arc;
 
 use chatstream_config::mcp::McpServerConfig;
 use chatstream_core::log::EventLog;
-use chatstream_core::log::embedded::EmbeddedLog;
 use chatstream_core::store::ProjectionStore;
-use chatstream_core::store::embedded::EmbeddedStore;
 use chatstream_mcp::{McpClientPool, McpProcessor, McpSettings};
+use chatstream_schemas::Event;
 use chatstream_schemas::event::{EventContext, new_event};
 use chatstream_schemas::ids::new_event_id;
 use chatstream_schemas::pb::events::{ToolCallCompleted, ToolCallRequested, event::Payload};
-use chatstream_schemas::{Event, codec};
-
-/// The executable an env var names, or `None` after saying why the test
-/// does not run; under `CHATSTREAM_TEST_STRICT=1` a missing one fails.
-pub fn server_from_env(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(path) if !path.is_empty() => Some(path),
-        _ => {
-            let reason =
-                format!("{var} is not set (scripts/test.sh installs the MCP test servers)");
-            if std::env::var("CHATSTREAM_TEST_STRICT").as_deref() == Ok("1") {
-                panic!("{reason}");
-            }
-            println!("not run: {reason}");
-            None
-        }
-    }
-}
+use chatstream_test_support::embedded::{EmbeddedBackends, events_caused_by};
+use chatstream_test_support::services;
 
 /// `mcp-server-everything` (npm) and `mcp-server-time` (PyPI).
 pub fn real_servers() -> Option<(String, String)> {
-    let everything = server_from_env("CHATSTREAM_TEST_MCP_EVERYTHING")?;
-    let time = server_from_env("CHATSTREAM_TEST_MCP_TIME")?;
+    let everything = services::mcp_server("CHATSTREAM_TEST_MCP_EVERYTHING")?;
+    let time = services::mcp_server("CHATSTREAM_TEST_MCP_TIME")?;
     Some((everything, time))
 }
 
@@ -71,9 +55,7 @@ pub struct Setup {
 }
 
 pub fn setup(servers: HashMap<String, Vec<McpServerConfig>>, config: McpSettings) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
-    let store: Arc<dyn ProjectionStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    let (log, store, _, dir) = EmbeddedBackends::open().into_parts();
     let pool = Arc::new(McpClientPool::new(servers, config));
     let processor = McpProcessor::new(log.clone(), store.clone(), pool.clone());
     Setup {
@@ -108,11 +90,9 @@ pub fn tool_request(tenant: &str, server: &str, tool: &str, arguments_json: &str
 
 /// Every `ToolCallCompleted` on the log caused by `request`.
 pub async fn results_of(log: &dyn EventLog, request: &Event) -> Vec<(Event, ToolCallCompleted)> {
-    let records = log.read(0, 0, 10_000).await.unwrap();
-    records
-        .iter()
-        .map(|r| codec::decode(&r.value).unwrap())
-        .filter(|e| e.causation_id == request.id)
+    events_caused_by(log, &request.id)
+        .await
+        .into_iter()
         .filter_map(|e| match e.payload.clone() {
             Some(Payload::ToolCallCompleted(done)) => Some((e, *done)),
             _ => None,
