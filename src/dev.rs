@@ -101,7 +101,7 @@ async fn run_platform(
         (None, None) => {}
     }
 
-    lifecycle::run_until_stopped(shutdown, tasks).await;
+    lifecycle::run_until_stopped(&config, shutdown, tasks).await;
     Ok(())
 }
 

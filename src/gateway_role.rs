@@ -49,6 +49,6 @@ async fn serve(
         config.kafka.topic, config.kafka.bootstrap_servers
     );
 
-    lifecycle::run_until_stopped(shutdown, tasks).await;
+    lifecycle::run_until_stopped(&config, shutdown, tasks).await;
     Ok(())
 }

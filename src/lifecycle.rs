@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use chatstream_config::Config;
 use chatstream_core::deadletter::DeadLetterSink;
 use chatstream_core::log::EventLog;
 use chatstream_core::runner::{Processor, ProcessorRunner, RunnerConfig};
@@ -14,7 +15,9 @@ use tokio_util::task::TaskTracker;
 /// How long startup waits for a processor to catch up with the log.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long shutdown waits for in-flight work before giving up.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Time to stop after the processors drained (commit, leave the group,
+/// close connections), on top of `processing.drain_timeout_ms`.
+const STOP_MARGIN: Duration = Duration::from_secs(5);
 
 /// A multi-threaded Tokio runtime for a role's `run`.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -34,15 +37,32 @@ pub async fn bind(host: &str, port: u16, what: &str, flag: &str) -> anyhow::Resu
 
 pub fn spawn_processor<P: Processor>(
     tasks: &TaskTracker,
+    config: &Config,
     log: Arc<dyn EventLog>,
     processor: Arc<P>,
     dead_letters: Arc<dyn DeadLetterSink>,
     shutdown: CancellationToken,
 ) {
     let name = processor.name();
-    let runner = ProcessorRunner::new(log, processor, RunnerConfig::default())
-        .with_dead_letters(dead_letters);
+    let runner =
+        ProcessorRunner::new(log, processor, runner_config(config)).with_dead_letters(dead_letters);
     tasks.spawn(log_failure(name, runner.run(shutdown)));
+}
+
+/// The runner's bounds from the `processing` section; the rest keeps the
+/// runner's defaults.
+fn runner_config(config: &Config) -> RunnerConfig {
+    let processing = &config.processing;
+    let buffered = processing.max_buffered_per_partition as usize;
+    RunnerConfig {
+        max_in_flight: processing.max_in_flight as usize,
+        max_in_flight_per_partition: processing.max_in_flight_per_partition as usize,
+        max_in_flight_per_tenant: processing.max_in_flight_per_tenant as usize,
+        max_buffered_per_partition: buffered,
+        resume_below: buffered.div_ceil(2),
+        drain_timeout: processing.drain_timeout(),
+        ..RunnerConfig::default()
+    }
 }
 
 pub async fn log_failure<E: std::fmt::Display>(
@@ -85,17 +105,16 @@ pub async fn wait_until_caught_up(log: &dyn EventLog, group: &str) {
 }
 
 /// Blocks until SIGTERM or Ctrl-C, then cancels `shutdown` and waits for
-/// the tracked tasks to finish their in-flight work.
-pub async fn run_until_stopped(shutdown: CancellationToken, tasks: TaskTracker) {
+/// the tracked tasks to finish their in-flight work (the processors get
+/// `processing.drain_timeout_ms`, then a margin to commit and leave).
+pub async fn run_until_stopped(config: &Config, shutdown: CancellationToken, tasks: TaskTracker) {
     tasks.close();
     wait_for_stop_signal().await;
     tracing::info!("shutting down: draining in-flight work");
     shutdown.cancel();
-    if tokio::time::timeout(DRAIN_TIMEOUT, tasks.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("some tasks did not stop within {DRAIN_TIMEOUT:?}");
+    let deadline = config.processing.drain_timeout() + STOP_MARGIN;
+    if tokio::time::timeout(deadline, tasks.wait()).await.is_err() {
+        tracing::warn!("some tasks did not stop within {deadline:?}");
     }
 }
 

@@ -95,12 +95,22 @@ pub fn spawn(
     match kind {
         ProcessorKind::ConversationProjector => {
             let projector = Arc::new(ConversationProjector::new(store, fanout));
-            spawn_processor(tasks, log, projector, dead_letters, shutdown.clone());
+            spawn_processor(
+                tasks,
+                config,
+                log,
+                projector,
+                dead_letters,
+                shutdown.clone(),
+            );
         }
         ProcessorKind::Router => {
             // A router that cannot follow its config must not answer: the
             // error (unknown model, missing API key, ...) stops the start.
-            let mock = MockModel::new(Duration::from_millis(config.mock_model.token_delay_ms));
+            let mock = MockModel::new(Duration::from_millis(config.mock_model.token_delay_ms))
+                .with_first_token_delay(Duration::from_millis(
+                    config.mock_model.first_token_delay_ms,
+                ));
             let router = router_from_config(
                 log.clone(),
                 store,
@@ -115,13 +125,27 @@ pub fn spawn(
             let tools = Arc::new(mcp_pool(config, tenants));
             tasks.spawn(tools.clone().idle_reaper(shutdown.clone()));
             let router = router.with_tools(tools);
-            spawn_processor(tasks, log, Arc::new(router), dead_letters, shutdown.clone());
+            spawn_processor(
+                tasks,
+                config,
+                log,
+                Arc::new(router),
+                dead_letters,
+                shutdown.clone(),
+            );
         }
         ProcessorKind::Mcp => {
             let pool = Arc::new(mcp_pool(config, tenants));
             tasks.spawn(pool.clone().idle_reaper(shutdown.clone()));
             let mcp = chatstream_mcp::McpProcessor::new(log.clone(), store, pool);
-            spawn_processor(tasks, log, Arc::new(mcp), dead_letters, shutdown.clone());
+            spawn_processor(
+                tasks,
+                config,
+                log,
+                Arc::new(mcp),
+                dead_letters,
+                shutdown.clone(),
+            );
         }
     }
     Ok(())

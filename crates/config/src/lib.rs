@@ -8,6 +8,7 @@ pub mod error;
 pub mod mcp;
 pub mod models;
 mod platform;
+pub mod processing;
 pub mod table;
 pub mod tenants;
 

@@ -33,6 +33,8 @@ pub struct Config {
     pub redis: RedisConfig,
     pub limits: LimitsConfig,
     pub mock_model: MockModelConfig,
+    /// How processors work through the log (in-flight bounds).
+    pub processing: crate::processing::ProcessingConfig,
     /// Limits of the mcp processor (tool calls on tenants' MCP servers).
     pub mcp: McpSettings,
     /// Model providers, catalog and default routing; empty means the `mock` model.
@@ -179,6 +181,8 @@ pub struct LimitsConfig {
 pub struct MockModelConfig {
     /// Pause between streamed tokens of the built-in `mock` model.
     pub token_delay_ms: u64,
+    /// Pause before its first token, like a provider's time to first token.
+    pub first_token_delay_ms: u64,
 }
 
 impl Default for Config {
@@ -197,6 +201,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             limits: LimitsConfig::default(),
             mock_model: MockModelConfig::default(),
+            processing: Default::default(),
             mcp: McpSettings::default(),
             models: Default::default(),
         }
@@ -284,7 +289,10 @@ impl Default for LimitsConfig {
 
 impl Default for MockModelConfig {
     fn default() -> Self {
-        Self { token_delay_ms: 20 }
+        Self {
+            token_delay_ms: 20,
+            first_token_delay_ms: 0,
+        }
     }
 }
 
@@ -392,6 +400,7 @@ impl Config {
             }
         }
         self.mcp.validate()?;
+        self.processing.validate()?;
         self.models.validate()
     }
 
