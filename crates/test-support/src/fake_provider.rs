@@ -97,6 +97,27 @@ struct Inner {
     /// Played when the script is empty and there is no responder.
     default: Option<Reply>,
     requests: Vec<RecordedRequest>,
+    /// Requests whose response has not ended yet, and the most at once.
+    in_flight: usize,
+    most_in_flight: usize,
+}
+
+/// Counts one request in flight until its response ends (or is dropped).
+struct InFlight(Arc<Mutex<Inner>>);
+
+impl InFlight {
+    fn start(inner: &Arc<Mutex<Inner>>) -> Self {
+        let mut state = inner.lock().unwrap();
+        state.in_flight += 1;
+        state.most_in_flight = state.most_in_flight.max(state.in_flight);
+        Self(inner.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().in_flight -= 1;
+    }
 }
 
 #[derive(Clone)]
@@ -142,6 +163,11 @@ impl ProviderServer {
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.inner.lock().unwrap().requests.clone()
     }
+
+    /// The most requests this server was answering at once.
+    pub fn most_in_flight(&self) -> usize {
+        self.inner.lock().unwrap().most_in_flight
+    }
 }
 
 async fn serve(
@@ -150,6 +176,7 @@ async fn serve(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let in_flight = InFlight::start(&inner);
     let reply = {
         let mut inner = inner.lock().unwrap();
         let request = RecordedRequest {
@@ -191,6 +218,8 @@ async fn serve(
                 }
             });
             let ending = futures::stream::once(async move {
+                // The response ends here: it stops counting as in flight.
+                let _in_flight = in_flight;
                 match end {
                     End::Close => None,
                     End::Reset => {
