@@ -2,7 +2,7 @@
 //! (undecodable, or its handler failed for good) before it moves past it, so
 //! a poison record never stops its partition and is never silently dropped.
 //! Embedded (a redb file in the data dir) and Kafka (a dead-letter topic,
-//! `log::kafka::KafkaDeadLetters`) implementations; `LoggedDeadLetters` is
+//! `chatstream_kafka::KafkaDeadLetters`) implementations; `LoggedDeadLetters` is
 //! the runner's default when none is given.
 use std::time::{SystemTime, UNIX_EPOCH};
 
