@@ -3,86 +3,27 @@
 //! processor behind it. Proves 503 before readiness and 504 (whole and
 //! streamed) when no reply comes in time; the full flow with a router runs
 //! in the workspace's tests/openai_e2e.rs.
-use std::sync::Arc;
+mod support;
+
 use std::time::{Duration, Instant};
 
-use chatstream_config::tenants::{TenantRegistry, generate_api_key, hash_api_key};
-use chatstream_core::fanout::in_process::InProcessFanOut;
-use chatstream_core::log::embedded::EmbeddedLog;
-use chatstream_core::ratelimit::connections::in_process::InProcessConnectionCounter;
-use chatstream_core::ratelimit::in_process::InProcessRateLimiter;
-use chatstream_core::store::embedded::EmbeddedStore;
-use chatstream_gateway::chat::ChatLimits;
-use chatstream_gateway::connections::ConnectionLimits;
-use chatstream_gateway::{ChatCore, EdgeLimits, Gateway, Readiness};
+use chatstream_gateway::EdgeLimits;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
+use support::{MAX_MESSAGE_BYTES, TestGateway, start_gateway};
 
 const REPLY_TIMEOUT: Duration = Duration::from_millis(300);
 
-struct TestGateway {
-    base_url: String,
-    api_key: String,
-    readiness: Readiness,
-    shutdown: CancellationToken,
-    _data_dir: tempfile::TempDir,
-}
-
-impl Drop for TestGateway {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
 async fn start_gateway_without_router() -> TestGateway {
-    let data_dir = tempfile::tempdir().unwrap();
-    let api_key = generate_api_key();
-    let tenants = TenantRegistry::parse(&format!(
-        "tenants:\n  - id: acme\n    api_keys:\n      - id: test\n        sha256: {}\n",
-        hash_api_key(&api_key)
-    ))
-    .unwrap();
-    let core = ChatCore::new(
-        Arc::new(EmbeddedLog::open(data_dir.path(), 1).unwrap()),
-        Arc::new(EmbeddedStore::open(data_dir.path()).unwrap()),
-        Arc::new(InProcessFanOut::new()),
-        Arc::new(InProcessRateLimiter::new()),
-        ChatLimits {
-            max_message_bytes: 1024,
-            requests_per_second: None,
-            burst: None,
-        },
-    );
-    let readiness = Readiness::default();
-    let shutdown = CancellationToken::new();
-    let gateway = Gateway {
-        core: Arc::new(core),
-        tenants: Arc::new(tenants),
-        metrics: None,
-        readiness: readiness.clone(),
-        limits: EdgeLimits {
-            reply_timeout: REPLY_TIMEOUT,
-            ..EdgeLimits::for_max_message_bytes(1024)
-        },
-        connections: ConnectionLimits::new(Arc::new(InProcessConnectionCounter::new()), None),
-        models: Default::default(),
-        shutdown: shutdown.clone(),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(chatstream_gateway::http::serve(gateway, listener));
-    TestGateway {
-        base_url,
-        api_key,
-        readiness,
-        shutdown,
-        _data_dir: data_dir,
-    }
+    start_gateway(EdgeLimits {
+        reply_timeout: REPLY_TIMEOUT,
+        ..EdgeLimits::for_max_message_bytes(MAX_MESSAGE_BYTES)
+    })
+    .await
 }
 
 async fn post_completion(gateway: &TestGateway, stream: bool) -> reqwest::Response {
     reqwest::Client::new()
-        .post(format!("{}/chat/completions", gateway.base_url))
+        .post(format!("http://{}/v1/chat/completions", gateway.addr))
         .bearer_auth(&gateway.api_key)
         .json(&json!({
             "model": "mock",

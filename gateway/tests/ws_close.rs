@@ -3,90 +3,34 @@
 //! then ends cleanly (the server waited for the client's close reply and
 //! read what the client had sent), not with a reset that client libraries
 //! report as 1006.
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
-use chatstream_config::tenants::{TenantRegistry, generate_api_key, hash_api_key};
-use chatstream_core::fanout::in_process::InProcessFanOut;
-use chatstream_core::log::embedded::EmbeddedLog;
-use chatstream_core::ratelimit::connections::in_process::InProcessConnectionCounter;
-use chatstream_core::ratelimit::in_process::InProcessRateLimiter;
-use chatstream_core::store::embedded::EmbeddedStore;
-use chatstream_gateway::chat::ChatLimits;
-use chatstream_gateway::connections::ConnectionLimits;
-use chatstream_gateway::{ChatCore, EdgeLimits, Gateway, Readiness};
+use chatstream_gateway::EdgeLimits;
 use futures::{SinkExt, StreamExt};
+use support::{MAX_MESSAGE_BYTES, TestGateway, start_gateway};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_util::sync::CancellationToken;
 
 const MAX_FRAME_BYTES: usize = 4 * 1024;
 
-struct TestGateway {
-    url: String,
-    api_key: String,
-    shutdown: CancellationToken,
-    _data_dir: tempfile::TempDir,
-}
-
-impl Drop for TestGateway {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-async fn start_gateway() -> TestGateway {
-    let data_dir = tempfile::tempdir().unwrap();
-    let api_key = generate_api_key();
-    let tenants = TenantRegistry::parse(&format!(
-        "tenants:\n  - id: acme\n    api_keys:\n      - id: test\n        sha256: {}\n",
-        hash_api_key(&api_key)
-    ))
-    .unwrap();
-    let core = ChatCore::new(
-        Arc::new(EmbeddedLog::open(data_dir.path(), 1).unwrap()),
-        Arc::new(EmbeddedStore::open(data_dir.path()).unwrap()),
-        Arc::new(InProcessFanOut::new()),
-        Arc::new(InProcessRateLimiter::new()),
-        ChatLimits {
-            max_message_bytes: 1024,
-            requests_per_second: None,
-            burst: None,
-        },
-    );
-    let readiness = Readiness::default();
-    readiness.set_ready();
-    let shutdown = CancellationToken::new();
-    let gateway = Gateway {
-        core: Arc::new(core),
-        tenants: Arc::new(tenants),
-        metrics: None,
-        readiness,
-        limits: EdgeLimits {
-            max_frame_bytes: MAX_FRAME_BYTES,
-            ..EdgeLimits::for_max_message_bytes(1024)
-        },
-        connections: ConnectionLimits::new(Arc::new(InProcessConnectionCounter::new()), None),
-        models: Default::default(),
-        shutdown: shutdown.clone(),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}/api/v2/chat/ws", listener.local_addr().unwrap());
-    tokio::spawn(chatstream_gateway::http::serve(gateway, listener));
-    TestGateway {
-        url,
-        api_key,
-        shutdown,
-        _data_dir: data_dir,
-    }
+async fn start_ready_gateway() -> TestGateway {
+    let gateway = start_gateway(EdgeLimits {
+        max_frame_bytes: MAX_FRAME_BYTES,
+        ..EdgeLimits::for_max_message_bytes(MAX_MESSAGE_BYTES)
+    })
+    .await;
+    gateway.readiness.set_ready();
+    gateway
 }
 
 type Client =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(gateway: &TestGateway) -> Client {
-    let mut request = gateway.url.as_str().into_client_request().unwrap();
+    let mut request = gateway.ws_url().into_client_request().unwrap();
     request.headers_mut().insert(
         "authorization",
         format!("Bearer {}", gateway.api_key).parse().unwrap(),
@@ -126,7 +70,7 @@ async fn expect_clean_close(client: &mut Client, code: CloseCode) {
 
 #[tokio::test]
 async fn a_frame_over_the_cap_gets_close_1009_and_a_clean_close() {
-    let gateway = start_gateway().await;
+    let gateway = start_ready_gateway().await;
     let mut client = connect(&gateway).await;
 
     // Far over the cap: most of it is still unread when the server refuses it.
@@ -138,7 +82,7 @@ async fn a_frame_over_the_cap_gets_close_1009_and_a_clean_close() {
 
 #[tokio::test]
 async fn a_fragmented_message_over_the_cap_gets_close_1009_and_a_clean_close() {
-    let gateway = start_gateway().await;
+    let gateway = start_ready_gateway().await;
     let mut client = connect(&gateway).await;
 
     // Frames under the cap whose message is over it.
@@ -172,7 +116,7 @@ async fn a_fragmented_message_over_the_cap_gets_close_1009_and_a_clean_close() {
 
 #[tokio::test]
 async fn a_connection_under_the_cap_keeps_working() {
-    let gateway = start_gateway().await;
+    let gateway = start_ready_gateway().await;
     let mut client = connect(&gateway).await;
 
     client
@@ -188,8 +132,8 @@ async fn a_connection_under_the_cap_keeps_working() {
 
 #[tokio::test]
 async fn a_failed_authentication_gets_close_1008_and_a_clean_close() {
-    let gateway = start_gateway().await;
-    let (mut client, _) = tokio_tungstenite::connect_async(gateway.url.as_str())
+    let gateway = start_ready_gateway().await;
+    let (mut client, _) = tokio_tungstenite::connect_async(gateway.ws_url())
         .await
         .unwrap();
 
