@@ -33,17 +33,28 @@ async fn platform_with_everything(env: &[(&str, &str)], extra: &str) -> Option<P
     Some(Platform::start_with_tenant_config(env, &[("acme", &servers)]).await)
 }
 
+/// `tenant`'s client asks the mock model for a tool call (`/mock tool ...`)
+/// in a new conversation it subscribes to: the client, the user message's
+/// event id and the conversation id.
+async fn ask_for_tool(
+    platform: &Platform,
+    tenant: &str,
+    call: &str,
+) -> (support::Ws, String, String) {
+    let mut ws = platform.ws(platform.key(tenant)).await;
+    let (user_event_id, conversation_id) =
+        ws.send_and_subscribe(&format!("/mock tool {call}")).await;
+    (ws, user_event_id, conversation_id)
+}
+
 #[tokio::test]
 async fn a_model_uses_a_tool_on_a_real_mcp_server_within_one_turn() {
     let Some(platform) = platform_with_everything(&[], "allowed_tools: [get-sum, echo]").await
     else {
         return;
     };
-    let mut ws = platform.ws(platform.key("acme")).await;
-
-    let (user_event_id, _) = ws
-        .send_and_subscribe(r#"/mock tool everything.get-sum {"a":20,"b":22}"#)
-        .await;
+    let (mut ws, user_event_id, _) =
+        ask_for_tool(&platform, "acme", r#"everything.get-sum {"a":20,"b":22}"#).await;
     let turn = read_turn(&mut ws, &user_event_id).await;
     let (events, deltas) = (turn.events(), turn.deltas());
 
@@ -108,11 +119,12 @@ async fn another_tenants_model_cannot_call_the_tool() {
     let Some(platform) = platform_with_everything(&[], "").await else {
         return;
     };
-    let mut ws = platform.ws(platform.key("globex")).await;
-
-    let (user_event_id, _) = ws
-        .send_and_subscribe(r#"/mock tool everything.echo {"message":"acme's secrets"}"#)
-        .await;
+    let (mut ws, user_event_id, _) = ask_for_tool(
+        &platform,
+        "globex",
+        r#"everything.echo {"message":"acme's secrets"}"#,
+    )
+    .await;
     let events = read_turn(&mut ws, &user_event_id).await.events();
     let completed = events
         .iter()
@@ -141,10 +153,12 @@ async fn a_person_approves_a_tool_call_over_websocket() {
     let Some(platform) = platform_with_everything(&[], "require_approval: [echo]").await else {
         return;
     };
-    let mut ws = platform.ws(platform.key("acme")).await;
-    let (user_event_id, conversation_id) = ws
-        .send_and_subscribe(r#"/mock tool everything.echo {"message":"approved!"}"#)
-        .await;
+    let (mut ws, user_event_id, conversation_id) = ask_for_tool(
+        &platform,
+        "acme",
+        r#"everything.echo {"message":"approved!"}"#,
+    )
+    .await;
     let frames = ws
         .frames_until(|f| {
             matches!(f, ServerFrame::Event { event, .. }

@@ -28,8 +28,7 @@ fn an_impossible_threshold_fails_the_gate_and_names_it() {
     ]));
     let output = &run.output;
 
-    assert_eq!(output.status.code(), Some(EXIT_GATE_BREACHED));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = assert_exit(output, EXIT_GATE_BREACHED);
     assert!(stderr.contains("SLO gate breached"), "{stderr}");
     assert!(
         stderr.contains("--max-p99-ms ack p99") && stderr.contains("exceeds --max-p99-ms 0.000001"),
@@ -132,10 +131,7 @@ fn grpc_converse_runs_measure_acks_and_replies() {
         "--max-error-rate",
         "0",
     ]));
-    let output = &run.output;
-
-    assert_eq!(output.status.code(), Some(0));
-    let report = run.report();
+    let report = run.passed_report();
     assert_eq!(report["transport"], "grpc");
     assert_eq!(report["sent"], 30, "--messages caps the total: {report}");
     assert_eq!(report["acked"], 30);
@@ -163,15 +159,7 @@ fn openai_streamed_completions_measure_ack_first_token_and_completion() {
         "--max-error-rate",
         "0",
     ]));
-    let output = &run.output;
-
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report = run.report();
+    let report = run.passed_report();
     assert_eq!(report["transport"], "openai");
     assert_eq!(report["acked"], 20, "{report}");
     assert_eq!(report["replied"], 20, "every stream ended with [DONE]");
@@ -192,8 +180,7 @@ fn openai_with_a_refused_key_exits_2_and_says_so() {
         "cs_not_a_real_key",
         "--quiet",
     ]));
-    assert_eq!(output.status.code(), Some(EXIT_USAGE_OR_CONNECT));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = assert_exit(&output, EXIT_USAGE_OR_CONNECT);
     assert!(
         stderr.contains("401") && stderr.contains("invalid_api_key"),
         "{stderr}"
@@ -247,14 +234,7 @@ fn the_raw_kafka_producer_baseline_measures_delivery_reports() {
         "--max-error-rate",
         "0",
     ]));
-    let output = &run.output;
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report = run.report();
+    let report = run.passed_report();
     assert_eq!(report["transport"], "kafka");
     assert_eq!(report["acked"], 200, "{report}");
     assert!(report["latency_ms"]["ack"]["p99"].as_f64().unwrap() > 0.0);
@@ -271,8 +251,7 @@ fn the_raw_kafka_producer_baseline_measures_delivery_reports() {
         "1",
         "--quiet",
     ]));
-    assert_eq!(missing.status.code(), Some(EXIT_USAGE_OR_CONNECT));
-    let stderr = String::from_utf8_lossy(&missing.stderr);
+    let stderr = assert_exit(&missing, EXIT_USAGE_OR_CONNECT);
     assert!(stderr.contains("topics create"), "{stderr}");
 }
 
@@ -304,8 +283,7 @@ fn an_unreachable_gateway_exits_2_with_the_address_and_cause() {
     let port = chatstream_test_support::ports::free_port();
     let url = format!("ws://127.0.0.1:{port}/api/v2/chat/ws");
     let output = loadtest(&args(&["--ws-url", &url, "--api-key", "k", "--quiet"]));
-    assert_eq!(output.status.code(), Some(EXIT_USAGE_OR_CONNECT));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = assert_exit(&output, EXIT_USAGE_OR_CONNECT);
     assert!(stderr.contains("cannot connect to"), "{stderr}");
     assert!(stderr.contains(&url), "{stderr}");
     assert!(stderr.to_lowercase().contains("refused"), "{stderr}");
@@ -321,18 +299,23 @@ fn a_refused_api_key_exits_2_and_says_so() {
         "cs_not_a_real_key",
         "--quiet",
     ]));
-    assert_eq!(output.status.code(), Some(EXIT_USAGE_OR_CONNECT));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = assert_exit(&output, EXIT_USAGE_OR_CONNECT);
     assert!(stderr.contains("401"), "{stderr}");
 }
 
 #[test]
 fn bad_arguments_are_usage_errors() {
     let conflicting = loadtest(&args(&["--rate", "10", "--concurrency", "2"]));
-    assert_eq!(conflicting.status.code(), Some(EXIT_USAGE_OR_CONNECT));
-    assert!(String::from_utf8_lossy(&conflicting.stderr).contains("cannot be used with"));
+    assert!(assert_exit(&conflicting, EXIT_USAGE_OR_CONNECT).contains("cannot be used with"));
 
     let bad_limit = loadtest(&args(&["--api-key", "k", "--max-error-rate", "7"]));
-    assert_eq!(bad_limit.status.code(), Some(EXIT_USAGE_OR_CONNECT));
-    assert!(String::from_utf8_lossy(&bad_limit.stderr).contains("--max-error-rate"));
+    assert!(assert_exit(&bad_limit, EXIT_USAGE_OR_CONNECT).contains("--max-error-rate"));
+}
+
+/// The load tester exited with `code` (its stderr says why when not);
+/// returns what it wrote on stderr.
+fn assert_exit(output: &std::process::Output, code: i32) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(code), "{stderr}");
+    stderr
 }

@@ -16,7 +16,9 @@ use chatstream_core::log::{EventLog, LogPosition};
 use chatstream_core::runner::{ProcessError, Processor, ProcessorRunner, RunnerConfig};
 use chatstream_schemas::Event;
 use chatstream_schemas::pb::events::event::Payload;
-use chatstream_test_support::conformance::runner::{ObservedLog, Turns, eager_config, start, stop};
+use chatstream_test_support::conformance::runner::{
+    ObservedLog, Turns, draining_within, start, stop,
+};
 use chatstream_test_support::conformance::user_message;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -213,11 +215,7 @@ async fn shutdown_finishes_the_record_in_hand_and_the_next_run_resumes_after_it(
         .expect("handling started");
     shutdown.cancel();
     release.notify_one();
-    tokio::time::timeout(WAIT, run)
-        .await
-        .expect("runner stops")
-        .unwrap()
-        .unwrap();
+    runner_stopped(run, "runner stops").await;
     assert_eq!(
         slow.handled.lock().unwrap().len(),
         1,
@@ -232,13 +230,7 @@ async fn shutdown_finishes_the_record_in_hand_and_the_next_run_resumes_after_it(
     // A new run handles the rest, and not the first one again.
     let recorder = Arc::new(Recorder::default());
     run_until_handled(&log, &recorder, 4).await;
-    let texts: Vec<String> = recorder
-        .handled
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(_, t)| t.clone())
-        .collect();
+    let texts = recorder.texts();
     assert_eq!(texts, ["1", "2", "3", "4"]);
 }
 
@@ -264,13 +256,7 @@ async fn poison_records_and_permanent_failures_do_not_stop_the_partition() {
         ..Recorder::default()
     });
     run_until_handled(&log, &recorder, 2).await;
-    let texts: Vec<String> = recorder
-        .handled
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(_, t)| t.clone())
-        .collect();
+    let texts = recorder.texts();
     assert_eq!(texts, ["before", "after"]);
     assert_eq!(
         log.committed("recorder", 0).await.unwrap(),
@@ -413,11 +399,7 @@ async fn a_failing_dead_letter_sink_holds_the_partition_and_loses_nothing() {
     .await
     .expect("the runner keeps retrying the sink");
     shutdown.cancel();
-    tokio::time::timeout(WAIT, run)
-        .await
-        .expect("runner stops while the sink is down")
-        .unwrap()
-        .unwrap();
+    runner_stopped(run, "runner stops while the sink is down").await;
     assert_eq!(
         log.committed("recorder", 0).await.unwrap().unwrap_or(0),
         poison.offset,
@@ -463,10 +445,7 @@ async fn a_revoked_partition_is_drained_dropped_and_never_committed_again() {
         .await
         .unwrap();
     let turns = Arc::new(Turns::new("turns", &[lost.as_str()]));
-    let config = RunnerConfig {
-        drain_timeout: Duration::from_millis(200),
-        ..eager_config()
-    };
+    let config = draining_within(Duration::from_millis(200));
     let runner = start(&log, &turns, config);
     turns
         .wait_for("the kept turn done and the stuck one started", |t| {
@@ -531,4 +510,16 @@ fn tenant_on_another_partition(log: &dyn EventLog, tenant: &str) -> String {
         .map(|n| format!("tenant-{n}"))
         .find(|other| log.partition_for(other) != log.partition_for(tenant))
         .expect("some tenant lands elsewhere")
+}
+
+/// Waits for a runner task to stop, cleanly, within `WAIT`.
+async fn runner_stopped(
+    run: tokio::task::JoinHandle<Result<(), chatstream_core::log::LogError>>,
+    what: &str,
+) {
+    tokio::time::timeout(WAIT, run)
+        .await
+        .unwrap_or_else(|_| panic!("{what}"))
+        .expect("the runner task")
+        .expect("the runner stops without an error");
 }

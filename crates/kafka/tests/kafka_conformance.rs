@@ -40,7 +40,9 @@ use chatstream_kafka::{
 use chatstream_schemas::pb::events::event::Payload;
 use chatstream_schemas::{Event, codec};
 use chatstream_test_support::conformance::log::wait_for_assignment;
-use chatstream_test_support::conformance::runner::{ObservedLog, Turns, eager_config, start, stop};
+use chatstream_test_support::conformance::runner::{
+    ObservedLog, Turns, draining_within, start, stop,
+};
 use chatstream_test_support::conformance::{PATIENCE, unique, user_message};
 use chatstream_test_support::services;
 use futures::future::join_all;
@@ -475,10 +477,7 @@ async fn a_runner_losing_partitions_drains_them_and_never_commits_them_again() {
     let group = unique("turns");
     let (observed, probe) = ObservedLog::wrap(Arc::new(log.clone()));
     let turns = Arc::new(Turns::new(&group, &["x"]));
-    let config = RunnerConfig {
-        drain_timeout: Duration::from_millis(300),
-        ..eager_config()
-    };
+    let config = draining_within(Duration::from_millis(300));
     let runner = start(&observed, &turns, config);
     turns
         .wait_for("a stuck turn on every partition", |t| {

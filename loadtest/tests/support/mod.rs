@@ -199,6 +199,13 @@ impl ReportedRun {
     pub fn report(&self) -> serde_json::Value {
         read_json(&self.out_dir.path().join("run.json"))
     }
+
+    /// The JSON report of a run that passed (exit 0; stderr shown when not).
+    pub fn passed_report(&self) -> serde_json::Value {
+        let stderr = String::from_utf8_lossy(&self.output.stderr);
+        assert_eq!(self.output.status.code(), Some(0), "{stderr}");
+        self.report()
+    }
 }
 
 /// Runs the load tester with `flags` and `--json-out` into a temp dir.

@@ -197,6 +197,14 @@ pub fn eager_config() -> RunnerConfig {
     }
 }
 
+/// `eager_config`, with `drain` for turns in flight at a revocation or stop.
+pub fn draining_within(drain: Duration) -> RunnerConfig {
+    RunnerConfig {
+        drain_timeout: drain,
+        ..eager_config()
+    }
+}
+
 /// Starts a runner of `turns` over `log`; cancel the token to stop it.
 pub fn start<P: Processor>(
     log: &Arc<dyn EventLog>,
@@ -456,10 +464,7 @@ pub async fn shutdown_drains_in_flight_turns_and_commits_what_finished<L: EventL
     }
     let group = unique("turns");
     let turns = Arc::new(Turns::new(&group, &["b"]));
-    let config = RunnerConfig {
-        drain_timeout: Duration::from_millis(200),
-        ..eager_config()
-    };
+    let config = draining_within(Duration::from_millis(200));
     let runner = start(&log, &turns, config);
     turns
         .wait_for("the other turns", |t| t.finished_count() == 3)
