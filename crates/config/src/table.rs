@@ -171,7 +171,7 @@ pub const SETTINGS: &[Setting] = &[
         &["CHATSTREAM_MOCK_FIRST_TOKEN_DELAY_MS"],
         &["mock_model.first_token_delay_ms"],
         "`0`",
-        "Pause before the mock model's first token, like a provider's time to first token.",
+        "Pause before the mock model's first token, like a provider's time to first token (the first token then also waits the per-token pause).",
         Some(|c, v| set_parsed(&mut c.mock_model.first_token_delay_ms, v)),
     ),
     setting(
