@@ -192,8 +192,7 @@ async fn the_processor_hears_its_partitions_before_their_records() {
 
 #[tokio::test]
 async fn shutdown_finishes_the_record_in_hand_and_the_next_run_resumes_after_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
+    let (log, _dir) = one_partition_log();
     for seq in 0..5 {
         log.append("acme", &user_message("acme", "c", &seq.to_string()))
             .await
@@ -236,8 +235,7 @@ async fn shutdown_finishes_the_record_in_hand_and_the_next_run_resumes_after_it(
 
 #[tokio::test]
 async fn poison_records_and_permanent_failures_do_not_stop_the_partition() {
-    let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
+    let (log, _dir) = one_partition_log();
     log.append("acme", &user_message("acme", "c", "before"))
         .await
         .unwrap();
@@ -267,8 +265,7 @@ async fn poison_records_and_permanent_failures_do_not_stop_the_partition() {
 
 #[tokio::test]
 async fn retryable_failures_are_retried_until_they_succeed() {
-    let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
+    let (log, _dir) = one_partition_log();
     log.append("acme", &user_message("acme", "c", "flaky"))
         .await
         .unwrap();
@@ -287,8 +284,7 @@ async fn retryable_failures_are_retried_until_they_succeed() {
 
 #[tokio::test]
 async fn poison_records_and_permanent_failures_land_in_the_dead_letter_sink() {
-    let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
+    let (log, dir) = one_partition_log();
     let dead_letters = EmbeddedDeadLetters::open(dir.path()).unwrap();
     log.append("acme", &user_message("acme", "c", "before"))
         .await
@@ -378,8 +374,7 @@ impl DeadLetterSink for BrokenSink {
 
 #[tokio::test]
 async fn a_failing_dead_letter_sink_holds_the_partition_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
+    let (log, _dir) = one_partition_log();
     let poison = log.append_bytes("acme", vec![0xff]).await.unwrap();
     log.append("acme", &user_message("acme", "c", "after"))
         .await
@@ -522,4 +517,10 @@ async fn runner_stopped(
         .unwrap_or_else(|_| panic!("{what}"))
         .expect("the runner task")
         .expect("the runner stops without an error");
+}
+
+/// A fresh one-partition embedded log, and the temp dir it lives in.
+fn one_partition_log() -> (Arc<dyn EventLog>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    (Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap()), dir)
 }

@@ -16,6 +16,7 @@ use chatstream_kafka::{
     KafkaLog, KafkaLogConfig, Transaction, TransactionError, TransactionalMember, create_topic,
 };
 use chatstream_schemas::codec;
+use chatstream_test_support::conformance::log::poll_at_least;
 use chatstream_test_support::conformance::{PATIENCE, unique, user_message};
 use chatstream_test_support::services;
 
@@ -80,22 +81,13 @@ async fn commits_a_transaction(config: &KafkaLogConfig) -> bool {
 
 /// Polls `member` until it has `count` records.
 async fn poll_records(member: &mut TransactionalMember, count: usize) -> Vec<LogRecord> {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let mut records = Vec::new();
-    while records.len() < count {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{count} records within {PATIENCE:?}, got {}",
-            records.len()
-        );
-        records.extend(
-            member
-                .poll(100, Duration::from_millis(200))
-                .await
-                .expect("poll"),
-        );
-    }
-    records
+    poll_at_least(count, async || {
+        member
+            .poll(100, Duration::from_millis(200))
+            .await
+            .expect("poll")
+    })
+    .await
 }
 
 /// The offset after the last record of each partition in `records`.

@@ -362,8 +362,17 @@ async fn a_crash_after_turns_finished_out_of_order_redoes_none_of_them() {
         ProcessorRunner::new(log.clone(), Arc::new(router), runner_config())
             .run(CancellationToken::new()),
     );
-    eventually("the fast turns answered", async || {
-        answered(log.as_ref(), &fast).await
+    // Answered and marked done: a turn whose answer is on the log but whose
+    // mark is not yet written was still in flight, and may be called again.
+    eventually("the fast turns answered and marked done", async || {
+        let mut done = answered(log.as_ref(), &fast).await;
+        for message in &fast {
+            done &= store
+                .is_processed(ModelRouter::NAME, &message.id)
+                .await
+                .unwrap();
+        }
+        done
     })
     .await;
     eventually("their position committed up to the slow turn", async || {

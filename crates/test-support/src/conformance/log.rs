@@ -26,6 +26,25 @@ async fn append_events<L: EventLog + ?Sized>(
     appended
 }
 
+/// Calls `poll` until it has returned at least `count` records in all,
+/// within `PATIENCE`; the records in the order they came.
+pub async fn poll_at_least(
+    count: usize,
+    mut poll: impl AsyncFnMut() -> Vec<LogRecord>,
+) -> Vec<LogRecord> {
+    let deadline = Instant::now() + PATIENCE;
+    let mut records = Vec::new();
+    while records.len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "{count} records within {PATIENCE:?}, got {}",
+            records.len()
+        );
+        records.extend(poll().await);
+    }
+    records
+}
+
 fn event_id(record: &LogRecord) -> String {
     codec::decode(&record.value)
         .map(|event| event.id)
