@@ -33,28 +33,34 @@ async fn platform_with_everything(env: &[(&str, &str)], extra: &str) -> Option<P
     Some(Platform::start_with_tenant_config(env, &[("acme", &servers)]).await)
 }
 
-/// `tenant`'s client asks the mock model for a tool call (`/mock tool ...`)
-/// in a new conversation it subscribes to: the client, the user message's
-/// event id and the conversation id.
-async fn ask_for_tool(
-    platform: &Platform,
+/// A platform whose tenant `acme` has the everything server (with `extra`
+/// lines in its entry), and `tenant`'s client, which asked the mock model
+/// for a tool call (`/mock tool <call>`) in a new conversation it
+/// subscribed to: the platform, the client, the user message's event id
+/// and the conversation id. `None` when the server is not installed.
+async fn asking_for_tool(
+    extra: &str,
     tenant: &str,
     call: &str,
-) -> (support::Ws, String, String) {
+) -> Option<(Platform, support::Ws, String, String)> {
+    let platform = platform_with_everything(&[], extra).await?;
     let mut ws = platform.ws(platform.key(tenant)).await;
     let (user_event_id, conversation_id) =
         ws.send_and_subscribe(&format!("/mock tool {call}")).await;
-    (ws, user_event_id, conversation_id)
+    Some((platform, ws, user_event_id, conversation_id))
 }
 
 #[tokio::test]
 async fn a_model_uses_a_tool_on_a_real_mcp_server_within_one_turn() {
-    let Some(platform) = platform_with_everything(&[], "allowed_tools: [get-sum, echo]").await
+    let Some((_platform, mut ws, user_event_id, _)) = asking_for_tool(
+        "allowed_tools: [get-sum, echo]",
+        "acme",
+        r#"everything.get-sum {"a":20,"b":22}"#,
+    )
+    .await
     else {
         return;
     };
-    let (mut ws, user_event_id, _) =
-        ask_for_tool(&platform, "acme", r#"everything.get-sum {"a":20,"b":22}"#).await;
     let turn = read_turn(&mut ws, &user_event_id).await;
     let (events, deltas) = (turn.events(), turn.deltas());
 
@@ -116,15 +122,15 @@ async fn a_model_uses_a_tool_on_a_real_mcp_server_within_one_turn() {
 
 #[tokio::test]
 async fn another_tenants_model_cannot_call_the_tool() {
-    let Some(platform) = platform_with_everything(&[], "").await else {
-        return;
-    };
-    let (mut ws, user_event_id, _) = ask_for_tool(
-        &platform,
+    let Some((_platform, mut ws, user_event_id, _)) = asking_for_tool(
+        "",
         "globex",
         r#"everything.echo {"message":"acme's secrets"}"#,
     )
-    .await;
+    .await
+    else {
+        return;
+    };
     let events = read_turn(&mut ws, &user_event_id).await.events();
     let completed = events
         .iter()
@@ -150,15 +156,15 @@ async fn another_tenants_model_cannot_call_the_tool() {
 
 #[tokio::test]
 async fn a_person_approves_a_tool_call_over_websocket() {
-    let Some(platform) = platform_with_everything(&[], "require_approval: [echo]").await else {
-        return;
-    };
-    let (mut ws, user_event_id, conversation_id) = ask_for_tool(
-        &platform,
+    let Some((platform, mut ws, user_event_id, conversation_id)) = asking_for_tool(
+        "require_approval: [echo]",
         "acme",
         r#"everything.echo {"message":"approved!"}"#,
     )
-    .await;
+    .await
+    else {
+        return;
+    };
     let frames = ws
         .frames_until(|f| {
             matches!(f, ServerFrame::Event { event, .. }

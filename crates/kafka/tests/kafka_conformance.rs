@@ -675,10 +675,23 @@ async fn the_runner_sends_poison_to_the_dead_letter_topic_and_moves_on() {
     let letters = tokio::task::spawn_blocking(move || consume_raw(&servers, &dead_letter_topic, 2))
         .await
         .expect("raw read");
-    let header_maps: Vec<HashMap<String, Option<String>>> =
-        letters.iter().map(headers_of).collect();
+    let mut letters: Vec<_> = letters
+        .into_iter()
+        .map(|letter| (headers_of(&letter), letter))
+        .collect();
+    // Same key, so both letters are in one partition, in the order they
+    // failed; the poison record has an ordering key of its own, so it may
+    // fail before or after the other one: taken in source-offset order.
+    letters.sort_by_key(|(headers, _)| {
+        headers
+            .get(DLQ_SOURCE_OFFSET)
+            .cloned()
+            .flatten()
+            .and_then(|offset| offset.parse::<u64>().ok())
+    });
+    let (header_maps, letters): (Vec<HashMap<String, Option<String>>>, Vec<_>) =
+        letters.into_iter().unzip();
     let header = |index: usize, name: &str| header_maps[index].get(name).cloned().flatten();
-    // Same key, so both letters are in one partition, in the order they failed.
     for (index, message) in letters.iter().enumerate() {
         assert_eq!(message.key(), Some(tenant.as_bytes()), "the key is kept");
         assert_eq!(header(index, DLQ_PROCESSOR).as_deref(), Some("picky"));

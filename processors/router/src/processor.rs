@@ -194,7 +194,7 @@ struct TurnReporter<'a> {
 
 #[async_trait]
 impl TurnObserver for TurnReporter<'_> {
-    async fn record(&self, payload: Payload) -> Result<(), String> {
+    async fn record(&self, payload: Payload) -> Result<(), ProcessError> {
         if !self.router.records_routing {
             return Ok(());
         }
@@ -202,7 +202,6 @@ impl TurnObserver for TurnReporter<'_> {
         self.router
             .append_derived(self.user_message, index, payload)
             .await
-            .map_err(|e| e.to_string())
     }
 
     async fn delta(&self, index: u32, text: &str) {
@@ -323,9 +322,7 @@ impl ModelRouter {
             user_message: event,
             next_index: AtomicU32::new(ROUTING_EVENT_FIRST_INDEX),
         };
-        let outcome = run_turn(&self.routing, &request, &reporter)
-            .await
-            .map_err(ProcessError::Retryable)?;
+        let outcome = run_turn(&self.routing, &request, &reporter).await?;
 
         if let Some(usage) = &outcome.usage {
             let tokens = usage.usage;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chatstream_config::models::RoutingPolicyConfig;
+use chatstream_core::runner::ProcessError;
 use chatstream_schemas::pb::events::{
     AssistantMessage, ErrorOccurred, ModelAttemptFailed, ModelRoutingDecided, TokenUsage,
     event::Payload,
@@ -24,8 +25,9 @@ use crate::tools::OfferedTools;
 /// Where a turn reports what happens while it runs.
 #[async_trait]
 pub trait TurnObserver: Send + Sync {
-    /// Appends a routing event durably; an error aborts the turn.
-    async fn record(&self, payload: Payload) -> Result<(), String>;
+    /// Appends a routing event durably; an error aborts the turn (and the
+    /// runner retries the message, or dead-letters it, as the error says).
+    async fn record(&self, payload: Payload) -> Result<(), ProcessError>;
     /// Streams one token to clients.
     async fn delta(&self, index: u32, text: &str);
 }
@@ -245,7 +247,7 @@ pub async fn run_turn(
     routing: &Routing,
     request: &TurnRequest,
     observer: &dyn TurnObserver,
-) -> Result<TurnOutcome, String> {
+) -> Result<TurnOutcome, ProcessError> {
     let no_call = |answer| TurnOutcome {
         answer,
         usage: None,
