@@ -1,5 +1,5 @@
 //! Conformance cases for `ConnectionCounter`.
-use super::unique;
+use super::{successes, unique};
 use chatstream_core::ratelimit::connections::ConnectionCounter;
 
 async fn acquired<C: ConnectionCounter + ?Sized>(
@@ -8,13 +8,10 @@ async fn acquired<C: ConnectionCounter + ?Sized>(
     max: u32,
     attempts: u32,
 ) -> u32 {
-    let mut acquired = 0;
-    for _ in 0..attempts {
-        if counter.acquire(tenant, max).await.expect("acquire") {
-            acquired += 1;
-        }
-    }
-    acquired
+    successes(attempts, async || {
+        counter.acquire(tenant, max).await.expect("acquire")
+    })
+    .await
 }
 
 pub async fn counts_up_to_the_maximum<C: ConnectionCounter + ?Sized>(counter: &C) {

@@ -61,6 +61,17 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{:016x}", rand::random::<u64>())
 }
 
+/// How many of `attempts` calls of `try_once`, one after another, succeeded.
+pub(crate) async fn successes(attempts: u32, mut try_once: impl AsyncFnMut() -> bool) -> u32 {
+    let mut succeeded = 0;
+    for _ in 0..attempts {
+        if try_once().await {
+            succeeded += 1;
+        }
+    }
+    succeeded
+}
+
 /// A complete `UserMessageSent` event, as the gateway would append it.
 pub fn user_message(tenant_id: &str, conversation_id: &str, text: &str) -> Event {
     event_in(

@@ -4,7 +4,7 @@
 //! narrow enough that a limit enforced twice, or not at all, fails.
 use std::time::{Duration, Instant};
 
-use super::unique;
+use super::{successes, unique};
 use chatstream_core::ratelimit::{RateDecision, RateLimit, RateLimitError, RateLimiter};
 
 /// So slow to refill that no request in a case sees a refill.
@@ -27,13 +27,10 @@ async fn allowed_of<L: RateLimiter + ?Sized>(
     limit: RateLimit,
     attempts: u32,
 ) -> u32 {
-    let mut allowed = 0;
-    for _ in 0..attempts {
-        if check(limiter, tenant, limit).await == RateDecision::Allowed {
-            allowed += 1;
-        }
-    }
-    allowed
+    successes(attempts, async || {
+        check(limiter, tenant, limit).await == RateDecision::Allowed
+    })
+    .await
 }
 
 fn retry_after(decision: RateDecision, what: &str) -> Duration {
