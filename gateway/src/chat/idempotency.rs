@@ -1,13 +1,15 @@
 //! Idempotent sends: a client message id is appended once, and every send
 //! with it (a retry, or a copy racing the original) is acked with the same
-//! event. Per-id locks cover one gateway, the projection store remembers
-//! outcomes for good, and shared reservations cover several gateways.
+//! event. On a log that claims ids itself (the embedded log), the append
+//! and the claim are one durable commit. Otherwise per-id locks cover one
+//! gateway, the projection store remembers outcomes for good, and shared
+//! reservations cover several gateways.
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chatstream_config::tenants::Principal;
-use chatstream_core::log::LogPosition;
+use chatstream_core::log::{ClaimedAppend, ClaimingLog, LogPosition, SendClaim};
 use chatstream_core::sends::{Reservation, SendReservations};
 use chatstream_core::store::ClientMessageRecord;
 use tokio::sync::Mutex;
@@ -15,7 +17,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::ChatCore;
-use super::send::{Appended, Watcher};
+use super::send::{Appended, Watcher, timed_append};
 use crate::command::{MessageAck, SendMessage};
 use crate::error::ChatError;
 
@@ -68,20 +70,48 @@ impl ChatCore {
         message: SendMessage,
         watcher: Option<Watcher>,
     ) -> Result<MessageAck, ChatError> {
+        if let Some(log) = self.log.claiming() {
+            return self
+                .append_claiming(log, who, client_message_id, message, watcher)
+                .await;
+        }
         let _guard = self
             .deduplication
             .lock_of(&who.tenant.id, &client_message_id)
             .lock()
             .await;
-        if let Some(earlier) = self
-            .store
-            .get_client_message(&who.tenant.id, &client_message_id)
-            .await?
-        {
-            return ack_for_retry(message, earlier);
-        }
-        if let Some(earlier) = self.reserve(who, &client_message_id).await? {
-            return ack_for_retry(message, earlier);
+        // The store holds outcomes for good, reservations the sends in
+        // progress: both are asked at once, one round trip.
+        let (stored, reserved) = tokio::join!(
+            self.store
+                .get_client_message(&who.tenant.id, &client_message_id),
+            self.reserve(who, &client_message_id),
+        );
+        let reserved_here =
+            self.deduplication.reservations.is_some() && matches!(reserved, Ok(None));
+        let earlier = match (stored, reserved) {
+            (Ok(Some(earlier)), _) => Ok(Some(earlier)),
+            (Ok(None), reserved) => reserved,
+            (Err(error), _) => Err(error.into()),
+        };
+        match earlier {
+            Ok(None) => {}
+            Ok(Some(earlier)) => {
+                let answer = ack_for_retry(message, earlier);
+                if reserved_here {
+                    // Reserved before the store's answer came: hand the
+                    // reservation the outcome the store knows.
+                    self.settle(who, &client_message_id, &answer).await;
+                }
+                return answer;
+            }
+            Err(error) => {
+                let failed = Err(error);
+                if reserved_here {
+                    self.settle(who, &client_message_id, &failed).await;
+                }
+                return failed;
+            }
         }
         let acked = match self.append_user_message(who, &message, watcher).await {
             Ok(appended) => self.claim(who, &client_message_id, message, appended).await,
@@ -89,6 +119,34 @@ impl ChatCore {
         };
         self.settle(who, &client_message_id, &acked).await;
         acked
+    }
+
+    /// `append_once` on a log that claims ids itself: the log decides, in
+    /// the commit that makes the message durable, whether this send or an
+    /// earlier one holds the id. Nothing is read first and nothing is
+    /// written after.
+    async fn append_claiming(
+        &self,
+        log: &dyn ClaimingLog,
+        who: &Principal,
+        client_message_id: String,
+        message: SendMessage,
+        watcher: Option<Watcher>,
+    ) -> Result<MessageAck, ChatError> {
+        let new = self.new_message(who, &message, watcher).await?;
+        let claim = SendClaim {
+            tenant_id: who.tenant.id.clone(),
+            client_message_id,
+        };
+        let claimed =
+            timed_append(log.append_claiming(&who.tenant.id, &claim, &new.events)).await?;
+        match claimed {
+            ClaimedAppend::Appended(positions) => {
+                Ok(self.appended(who, &message, new, &positions).await?.ack)
+            }
+            // A retry: whatever `new` opened or watched is dropped unused.
+            ClaimedAppend::Earlier(earlier) => ack_for_retry(message, earlier),
+        }
     }
 
     /// Reserves a client message id across gateways. `Some` is the outcome
@@ -260,6 +318,17 @@ mod tests {
             .collect()
     }
 
+    /// Builds a gateway's core on the test's backends.
+    type CoreOf = fn(&Backends) -> ChatCore;
+
+    /// The two ways sends are deduplicated: by the log, in the commit of
+    /// the append (the embedded log), and by per-id locks, the store and
+    /// reservations (Kafka).
+    const PATHS: [(&str, CoreOf); 2] = [
+        ("claimed by the log", Backends::core),
+        ("claimed in the store", Backends::core_claiming_in_the_store),
+    ];
+
     /// Every ack names the one appended event, and exactly one is not a duplicate.
     fn assert_one_answer(acks: &[MessageAck], appended: &str) {
         let answers: HashSet<_> = acks
@@ -273,30 +342,34 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_copies_of_a_send_are_appended_once_and_all_get_its_ack() {
-        let backends = Backends::new();
-        let core = Arc::new(backends.core());
-        let (conversation_id, _) = core
-            .open_conversation(&principal("acme"), "")
-            .await
-            .unwrap();
+        for (path, core_of) in PATHS {
+            let backends = Backends::new();
+            let core = Arc::new(core_of(&backends));
+            let (conversation_id, _) = core
+                .open_conversation(&principal("acme"), "")
+                .await
+                .unwrap();
 
-        let acks = send_copies(&[core], 32, Some(&conversation_id)).await;
+            let acks = send_copies(&[core], 32, Some(&conversation_id)).await;
 
-        let appended = backends.user_messages().await;
-        assert_eq!(appended.len(), 1);
-        assert_one_answer(&acks, &appended[0].id);
+            let appended = backends.user_messages().await;
+            assert_eq!(appended.len(), 1, "{path}");
+            assert_one_answer(&acks, &appended[0].id);
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_copies_of_a_send_that_opens_its_conversation_open_one() {
-        let backends = Backends::new();
-        let core = Arc::new(backends.core());
+        for (path, core_of) in PATHS {
+            let backends = Backends::new();
+            let core = Arc::new(core_of(&backends));
 
-        let acks = send_copies(&[core], 16, None).await;
+            let acks = send_copies(&[core], 16, None).await;
 
-        let events = backends.events().await;
-        assert_eq!(events.len(), 2, "one open, one message: {events:?}");
-        assert_one_answer(&acks, &events[1].id);
+            let events = backends.events().await;
+            assert_eq!(events.len(), 2, "{path}: one open, one message: {events:?}");
+            assert_one_answer(&acks, &events[1].id);
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,8 +377,16 @@ mod tests {
         let backends = Backends::new();
         let reservations = Arc::new(MemoryReservations::default());
         let gateways = [
-            Arc::new(backends.core().with_send_reservations(reservations.clone())),
-            Arc::new(backends.core().with_send_reservations(reservations.clone())),
+            Arc::new(
+                backends
+                    .core_claiming_in_the_store()
+                    .with_send_reservations(reservations.clone()),
+            ),
+            Arc::new(
+                backends
+                    .core_claiming_in_the_store()
+                    .with_send_reservations(reservations.clone()),
+            ),
         ];
         let (conversation_id, _) = gateways[0]
             .open_conversation(&principal("acme"), "")
@@ -419,7 +500,11 @@ mod tests {
                 .core_with_log(failing_log)
                 .with_send_reservations(reservations.clone()),
         );
-        let second = Arc::new(backends.core().with_send_reservations(reservations.clone()));
+        let second = Arc::new(
+            backends
+                .core_claiming_in_the_store()
+                .with_send_reservations(reservations.clone()),
+        );
         let (conversation_id, _) = first
             .open_conversation(&principal("acme"), "")
             .await
@@ -456,7 +541,9 @@ mod tests {
     async fn a_send_gives_up_retryably_while_another_gateway_holds_its_id() {
         let backends = Backends::new();
         let reservations = Arc::new(MemoryReservations::default());
-        let core = backends.core().with_send_reservations(reservations.clone());
+        let core = backends
+            .core_claiming_in_the_store()
+            .with_send_reservations(reservations.clone());
         let (conversation_id, _) = core
             .open_conversation(&principal("acme"), "")
             .await
@@ -481,10 +568,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_outcome_only_the_store_knows_completes_the_reservation_taken_meanwhile() {
+        let backends = Backends::new();
+        let acme = principal("acme");
+        let original = backends
+            .core_claiming_in_the_store()
+            .send_message(&acme, message(None, Some("m-1"), "hi"))
+            .await
+            .unwrap();
+        // Reservations that forgot the send (expired, or Redis restarted).
+        let reservations = Arc::new(MemoryReservations::default());
+        let core = backends
+            .core_claiming_in_the_store()
+            .with_send_reservations(reservations.clone());
+
+        let retry = core
+            .send_message(&acme, message(None, Some("m-1"), "hi"))
+            .await
+            .unwrap();
+
+        assert!(retry.duplicate);
+        assert_eq!(retry.event_id, original.event_id);
+        match reservations.lookup("acme", "m-1").await.unwrap() {
+            Reservation::Completed(record) => assert_eq!(record.event_id, original.event_id),
+            other => panic!("the reservation must not stay held: {other:?}"),
+        }
+        assert_eq!(backends.user_messages().await.len(), 1);
+    }
+
+    #[tokio::test]
     async fn another_gateways_outcome_answers_before_the_store_has_it() {
         let backends = Backends::new();
         let reservations = Arc::new(MemoryReservations::default());
-        let core = backends.core().with_send_reservations(reservations.clone());
+        let core = backends
+            .core_claiming_in_the_store()
+            .with_send_reservations(reservations.clone());
         let (conversation_id, _) = core
             .open_conversation(&principal("acme"), "")
             .await
@@ -519,50 +637,89 @@ mod tests {
 
     #[tokio::test]
     async fn a_retry_after_a_restart_gets_the_original_ack() {
-        let backends = Backends::new();
-        let acme = principal("acme");
-        let original = {
-            let core = backends.core();
-            let (conversation_id, _) = core.open_conversation(&acme, "").await.unwrap();
-            core.send_message(&acme, message(Some(&conversation_id), Some("m-1"), "hi"))
+        for (path, core_of) in PATHS {
+            let backends = Backends::new();
+            let acme = principal("acme");
+            let original = {
+                let core = core_of(&backends);
+                let (conversation_id, _) = core.open_conversation(&acme, "").await.unwrap();
+                core.send_message(&acme, message(Some(&conversation_id), Some("m-1"), "hi"))
+                    .await
+                    .unwrap()
+            };
+
+            let backends = backends.restart();
+            let core = core_of(&backends);
+            let retry = core
+                .send_message(
+                    &acme,
+                    message(Some(&original.conversation_id), Some("m-1"), "hi"),
+                )
                 .await
-                .unwrap()
-        };
+                .unwrap();
 
-        let backends = backends.restart();
-        let core = backends.core();
-        let retry = core
-            .send_message(
-                &acme,
-                message(Some(&original.conversation_id), Some("m-1"), "hi"),
-            )
-            .await
-            .unwrap();
+            assert!(retry.duplicate, "{path}");
+            assert_eq!(
+                (&retry.conversation_id, &retry.event_id, retry.position),
+                (
+                    &original.conversation_id,
+                    &original.event_id,
+                    original.position
+                ),
+                "{path}"
+            );
+            assert_eq!(backends.user_messages().await.len(), 1, "{path}");
 
-        assert!(retry.duplicate);
-        assert_eq!(
-            (&retry.conversation_id, &retry.event_id, retry.position),
-            (
-                &original.conversation_id,
-                &original.event_id,
-                original.position
-            )
-        );
-        assert_eq!(backends.user_messages().await.len(), 1);
+            let (elsewhere, _) = core.open_conversation(&acme, "").await.unwrap();
+            let error = core
+                .send_message(&acme, message(Some(&elsewhere), Some("m-1"), "hi"))
+                .await
+                .unwrap_err();
+            assert_eq!(
+                error,
+                ChatError::ClientMessageConflict("m-1".into()),
+                "{path}"
+            );
+            assert_eq!(backends.user_messages().await.len(), 1, "{path}");
+        }
+    }
 
-        let (elsewhere, _) = core.open_conversation(&acme, "").await.unwrap();
-        let error = core
-            .send_message(&acme, message(Some(&elsewhere), Some("m-1"), "hi"))
-            .await
-            .unwrap_err();
-        assert_eq!(error, ChatError::ClientMessageConflict("m-1".into()));
-        assert_eq!(backends.user_messages().await.len(), 1);
+    #[tokio::test]
+    async fn a_retry_of_a_send_that_opened_its_conversation_opens_nothing() {
+        for (path, core_of) in PATHS {
+            let backends = Backends::new();
+            let core = core_of(&backends);
+            let acme = principal("acme");
+            let original = core
+                .send_message(&acme, message(None, Some("m-1"), "hi"))
+                .await
+                .unwrap();
+
+            let retry = core
+                .send_message(&acme, message(None, Some("m-1"), "hi"))
+                .await
+                .unwrap();
+
+            assert!(retry.duplicate, "{path}");
+            assert_eq!(retry.conversation_id, original.conversation_id, "{path}");
+            assert_eq!(
+                backends.events().await.len(),
+                2,
+                "{path}: one open, one message"
+            );
+        }
     }
 
     #[tokio::test]
     async fn client_message_ids_belong_to_their_tenant() {
+        for (path, core_of) in PATHS {
+            client_message_ids_of_tenants(path, core_of).await;
+        }
+    }
+
+    async fn client_message_ids_of_tenants(path: &str, core_of: CoreOf) {
         let backends = Backends::new();
-        let core = backends.core();
+        let core = core_of(&backends);
         let ours = core
             .send_message(&principal("acme"), message(None, Some("m-1"), "hi"))
             .await
@@ -573,7 +730,10 @@ mod tests {
             .await
             .unwrap();
 
-        assert!(!theirs.duplicate, "another tenant's id is not a retry");
+        assert!(
+            !theirs.duplicate,
+            "{path}: another tenant's id is not a retry"
+        );
         assert_ne!(theirs.conversation_id, ours.conversation_id);
         assert_ne!(theirs.event_id, ours.event_id);
         let tenants: Vec<_> = backends

@@ -20,6 +20,7 @@ use crate::error::ChatError;
 pub mod admission;
 mod history;
 mod idempotency;
+mod known_conversations;
 mod open;
 mod send;
 mod subscribe;
@@ -32,6 +33,7 @@ pub use history::{MAX_HISTORY_PAGE, MAX_HISTORY_PAGE_BYTES};
 pub use send::Watcher;
 
 use idempotency::SendDeduplication;
+use known_conversations::KnownConversations;
 
 /// Longest accepted client message id, conversation id, title or request id.
 pub const MAX_ID_BYTES: usize = 256;
@@ -53,6 +55,8 @@ pub struct ChatCore {
     limits: ChatLimits,
     /// Makes a retried send (same client message id) append nothing new.
     deduplication: SendDeduplication,
+    /// Conversations known to exist, so most checks read no store.
+    known_conversations: KnownConversations,
 }
 
 impl ChatCore {
@@ -70,6 +74,7 @@ impl ChatCore {
             rate_limiter,
             limits,
             deduplication: SendDeduplication::in_one_process(),
+            known_conversations: KnownConversations::default(),
         }
     }
 
@@ -105,12 +110,23 @@ impl ChatCore {
             ));
         }
         check_len("conversation_id", conversation_id)?;
+        let tenant_id = &who.tenant.id;
+        if self
+            .known_conversations
+            .contains(tenant_id, conversation_id)
+        {
+            return Ok(());
+        }
         match self
             .store
-            .get_conversation(&who.tenant.id, conversation_id)
+            .get_conversation(tenant_id, conversation_id)
             .await?
         {
-            Some(_) => Ok(()),
+            Some(_) => {
+                self.known_conversations
+                    .remember(tenant_id, conversation_id);
+                Ok(())
+            }
             None => Err(ChatError::ConversationNotFound(conversation_id.to_owned())),
         }
     }

@@ -3,6 +3,7 @@
 //! projector would record it too, but maybe not that soon).
 use chatstream_config::tenants::Principal;
 use chatstream_core::store::ConversationRecord;
+use chatstream_schemas::Event;
 use chatstream_schemas::ids::new_event_id;
 use chatstream_schemas::pb::events::{ConversationOpened, event::Payload};
 
@@ -19,29 +20,20 @@ impl ChatCore {
     ) -> Result<(String, u64), ChatError> {
         check_len("title", title)?;
         self.admit_request(who).await?;
-        self.append_conversation_opened(who, title).await
+        let (conversation_id, opening) = opening(who, title);
+        let position = self.log.append(&who.tenant.id, &opening).await?;
+        self.record_opened(who, &conversation_id, title).await;
+        Ok((conversation_id, position.offset))
     }
 
-    /// The work of `open_conversation`, without counting a request (a send
-    /// that opens its conversation is one request).
-    pub(super) async fn append_conversation_opened(
-        &self,
-        who: &Principal,
-        title: &str,
-    ) -> Result<(String, u64), ChatError> {
-        let conversation_id = new_event_id();
-        let event = client_event(
-            who,
-            &conversation_id,
-            Payload::ConversationOpened(ConversationOpened {
-                title: title.to_owned(),
-                opened_by_key_id: who.key_id.clone(),
-            }),
-        );
-        let position = self.log.append(&who.tenant.id, &event).await?;
+    /// Records a conversation whose opening is durable on the log: in the
+    /// store, for every gateway, and as known here.
+    pub(super) async fn record_opened(&self, who: &Principal, conversation_id: &str, title: &str) {
+        self.known_conversations
+            .remember(&who.tenant.id, conversation_id);
         let record = ConversationRecord {
             tenant_id: who.tenant.id.clone(),
-            conversation_id: conversation_id.clone(),
+            conversation_id: conversation_id.to_owned(),
             title: title.to_owned(),
             created_at_ms: now_ms(),
             opened_by_key_id: who.key_id.clone(),
@@ -50,8 +42,21 @@ impl ChatCore {
             // Durable on the log already; the projector records it shortly.
             tracing::warn!(%error, %conversation_id, "could not record the conversation; the projector will");
         }
-        Ok((conversation_id, position.offset))
     }
+}
+
+/// A new conversation's id and the event that opens it.
+pub(super) fn opening(who: &Principal, title: &str) -> (String, Event) {
+    let conversation_id = new_event_id();
+    let event = client_event(
+        who,
+        &conversation_id,
+        Payload::ConversationOpened(ConversationOpened {
+            title: title.to_owned(),
+            opened_by_key_id: who.key_id.clone(),
+        }),
+    );
+    (conversation_id, event)
 }
 
 #[cfg(test)]

@@ -1,14 +1,18 @@
-//! `send`: a user message appended to the log (opening its conversation
-//! when it names none) and acked once durable. Sends with a client message
-//! id go through `idempotency`, so a retry is acked, not appended again.
+//! `send`: a user message appended to the log (with the opening of its
+//! conversation, in the same append, when it names none) and acked once
+//! durable. Sends with a client message id go through `idempotency`, so a
+//! retry is acked, not appended again.
 use std::time::Instant;
 
 use chatstream_config::tenants::Principal;
-use chatstream_core::log::LogPosition;
+use chatstream_core::log::{LogError, LogPosition};
+use chatstream_schemas::Event;
 use chatstream_schemas::pb::events::{UserMessageSent, event::Payload};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::open::opening;
+use super::subscribe::LiveWatch;
 use super::{ChatCore, check_len, client_event};
 use crate::command::{ChatReply, MessageAck, SendMessage};
 use crate::error::ChatError;
@@ -18,6 +22,23 @@ use crate::error::ChatError;
 pub struct Watcher {
     pub out: mpsc::Sender<ChatReply>,
     pub stop: CancellationToken,
+}
+
+/// A send's events before they are appended: the user message, after the
+/// opening of its conversation when the send names none.
+pub(super) struct NewMessage {
+    conversation_id: String,
+    /// The opening (when the send opens its conversation), then the message.
+    pub(super) events: Vec<Event>,
+    /// The watcher of a send that opens its conversation, already
+    /// listening to it, so it misses no delta answering the message.
+    watch: Option<(LiveWatch, Watcher)>,
+}
+
+impl NewMessage {
+    fn opens_conversation(&self) -> bool {
+        self.events.len() > 1
+    }
 }
 
 /// A user message on the log, before its client message id is claimed.
@@ -83,27 +104,41 @@ impl ChatCore {
         Ok(())
     }
 
-    /// Appends the user message (opening its conversation first when the
-    /// send names none).
+    /// Appends the user message (with its conversation's opening when the
+    /// send names none, in the same append).
     pub(super) async fn append_user_message(
         &self,
         who: &Principal,
         message: &SendMessage,
         watcher: Option<Watcher>,
     ) -> Result<Appended, ChatError> {
+        let new = self.new_message(who, message, watcher).await?;
+        let positions = timed_append(self.log.append_all(&who.tenant.id, &new.events)).await?;
+        self.appended(who, message, new, &positions).await
+    }
+
+    /// A send's events. When the send opens its conversation, `watcher`
+    /// starts listening to it here, before anything is appended.
+    pub(super) async fn new_message(
+        &self,
+        who: &Principal,
+        message: &SendMessage,
+        watcher: Option<Watcher>,
+    ) -> Result<NewMessage, ChatError> {
+        let mut events = Vec::with_capacity(2);
+        let mut watch = None;
         let conversation_id = match &message.conversation_id {
             Some(id) => id.clone(),
-            // Part of this send: no second rate-limit check.
             None => {
-                let (id, opened_at) = self.append_conversation_opened(who, "").await?;
-                if let Some(Watcher { out, stop }) = watcher {
-                    self.subscribe(who, None, &id, Some(opened_at), out, stop)
-                        .await?;
+                let (id, opened) = opening(who, "");
+                events.push(opened);
+                if let Some(watcher) = watcher {
+                    watch = Some((self.watch_live(who, &id).await?, watcher));
                 }
                 id
             }
         };
-        let event = client_event(
+        events.push(client_event(
             who,
             &conversation_id,
             Payload::UserMessageSent(Box::new(UserMessageSent {
@@ -113,23 +148,55 @@ impl ChatCore {
                 context: message.context.clone(),
                 model: message.model.clone(),
             })),
-        );
-        let started = Instant::now();
-        let position = self.log.append(&who.tenant.id, &event).await?;
-        metrics::histogram!("chatstream_gateway_append_seconds")
-            .record(started.elapsed().as_secs_f64());
+        ));
+        Ok(NewMessage {
+            conversation_id,
+            events,
+            watch,
+        })
+    }
+
+    /// What follows a send's durable append at `positions`: the conversation
+    /// it opened recorded and delivered to its watcher, and the ack.
+    pub(super) async fn appended(
+        &self,
+        who: &Principal,
+        message: &SendMessage,
+        new: NewMessage,
+        positions: &[LogPosition],
+    ) -> Result<Appended, ChatError> {
+        let (Some(first), Some(&position), Some(event)) =
+            (positions.first(), positions.last(), new.events.last())
+        else {
+            return Err(LogError::Storage("an append reported no position".into()).into());
+        };
+        if new.opens_conversation() {
+            self.record_opened(who, &new.conversation_id, "").await;
+        }
+        if let Some((watch, Watcher { out, stop })) = new.watch {
+            // The opening is delivered as the reply to the send, not again.
+            self.deliver(watch, None, Some(first.offset), out, stop);
+        }
         metrics::counter!("chatstream_gateway_messages_total", "tenant" => who.tenant.id.clone())
             .increment(1);
-
         let ack = MessageAck {
             request_id: message.request_id.clone(),
-            conversation_id,
+            conversation_id: new.conversation_id,
             event_id: event.id.clone(),
             position: position.offset,
             duplicate: false,
         };
         Ok(Appended { ack, position })
     }
+}
+
+/// Awaits an append, recording how long it took.
+pub(super) async fn timed_append<T>(append: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let appended = append.await;
+    metrics::histogram!("chatstream_gateway_append_seconds")
+        .record(started.elapsed().as_secs_f64());
+    appended
 }
 
 #[cfg(test)]

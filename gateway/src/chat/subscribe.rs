@@ -33,21 +33,56 @@ impl ChatCore {
         self.require_conversation(who, conversation_id).await?;
         // Subscribe before reading history: whatever is committed after the
         // history read is then already on its way to us.
+        let live = self.watch_live(who, conversation_id).await?;
+        self.deliver(live, request_id, after_offset, out, stop);
+        Ok(())
+    }
+
+    /// Listens to a conversation's live messages from now on, before
+    /// anything is delivered: a send opening a conversation listens before
+    /// it appends, so it misses no delta answering it.
+    pub(super) async fn watch_live(
+        &self,
+        who: &Principal,
+        conversation_id: &str,
+    ) -> Result<LiveWatch, ChatError> {
         let live = self
             .fanout
             .subscribe(&who.tenant.id, conversation_id)
             .await?;
+        Ok(LiveWatch {
+            live,
+            tenant_id: who.tenant.id.clone(),
+            conversation_id: conversation_id.to_owned(),
+        })
+    }
+
+    /// Delivers what `watch` listens to (see `subscribe`), after a
+    /// `Subscribed` reply, in a task of its own.
+    pub(super) fn deliver(
+        &self,
+        watch: LiveWatch,
+        request_id: Option<String>,
+        after_offset: Option<u64>,
+        out: mpsc::Sender<ChatReply>,
+        stop: CancellationToken,
+    ) {
+        let LiveWatch {
+            live,
+            tenant_id,
+            conversation_id,
+        } = watch;
+        let subscribed = ChatReply::Subscribed {
+            request_id,
+            conversation_id: conversation_id.clone(),
+        };
         let delivery = Delivery {
             store: self.store.clone(),
             fanout: self.fanout.clone(),
-            tenant_id: who.tenant.id.clone(),
-            conversation_id: conversation_id.to_owned(),
+            tenant_id,
+            conversation_id,
             delivered_up_to: after_offset,
             out,
-        };
-        let subscribed = ChatReply::Subscribed {
-            request_id,
-            conversation_id: conversation_id.to_owned(),
         };
         tokio::spawn(async move {
             if delivery.send(subscribed).await.is_err() {
@@ -58,8 +93,14 @@ impl ChatCore {
                 _ = delivery.run(live) => {}
             }
         });
-        Ok(())
     }
+}
+
+/// A conversation's live stream, listened to but not delivered yet.
+pub(super) struct LiveWatch {
+    live: FanOutStream,
+    tenant_id: String,
+    conversation_id: String,
 }
 
 /// One subscription's delivery task: replays history, then forwards live

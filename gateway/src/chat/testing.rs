@@ -74,6 +74,12 @@ impl Backends {
         self.core_with_log(self.log.clone())
     }
 
+    /// A core whose log does not claim client message ids (as on Kafka):
+    /// its sends are deduplicated by locks, the store and reservations.
+    pub fn core_claiming_in_the_store(&self) -> ChatCore {
+        self.core_with_log(ScriptedLog::new(self.log.clone(), []))
+    }
+
     pub fn core_with_log(&self, log: Arc<dyn EventLog>) -> ChatCore {
         ChatCore::new(
             log,
@@ -223,7 +229,8 @@ pub enum Cue {
 }
 
 /// The embedded log with cues for user-message appends (other events and
-/// appends past the script go straight through).
+/// appends past the script go straight through). It does not claim client
+/// message ids, as Kafka does not.
 pub struct ScriptedLog {
     inner: Arc<EmbeddedLog>,
     script: Mutex<VecDeque<Cue>>,

@@ -372,16 +372,22 @@ enum Closed {
     Otherwise,
 }
 
+/// Frames written before one flush at most, so a busy connection still
+/// flushes often.
+const FRAMES_PER_FLUSH: usize = 64;
+
 /// Writes control frames and replies until both channels close or a close
-/// frame was sent; gives the sink back to finish the close.
+/// frame was sent; gives the sink back to finish the close. Frames that
+/// are already waiting are written together and flushed once (one write
+/// to the socket for a burst of deltas, not one per frame).
 async fn write_frames(
     mut sink: SplitSink<Socket, Message>,
     mut outbound: mpsc::Receiver<Outbound>,
     mut replies: mpsc::Receiver<ChatReply>,
 ) -> (SplitSink<Socket, Message>, Closed) {
     let mut closed = Closed::Otherwise;
-    loop {
-        let next = tokio::select! {
+    'connection: loop {
+        let first = tokio::select! {
             biased;
             item = outbound.recv() => match item {
                 Some(item) => item,
@@ -392,26 +398,41 @@ async fn write_frames(
             },
             Some(reply) = replies.recv() => Outbound::Reply(reply),
         };
-        let message = match next {
-            Outbound::Reply(reply) => match frame_from_reply(reply) {
-                Some(frame) => text_message(&frame),
-                None => continue,
-            },
-            Outbound::Frame(frame) => text_message(&frame),
-            Outbound::Close(code, reason) => {
-                let sent = sink
-                    .send(Message::Close(Some(CloseFrame {
-                        code: code.into(),
-                        reason: Utf8Bytes::from(reason),
-                    })))
-                    .await;
-                if sent.is_ok() {
-                    closed = Closed::ByServer;
+        let mut next = Some(first);
+        let mut written = 0;
+        while let Some(item) = next {
+            let message = match item {
+                Outbound::Reply(reply) => frame_from_reply(reply).map(|frame| text_message(&frame)),
+                Outbound::Frame(frame) => Some(text_message(&frame)),
+                Outbound::Close(code, reason) => {
+                    let sent = sink
+                        .send(Message::Close(Some(CloseFrame {
+                            code: code.into(),
+                            reason: Utf8Bytes::from(reason),
+                        })))
+                        .await;
+                    if sent.is_ok() {
+                        closed = Closed::ByServer;
+                    }
+                    break 'connection;
                 }
-                break;
+            };
+            if let Some(message) = message {
+                if sink.feed(message).await.is_err() {
+                    break 'connection;
+                }
+                written += 1;
             }
-        };
-        if sink.send(message).await.is_err() {
+            next = if written < FRAMES_PER_FLUSH {
+                outbound
+                    .try_recv()
+                    .ok()
+                    .or_else(|| replies.try_recv().ok().map(Outbound::Reply))
+            } else {
+                None
+            };
+        }
+        if sink.flush().await.is_err() {
             break;
         }
     }

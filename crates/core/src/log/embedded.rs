@@ -13,15 +13,19 @@ use chatstream_schemas::{Event, codec};
 use redb::{Database, ReadableDatabase, ReadableTable};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{EventLog, LogConsumer, LogError, LogPosition, LogRecord, partition_for_key};
+use super::{
+    ClaimedAppend, ClaimingLog, EventLog, LogConsumer, LogError, LogPosition, LogRecord, SendClaim,
+    partition_for_key,
+};
+use crate::store::ClientMessageRecord;
 
 mod consumer;
 mod tables;
 mod writer;
 
 use consumer::EmbeddedConsumer;
-use tables::{COMMITTED, META, PARTITIONS_KEY, RECORDS};
-use writer::WriteRequest;
+use tables::{CLAIMS, COMMITTED, META, PARTITIONS_KEY, RECORDS};
+use writer::{Claim, WriteRequest};
 
 /// Page cache of the redb file.
 const CACHE_BYTES: usize = 128 * 1024 * 1024;
@@ -114,17 +118,18 @@ impl EventLog for EmbeddedLog {
     }
 
     async fn append_bytes(&self, key: &str, value: Vec<u8>) -> Result<LogPosition, LogError> {
-        let partition = partition_for_key(key, self.shared.partitions);
-        let (reply, answer) = oneshot::channel();
+        let positions = self.shared.append(key, vec![value]).await?;
+        positions.into_iter().next().ok_or_else(lost_position)
+    }
+
+    async fn append_all(&self, key: &str, events: &[Event]) -> Result<Vec<LogPosition>, LogError> {
         self.shared
-            .send(WriteRequest::Append {
-                partition,
-                key: key.to_owned(),
-                value,
-                reply,
-            })
-            .await?;
-        answer.await.map_err(|_| LogError::Closed)?
+            .append(key, events.iter().map(codec::encode).collect())
+            .await
+    }
+
+    fn claiming(&self) -> Option<&dyn ClaimingLog> {
+        Some(self)
     }
 
     async fn read(
@@ -180,7 +185,68 @@ impl EventLog for EmbeddedLog {
     }
 }
 
+#[async_trait]
+impl ClaimingLog for EmbeddedLog {
+    async fn append_claiming(
+        &self,
+        key: &str,
+        claim: &SendClaim,
+        events: &[Event],
+    ) -> Result<ClaimedAppend, LogError> {
+        let last = events
+            .last()
+            .ok_or_else(|| LogError::Storage("a claimed append needs at least one event".into()))?;
+        let claim = Claim {
+            tenant_id: claim.tenant_id.clone(),
+            client_message_id: claim.client_message_id.clone(),
+            conversation_id: last.conversation_id.clone(),
+            event_id: last.id.clone(),
+        };
+        let values = events.iter().map(codec::encode).collect();
+        self.shared.write(key, values, Some(claim)).await
+    }
+
+    async fn claimed(
+        &self,
+        tenant_id: &str,
+        client_message_id: &str,
+    ) -> Result<Option<ClientMessageRecord>, LogError> {
+        let (tenant_id, client_message_id) = (tenant_id.to_owned(), client_message_id.to_owned());
+        self.shared
+            .blocking(move |db| tables::claimed(db, &tenant_id, &client_message_id))
+            .await
+    }
+}
+
 impl Shared {
+    /// Appends `values` under `key` in one commit.
+    async fn append(&self, key: &str, values: Vec<Vec<u8>>) -> Result<Vec<LogPosition>, LogError> {
+        match self.write(key, values, None).await? {
+            ClaimedAppend::Appended(positions) => Ok(positions),
+            ClaimedAppend::Earlier(_) => Err(LogError::Storage(
+                "log writer found a claim on an append that made none".into(),
+            )),
+        }
+    }
+
+    async fn write(
+        &self,
+        key: &str,
+        values: Vec<Vec<u8>>,
+        claim: Option<Claim>,
+    ) -> Result<ClaimedAppend, LogError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(WriteRequest::Append {
+            partition: partition_for_key(key, self.partitions),
+            key: key.to_owned(),
+            values,
+            claim,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| LogError::Closed)?
+    }
+
     fn check_partition(&self, partition: u32) -> Result<(), LogError> {
         if partition < self.partitions {
             Ok(())
@@ -271,6 +337,7 @@ fn init_partitions(db: &Database, requested: u32) -> Result<u64, redb::Error> {
     };
     txn.open_table(RECORDS)?;
     txn.open_table(COMMITTED)?;
+    txn.open_table(CLAIMS)?;
     txn.commit()?;
     Ok(stored)
 }
@@ -283,6 +350,10 @@ fn open_error(path: &Path, error: redb::Error) -> LogError {
         )),
         other => LogError::Storage(format!("cannot open {}: {other}", path.display())),
     }
+}
+
+fn lost_position() -> LogError {
+    LogError::Storage("log writer lost track of an append's position".into())
 }
 
 fn storage_error(error: redb::Error) -> LogError {

@@ -7,9 +7,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chatstream_schemas::Event;
 
+mod claims;
 pub mod embedded;
 mod partitioner;
 
+pub use claims::{ClaimedAppend, ClaimingLog, SendClaim};
 pub use partitioner::{murmur2, partition_for_key};
 
 /// Where a record sits: its partition and its offset in that partition.
@@ -57,6 +59,22 @@ pub trait EventLog: Send + Sync + 'static {
     /// Appends `event` under `key` and returns its position once it is
     /// durable (fsync'd locally, or acked by all in-sync replicas).
     async fn append(&self, key: &str, event: &Event) -> Result<LogPosition, LogError>;
+
+    /// Appends `events` under `key`, in order, and returns their positions
+    /// once every one is durable. A log that can commits them together
+    /// (the embedded log: one commit; this default: one append after another).
+    async fn append_all(&self, key: &str, events: &[Event]) -> Result<Vec<LogPosition>, LogError> {
+        let mut positions = Vec::with_capacity(events.len());
+        for event in events {
+            positions.push(self.append(key, event).await?);
+        }
+        Ok(positions)
+    }
+
+    /// This log's own deduplication of sends, when it has one (see `claims`).
+    fn claiming(&self) -> Option<&dyn ClaimingLog> {
+        None
+    }
 
     /// Appends raw bytes as they are, without encoding or validation.
     /// For tools and for tests of poison-record handling.

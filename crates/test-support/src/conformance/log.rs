@@ -356,6 +356,39 @@ pub async fn concurrent_appends_get_distinct_positions<L: EventLog + ?Sized>(log
     }
 }
 
+pub async fn append_all_appends_in_order_in_the_key_partition<L: EventLog + ?Sized>(log: &L) {
+    let key = unique("tenant");
+    let events: Vec<Event> = (0..3)
+        .map(|n| user_message(&key, "c", &format!("part {n}")))
+        .collect();
+
+    let positions = log.append_all(&key, &events).await.expect("append_all");
+
+    assert_eq!(positions.len(), events.len(), "one position per event");
+    for pair in positions.windows(2) {
+        assert!(
+            pair[1].offset > pair[0].offset,
+            "events keep their order: {positions:?}"
+        );
+    }
+    for (position, event) in positions.iter().zip(&events) {
+        assert_eq!(position.partition, log.partition_for(&key));
+        let records = log
+            .read(position.partition, position.offset, 1)
+            .await
+            .expect("read");
+        assert_eq!(
+            records.first().map(event_id).as_deref(),
+            Some(event.id.as_str()),
+            "the record at {position:?} is the event appended there"
+        );
+    }
+    assert_eq!(
+        log.append_all(&key, &[]).await.expect("append nothing"),
+        Vec::new()
+    );
+}
+
 pub async fn new_group_starts_at_the_earliest_offset<L: EventLog + ?Sized>(log: &L) {
     let keys = [unique("tenant-a"), unique("tenant-b"), unique("tenant-c")];
     let mut appended = Vec::new();

@@ -191,6 +191,7 @@ macro_rules! log_conformance_tests {
                 unknown_partitions_are_rejected,
                 append_bytes_are_read_back_unchanged,
                 concurrent_appends_get_distinct_positions,
+                append_all_appends_in_order_in_the_key_partition,
                 new_group_starts_at_the_earliest_offset,
                 poll_times_out_empty_when_nothing_arrives,
                 poll_wakes_up_on_append,

@@ -3,6 +3,7 @@
 use redb::{Database, ReadableDatabase, TableDefinition};
 
 use crate::log::{LogPosition, LogRecord};
+use crate::store::ClientMessageRecord;
 
 /// Settings fixed when the log was created (`partitions`).
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("log_meta");
@@ -15,6 +16,11 @@ pub(super) const RECORDS: TableDefinition<(u32, u64), (&str, i64, &[u8])> =
 /// (group, partition) → the offset the group resumes from.
 pub(super) const COMMITTED: TableDefinition<(&str, u32), u64> =
     TableDefinition::new("log_committed_offsets");
+
+/// (tenant, client message id) → (conversation, event id, partition,
+/// offset) of the send that claimed it (see `log::claims`).
+pub(super) const CLAIMS: TableDefinition<(&str, &str), (&str, &str, u32, u64)> =
+    TableDefinition::new("log_send_claims");
 
 /// The offset the next record of each partition gets: one past the last one
 /// stored (offsets are dense and nothing is ever deleted).
@@ -58,6 +64,34 @@ pub(super) fn read_records(
         }
     }
     Ok(out)
+}
+
+/// The send that claimed `client_message_id` of `tenant_id`, if one did.
+pub(super) fn claimed(
+    db: &Database,
+    tenant_id: &str,
+    client_message_id: &str,
+) -> Result<Option<ClientMessageRecord>, redb::Error> {
+    let txn = db.begin_read()?;
+    let claims = txn.open_table(CLAIMS)?;
+    Ok(claims
+        .get((tenant_id, client_message_id))?
+        .map(|stored| claim_record(tenant_id, client_message_id, stored.value())))
+}
+
+/// A row of `CLAIMS` as the record the gateway answers retries with.
+pub(super) fn claim_record(
+    tenant_id: &str,
+    client_message_id: &str,
+    (conversation_id, event_id, partition, offset): (&str, &str, u32, u64),
+) -> ClientMessageRecord {
+    ClientMessageRecord {
+        tenant_id: tenant_id.to_owned(),
+        client_message_id: client_message_id.to_owned(),
+        conversation_id: conversation_id.to_owned(),
+        event_id: event_id.to_owned(),
+        position: LogPosition { partition, offset },
+    }
 }
 
 /// The group's committed offset in each partition (`None` where it never committed).

@@ -1,16 +1,17 @@
 //! Group commit: one thread owns every write to the log file. It takes all
 //! requests that queued up while the previous commit was being fsync'd,
 //! writes them in one transaction and commits once, so N concurrent appends
-//! cost one fsync instead of N.
+//! cost one fsync instead of N. A send's client message id is claimed in
+//! the same transaction as its events (see `log::claims`).
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::Database;
+use redb::{Database, ReadableTable};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::tables::{COMMITTED, RECORDS};
-use crate::log::{LogError, LogPosition};
+use super::tables::{CLAIMS, COMMITTED, RECORDS, claim_record};
+use crate::log::{ClaimedAppend, LogError, LogPosition};
 
 /// Most requests written in one transaction; bounds the latency of the
 /// first request of a batch.
@@ -20,17 +21,29 @@ const MAX_BATCH: usize = 4096;
 pub(super) const QUEUE_CAPACITY: usize = 16 * 1024;
 
 pub(super) enum WriteRequest {
+    /// Records appended together, in order, all under `key`.
     Append {
         partition: u32,
         key: String,
-        value: Vec<u8>,
-        reply: oneshot::Sender<Result<LogPosition, LogError>>,
+        values: Vec<Vec<u8>>,
+        /// Appends only if no earlier append made this claim.
+        claim: Option<Claim>,
+        reply: oneshot::Sender<Result<ClaimedAppend, LogError>>,
     },
     CommitOffsets {
         group: String,
         next_offsets: Vec<LogPosition>,
         reply: oneshot::Sender<Result<(), LogError>>,
     },
+}
+
+/// A client message id claimed by an append, and the event it will name
+/// (the append's last).
+pub(super) struct Claim {
+    pub(super) tenant_id: String,
+    pub(super) client_message_id: String,
+    pub(super) conversation_id: String,
+    pub(super) event_id: String,
 }
 
 /// Starts the writer thread. `end_offsets` holds the offset the next record
@@ -67,16 +80,12 @@ fn run(
                 // Publish only after the commit: a consumer woken by this
                 // can read everything up to the new ends.
                 end_offsets.send_replace(written.end_offsets);
-                let mut positions = written.positions.into_iter();
+                let mut appends = written.appends.into_iter();
                 for request in batch.drain(..) {
                     match request {
                         WriteRequest::Append { reply, .. } => {
-                            let position = positions.next().ok_or_else(|| {
-                                LogError::Storage(
-                                    "log writer lost track of an append's position".into(),
-                                )
-                            });
-                            let _ = reply.send(position);
+                            let appended = appends.next().ok_or_else(super::lost_position);
+                            let _ = reply.send(appended);
                         }
                         WriteRequest::CommitOffsets { reply, .. } => {
                             let _ = reply.send(Ok(()));
@@ -103,43 +112,77 @@ fn run(
 }
 
 struct Written {
-    /// Where each append of the batch landed, in request order.
-    positions: Vec<LogPosition>,
+    /// What each append of the batch did, in request order.
+    appends: Vec<ClaimedAppend>,
     end_offsets: Vec<u64>,
 }
 
 /// Writes `batch` in one durable transaction. Offsets are assigned in
-/// request order, so sequential appends of one key keep their order.
+/// request order, so sequential appends of one key keep their order. A
+/// claim made earlier in the same batch counts: the transaction reads its
+/// own writes.
 fn write_batch(
     db: &Database,
     batch: &[WriteRequest],
     mut end_offsets: Vec<u64>,
 ) -> Result<Written, redb::Error> {
-    let mut positions = Vec::with_capacity(batch.len());
+    let mut appends = Vec::with_capacity(batch.len());
     let now_ms = unix_millis();
     // The default durability is `Immediate`: `commit` returns once fsync'd.
     let txn = db.begin_write()?;
     {
         let mut records = txn.open_table(RECORDS)?;
         let mut committed = txn.open_table(COMMITTED)?;
+        let mut claims = txn.open_table(CLAIMS)?;
         for request in batch {
             match request {
                 WriteRequest::Append {
                     partition,
                     key,
-                    value,
+                    values,
+                    claim,
                     ..
                 } => {
+                    if let Some(claim) = claim {
+                        let earlier = claims
+                            .get((claim.tenant_id.as_str(), claim.client_message_id.as_str()))?
+                            .map(|stored| {
+                                claim_record(
+                                    &claim.tenant_id,
+                                    &claim.client_message_id,
+                                    stored.value(),
+                                )
+                            });
+                        if let Some(earlier) = earlier {
+                            appends.push(ClaimedAppend::Earlier(earlier));
+                            continue;
+                        }
+                    }
                     let offset = &mut end_offsets[*partition as usize];
-                    records.insert(
-                        (*partition, *offset),
-                        (key.as_str(), now_ms, value.as_slice()),
-                    )?;
-                    positions.push(LogPosition {
-                        partition: *partition,
-                        offset: *offset,
-                    });
-                    *offset += 1;
+                    let mut positions = Vec::with_capacity(values.len());
+                    for value in values {
+                        records.insert(
+                            (*partition, *offset),
+                            (key.as_str(), now_ms, value.as_slice()),
+                        )?;
+                        positions.push(LogPosition {
+                            partition: *partition,
+                            offset: *offset,
+                        });
+                        *offset += 1;
+                    }
+                    if let (Some(claim), Some(last)) = (claim, positions.last()) {
+                        claims.insert(
+                            (claim.tenant_id.as_str(), claim.client_message_id.as_str()),
+                            (
+                                claim.conversation_id.as_str(),
+                                claim.event_id.as_str(),
+                                last.partition,
+                                last.offset,
+                            ),
+                        )?;
+                    }
+                    appends.push(ClaimedAppend::Appended(positions));
                 }
                 WriteRequest::CommitOffsets {
                     group,
@@ -155,7 +198,7 @@ fn write_batch(
     }
     txn.commit()?;
     Ok(Written {
-        positions,
+        appends,
         end_offsets,
     })
 }
