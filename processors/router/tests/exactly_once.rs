@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatstream_core::fanout::{FanOut, FanOutMessage};
-use chatstream_core::log::EventLog;
+use chatstream_core::log::{ClaimedAppend, EventLog, SendClaim};
 use chatstream_core::runner::{Processor, ProcessorRunner, RunnerConfig};
 use chatstream_core::store::ProjectionStore;
 use chatstream_router::ModelRouter;
@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 struct Setup {
     log: Arc<dyn EventLog>,
+    store: Arc<dyn ProjectionStore>,
     fanout: Arc<dyn FanOut>,
     router: ModelRouter,
     _dir: tempfile::TempDir,
@@ -31,9 +32,10 @@ struct Setup {
 fn setup() -> Setup {
     let (log, store, fanout, dir) = EmbeddedBackends::open().into_parts();
     let model = Arc::new(MockModel::new(Duration::ZERO));
-    let router = ModelRouter::new(log.clone(), store, fanout.clone(), model);
+    let router = ModelRouter::new(log.clone(), store.clone(), fanout.clone(), model);
     Setup {
         log,
+        store,
         fanout,
         router,
         _dir: dir,
@@ -114,6 +116,59 @@ async fn a_retried_send_with_the_same_client_message_id_is_answered_once() {
             .await
             .is_empty(),
         "the retry is not answered"
+    );
+}
+
+#[tokio::test]
+async fn a_send_the_log_claimed_is_told_apart_from_a_copy_by_the_log() {
+    let setup = setup();
+    let original = user_message("acme", "c", "once please");
+    let Some(Payload::UserMessageSent(sent)) = &original.payload else {
+        unreachable!()
+    };
+    let client_message_id = sent.client_message_id.clone();
+    let mut copy = user_message("acme", "c", "once please");
+    if let Some(Payload::UserMessageSent(sent)) = &mut copy.payload {
+        sent.client_message_id = client_message_id.clone();
+    }
+    let claim = SendClaim {
+        tenant_id: "acme".into(),
+        client_message_id: client_message_id.clone(),
+    };
+    let claims = setup.log.claiming().expect("the embedded log claims sends");
+    let ClaimedAppend::Appended(positions) = claims
+        .append_claiming("acme", &claim, std::slice::from_ref(&original))
+        .await
+        .unwrap()
+    else {
+        panic!("the first send appends");
+    };
+    // A copy that went around the claim (as on a log without claims).
+    let copy_position = setup.log.append("acme", &copy).await.unwrap();
+
+    setup.router.handle(&copy, copy_position).await.unwrap();
+    setup.router.handle(&original, positions[0]).await.unwrap();
+
+    assert!(
+        events_caused_by(setup.log.as_ref(), &copy.id)
+            .await
+            .is_empty(),
+        "the copy is not answered, though it came first"
+    );
+    assert_eq!(
+        events_caused_by(setup.log.as_ref(), &original.id)
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(
+        setup
+            .store
+            .get_client_message("acme", &client_message_id)
+            .await
+            .unwrap(),
+        None,
+        "the log answered: the router claimed nothing in the store"
     );
 }
 

@@ -318,18 +318,16 @@ pub async fn run_turn(
             } else {
                 candidate.reason
             };
-            observer
-                .record(Payload::ModelRoutingDecided(Box::new(
-                    ModelRoutingDecided {
-                        attempt: total.attempts,
-                        model: entry.id.clone(),
-                        provider: entry.provider.clone(),
-                        reason: reason.into(),
-                        max_tokens,
-                        skipped_open_circuits: std::mem::take(&mut skipped_open),
-                    },
-                )))
-                .await?;
+            let decided = observer.record(Payload::ModelRoutingDecided(Box::new(
+                ModelRoutingDecided {
+                    attempt: total.attempts,
+                    model: entry.id.clone(),
+                    provider: entry.provider.clone(),
+                    reason: reason.into(),
+                    max_tokens,
+                    skipped_open_circuits: std::mem::take(&mut skipped_open),
+                },
+            )));
             let call = CompletionRequest {
                 tenant_id: request.tenant_id.clone(),
                 conversation_id: request.conversation_id.clone(),
@@ -338,7 +336,14 @@ pub async fn run_turn(
                 max_tokens: Some(max_tokens),
                 tools: request.tools.specs().to_vec(),
             };
-            match attempt(entry, call, policy, deadline, observer).await {
+            // The decision is on its way to the log (polled first, so it is
+            // queued before anything this attempt leads to) while the model
+            // is called: the first token does not wait for its commit. It is
+            // durable before the attempt's outcome is recorded.
+            let (decided, attempted) =
+                tokio::join!(decided, attempt(entry, call, policy, deadline, observer));
+            decided?;
+            match attempted {
                 Attempt::Finished {
                     tool_call: Some(call),
                     usage,
