@@ -73,6 +73,17 @@ impl EmbeddedStore {
         })
     }
 
+    /// Looks up one key on the calling thread. A read transaction never
+    /// waits for the writer, and a lookup in cached pages takes a few
+    /// microseconds: less than a hop to the blocking pool and back, which
+    /// every send and turn would pay. Scans of many rows use `blocking`.
+    fn point_read<T>(
+        &self,
+        read: impl FnOnce(&Database) -> Result<T, redb::Error>,
+    ) -> Result<T, StoreError> {
+        read(&self.db).map_err(store_error)
+    }
+
     /// Runs blocking work against the file on tokio's blocking pool.
     async fn blocking<T: Send + 'static>(
         &self,
@@ -95,10 +106,7 @@ impl EmbeddedStore {
         key: (String, String),
         value: Vec<u8>,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let read_key = key.clone();
-        let existing = self
-            .blocking(move |db| get_bytes(db, table, (&read_key.0, &read_key.1)))
-            .await?;
+        let existing = self.point_read(|db| get_bytes(db, table, (&key.0, &key.1)))?;
         if existing.is_some() {
             return Ok(existing);
         }
@@ -152,10 +160,8 @@ impl ProjectionStore for EmbeddedStore {
         tenant_id: &str,
         conversation_id: &str,
     ) -> Result<Option<ConversationRecord>, StoreError> {
-        let key = (tenant_id.to_owned(), conversation_id.to_owned());
-        let bytes = self
-            .blocking(move |db| get_bytes(db, CONVERSATIONS, (&key.0, &key.1)))
-            .await?;
+        let bytes =
+            self.point_read(|db| get_bytes(db, CONVERSATIONS, (tenant_id, conversation_id)))?;
         bytes
             .map(|bytes| records::decode_conversation(tenant_id, conversation_id, &bytes))
             .transpose()
@@ -213,10 +219,7 @@ impl ProjectionStore for EmbeddedStore {
         );
         let position = entry.position;
         let encoded = codec::encode(event);
-        let read_key = (tenant.clone(), event_id.clone());
-        let seen = self
-            .blocking(move |db| get_event_position(db, (&read_key.0, &read_key.1)))
-            .await?;
+        let seen = self.point_read(|db| get_event_position(db, (&tenant, &event_id)))?;
         if let Some(existing) = seen {
             return Ok(Recorded::Duplicate { existing });
         }
@@ -308,39 +311,25 @@ impl ProjectionStore for EmbeddedStore {
         tenant_id: &str,
         client_message_id: &str,
     ) -> Result<Option<ClientMessageRecord>, StoreError> {
-        let key = (tenant_id.to_owned(), client_message_id.to_owned());
-        let bytes = self
-            .blocking(move |db| get_bytes(db, CLIENT_MESSAGES, (&key.0, &key.1)))
-            .await?;
+        let bytes =
+            self.point_read(|db| get_bytes(db, CLIENT_MESSAGES, (tenant_id, client_message_id)))?;
         bytes
             .map(|bytes| records::decode_client_message(tenant_id, client_message_id, &bytes))
             .transpose()
     }
 
     async fn is_processed(&self, scope: &str, event_id: &str) -> Result<bool, StoreError> {
-        let key = (scope.to_owned(), event_id.to_owned());
-        self.blocking(move |db| {
+        self.point_read(|db| {
             let txn = db.begin_read()?;
-            Ok(txn
-                .open_table(PROCESSED)?
-                .get((key.0.as_str(), key.1.as_str()))?
-                .is_some())
+            Ok(txn.open_table(PROCESSED)?.get((scope, event_id))?.is_some())
         })
-        .await
     }
 
     async fn mark_processed(&self, scope: &str, event_id: &str) -> Result<(), StoreError> {
-        let key = (scope.to_owned(), event_id.to_owned());
-        let read_key = key.clone();
-        let done = self
-            .blocking(move |db| {
-                let key = (read_key.0.as_str(), read_key.1.as_str());
-                Ok(db.begin_read()?.open_table(PROCESSED)?.get(key)?.is_some())
-            })
-            .await?;
-        if done {
+        if self.is_processed(scope, event_id).await? {
             return Ok(());
         }
+        let key = (scope.to_owned(), event_id.to_owned());
         self.writer
             .write(move |txn| {
                 let key = (key.0.as_str(), key.1.as_str());
