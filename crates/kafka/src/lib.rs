@@ -39,7 +39,7 @@ pub use transactions::{Transaction, TransactionError, TransactionalMember};
 
 use consumer::KafkaConsumer;
 use offsets::OffsetsClient;
-use producer::EventProducer;
+use producer::{EventProducer, Outgoing};
 use reader::{Range, RangeReader};
 
 /// The event log on a Kafka topic. Cloning is cheap and shares the clients.
@@ -110,6 +110,18 @@ impl EventLog for KafkaLog {
             .producer
             .send(key, &codec::encode(event), &headers::event_headers(event))
             .await
+    }
+
+    async fn append_all(&self, key: &str, events: &[Event]) -> Result<Vec<LogPosition>, LogError> {
+        let encoded: Vec<(Vec<u8>, Vec<(&str, String)>)> = events
+            .iter()
+            .map(|event| (codec::encode(event), headers::event_headers(event)))
+            .collect();
+        let records: Vec<Outgoing<'_>> = encoded
+            .iter()
+            .map(|(value, headers)| Outgoing { value, headers })
+            .collect();
+        self.shared.producer.send_all(key, &records).await
     }
 
     async fn append_bytes(&self, key: &str, value: Vec<u8>) -> Result<LogPosition, LogError> {
