@@ -59,6 +59,11 @@ pub struct Cli {
     #[arg(long, default_value = "http://127.0.0.1:8000/v1")]
     pub openai_url: String,
 
+    /// The `model` of every request (for --transport openai): `mock` is the
+    /// built-in model of `chatstream dev`; other servers need a name they serve.
+    #[arg(long, value_name = "NAME", default_value = "mock")]
+    pub openai_model: String,
+
     /// Kafka brokers, host:port[,host:port] (for --transport kafka).
     #[arg(long, default_value = "127.0.0.1:9092")]
     pub kafka_bootstrap_servers: String,
@@ -200,6 +205,9 @@ impl Cli {
             }),
             _ => None,
         };
+        if self.transport == Transport::Openai && self.openai_model.trim().is_empty() {
+            bail!("--openai-model is empty");
+        }
         if self.transport == Transport::Kafka && self.idle_connections > 0 {
             bail!(
                 "--idle-connections holds WebSocket connections; it needs a gateway, not --transport kafka"
@@ -284,6 +292,7 @@ impl Cli {
             transport: self.transport,
             target,
             ws_url: self.ws_url,
+            openai_model: self.openai_model,
             kafka,
             api_keys,
             connections: self.connections,
@@ -443,6 +452,15 @@ mod tests {
         let run = config(&["--transport", "openai", "--openai-url", "http://h:1/v1"]).unwrap();
         assert_eq!(run.target, "http://h:1/v1");
         assert!(!run.ack_only);
+    }
+
+    #[test]
+    fn openai_asks_for_the_mock_unless_a_model_is_named() {
+        let run = config(&["--transport", "openai"]).unwrap();
+        assert_eq!(run.openai_model, "mock");
+        let run = config(&["--transport", "openai", "--openai-model", "gpt-x"]).unwrap();
+        assert_eq!(run.openai_model, "gpt-x");
+        assert!(config(&["--transport", "openai", "--openai-model", " "]).is_err());
     }
 
     #[test]

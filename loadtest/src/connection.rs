@@ -30,8 +30,14 @@ impl Connection {
                 GrpcConnection::connect(&config.target, api_key).await?,
             )),
             Transport::Openai => Connection::OpenAi(
-                OpenAiConnection::connect(&config.target, api_key, config.ack_only, config.timeout)
-                    .await?,
+                OpenAiConnection::connect(
+                    &config.target,
+                    &config.openai_model,
+                    api_key,
+                    config.ack_only,
+                    config.timeout,
+                )
+                .await?,
             ),
             Transport::Kafka => {
                 let target = config.kafka.as_ref().ok_or_else(|| {

@@ -19,12 +19,11 @@ use tokio::sync::mpsc;
 
 use crate::protocol::{Incoming, Outgoing, ReplyOutcome, TransportError};
 
-/// The model `chatstream dev` offers every tenant.
-const MODEL: &str = "mock";
-
 pub struct OpenAiConnection {
     client: reqwest::Client,
     completions_url: String,
+    /// The `model` of every request.
+    model: String,
     ack_only: bool,
     incoming_tx: mpsc::UnboundedSender<Incoming>,
     incoming: mpsc::UnboundedReceiver<Incoming>,
@@ -35,6 +34,7 @@ impl OpenAiConnection {
     /// the key with `GET /models`, so a wrong address or key fails the setup.
     pub async fn connect(
         base_url: &str,
+        model: &str,
         api_key: &str,
         ack_only: bool,
         timeout: Duration,
@@ -69,6 +69,7 @@ impl OpenAiConnection {
         Ok(Self {
             client,
             completions_url: format!("{base_url}/chat/completions"),
+            model: model.to_owned(),
             ack_only,
             incoming_tx,
             incoming,
@@ -88,11 +89,10 @@ impl OpenAiConnection {
                 text,
                 ..
             } => {
-                let mut request = self.client.post(&self.completions_url).json(&json!({
-                    "model": MODEL,
-                    "messages": [{ "role": "user", "content": &*text }],
-                    "stream": true,
-                }));
+                let mut request = self
+                    .client
+                    .post(&self.completions_url)
+                    .json(&streamed_request(&self.model, &text));
                 if let Some(key) = client_message_id {
                     request = request.header("idempotency-key", key);
                 }
@@ -112,6 +112,15 @@ impl OpenAiConnection {
             .await
             .ok_or_else(|| TransportError::Lost("the connection's queue closed".into()))
     }
+}
+
+/// A streamed chat completion of one user message.
+fn streamed_request(model: &str, text: &str) -> serde_json::Value {
+    json!({
+        "model": model,
+        "messages": [{ "role": "user", "content": text }],
+        "stream": true,
+    })
 }
 
 /// Sends one completion request and reports its ack, first token and end.
@@ -290,6 +299,19 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_name_the_model_and_stream() {
+        let body = streamed_request("bench", "hello there");
+        assert_eq!(
+            body,
+            json!({
+                "model": "bench",
+                "messages": [{"role": "user", "content": "hello there"}],
+                "stream": true,
+            })
+        );
+    }
 
     #[test]
     fn events_are_split_wherever_the_network_cut_them() {

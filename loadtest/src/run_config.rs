@@ -47,6 +47,8 @@ pub struct RunConfig {
     pub target: String,
     /// Only for the idle connections, which are always WebSocket.
     pub ws_url: String,
+    /// The `model` of every request of `--transport openai`.
+    pub openai_model: String,
     /// Where `--transport kafka` produces.
     pub kafka: Option<KafkaTarget>,
     pub api_keys: Vec<String>,
