@@ -360,15 +360,34 @@ async fn acked_messages_survive_a_crash_and_reconnect_recovers_exactly_the_misse
     let mut other = platform.ws(platform.key("acme")).await;
     let mut missed_acks = Vec::new();
     for i in 0..5 {
-        missed_acks.push(
-            other
-                .send_message(Some(&conversation_id), &format!("missed {i}"))
-                .await,
-        );
+        let (ack, duplicate) = other
+            .send_once(
+                Some(&conversation_id),
+                &format!("missed-{i}"),
+                &format!("missed {i}"),
+            )
+            .await;
+        assert!(!duplicate);
+        missed_acks.push(ack);
     }
     drop(ws);
     platform.kill().await;
     platform.restart().await;
+
+    // A client that lost its acks in the crash sends again: every resend is
+    // the acked message, not a new one.
+    let mut resender = platform.ws(platform.key("acme")).await;
+    for (i, acked) in missed_acks.iter().enumerate() {
+        let (again, duplicate) = resender
+            .send_once(
+                Some(&conversation_id),
+                &format!("missed-{i}"),
+                &format!("missed {i}"),
+            )
+            .await;
+        assert!(duplicate, "the resend of missed-{i} after the crash");
+        assert_eq!(&again, acked, "the resend is acked as the original");
+    }
 
     let mut ws = platform.ws(platform.key("acme")).await;
     ws.send(&ClientFrame::Subscribe {

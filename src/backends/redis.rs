@@ -52,8 +52,10 @@ pub fn open_send_reservations(
     config: &Config,
     url: &str,
 ) -> anyhow::Result<Arc<dyn SendReservations>> {
-    let reservations_config =
+    let mut reservations_config =
         RedisSendReservationsConfig::new(url.to_owned()).with_keyspace(keyspace(config));
+    reservations_config.pending_lifetime =
+        Duration::from_millis(config.redis.send_reservation_pending_ms);
     Ok(Arc::new(
         RedisSendReservations::new(reservations_config)
             .context("cannot start send reservations in Redis")?,

@@ -158,6 +158,10 @@ pub struct RedisConfig {
     pub url: Option<String>,
     /// Prefix of every key and channel, so platforms can share a Redis.
     pub key_prefix: String,
+    /// How long a send's reservation of its client message id outlives a
+    /// gateway that died mid-send (a retry elsewhere waits for it, unless
+    /// the store learns the send's outcome first).
+    pub send_reservation_pending_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -272,6 +276,7 @@ impl Default for RedisConfig {
         Self {
             url: None,
             key_prefix: "chatstream".into(),
+            send_reservation_pending_ms: 30_000,
         }
     }
 }
@@ -379,6 +384,13 @@ impl Config {
                 rule: format!("expected a redis:// or rediss:// URL, not {url:?}"),
             });
         }
+        // Shorter than a send takes, and a slow send loses its id to a retry.
+        check_range(
+            "redis.send_reservation_pending_ms",
+            self.redis.send_reservation_pending_ms,
+            1_000,
+            3_600_000,
+        )?;
         let limits = &self.limits;
         if limits
             .requests_per_second

@@ -435,6 +435,13 @@ pub const SETTINGS: &[Setting] = &[
         Some(|c, v| set_string(&mut c.redis.key_prefix, v)),
     ),
     setting(
+        &["CHATSTREAM_SEND_RESERVATION_PENDING_MS"],
+        &["redis.send_reservation_pending_ms"],
+        "`30000`",
+        "How long a send's claim on its `client_message_id` in Redis outlives a gateway that died mid-send: a retry on another gateway is answered as soon as the projected store has the send, and otherwise told to retry until this passes. 1000 to 3600000.",
+        Some(|c, v| set_parsed(&mut c.redis.send_reservation_pending_ms, v)),
+    ),
+    setting(
         &["HOSTNAME"],
         &[],
         "`/etc/hostname`",

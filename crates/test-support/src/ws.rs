@@ -58,6 +58,12 @@ impl Ws {
         self.send_text(&serde_json::to_string(frame).unwrap()).await;
     }
 
+    /// Sends a frame; `false` when the connection is gone (a killed server).
+    pub async fn try_send(&mut self, frame: &ClientFrame) -> bool {
+        let text = serde_json::to_string(frame).unwrap();
+        self.stream.send(Message::text(text)).await.is_ok()
+    }
+
     pub async fn send_text(&mut self, text: &str) {
         self.stream
             .send(Message::text(text))
@@ -110,10 +116,32 @@ impl Ws {
         conversation_id: Option<&str>,
         text: &str,
     ) -> (String, u64, String) {
+        let (ack, _duplicate) = self.send_keyed(conversation_id, None, text).await;
+        ack
+    }
+
+    /// Sends a message with an idempotency key and returns its ack (event
+    /// id, position, conversation) and whether it acks an earlier send.
+    pub async fn send_once(
+        &mut self,
+        conversation_id: Option<&str>,
+        client_message_id: &str,
+        text: &str,
+    ) -> ((String, u64, String), bool) {
+        self.send_keyed(conversation_id, Some(client_message_id), text)
+            .await
+    }
+
+    async fn send_keyed(
+        &mut self,
+        conversation_id: Option<&str>,
+        client_message_id: Option<&str>,
+        text: &str,
+    ) -> ((String, u64, String), bool) {
         self.send(&ClientFrame::Send {
             request_id: Some("r".into()),
             conversation_id: conversation_id.map(str::to_owned),
-            client_message_id: None,
+            client_message_id: client_message_id.map(str::to_owned),
             text: text.into(),
         })
         .await;
@@ -126,8 +154,9 @@ impl Ws {
                 event_id,
                 position,
                 conversation_id,
+                duplicate,
                 ..
-            }) => (event_id, position, conversation_id),
+            }) => ((event_id, position, conversation_id), duplicate),
             other => panic!("expected an ack, got {other:?}"),
         }
     }

@@ -169,6 +169,16 @@ impl ChatCore {
                 Ok(Reservation::Completed(earlier)) => return Ok(Some(earlier)),
                 Ok(Reservation::InProgress) if Instant::now() < deadline => {
                     tokio::time::sleep(RESERVATION_POLL).await;
+                    // A gateway that died mid-send leaves its reservation
+                    // pending until it expires; once that send is projected
+                    // the store has its outcome, which is the answer.
+                    if let Ok(Some(earlier)) = self
+                        .store
+                        .get_client_message(&who.tenant.id, client_message_id)
+                        .await
+                    {
+                        return Ok(Some(earlier));
+                    }
                     found = match reservations.lookup(&who.tenant.id, client_message_id).await {
                         // Released by a failed send (or expired): take it.
                         Ok(Reservation::Reserved) => {
@@ -594,6 +604,57 @@ mod tests {
             other => panic!("the reservation must not stay held: {other:?}"),
         }
         assert_eq!(backends.user_messages().await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_send_waiting_on_a_dead_gateways_reservation_is_answered_once_the_store_has_it() {
+        let backends = Backends::new();
+        let reservations = Arc::new(MemoryReservations::default());
+        let core = Arc::new(
+            backends
+                .core_claiming_in_the_store()
+                .with_send_reservations(reservations.clone()),
+        );
+        let (conversation_id, _) = core
+            .open_conversation(&principal("acme"), "")
+            .await
+            .unwrap();
+        // The gateway that reserved m-1 died after appending it; its
+        // reservation stays pending until it expires.
+        reservations.hold("acme", "m-1");
+        let appended = ClientMessageRecord {
+            tenant_id: "acme".into(),
+            client_message_id: "m-1".into(),
+            conversation_id: conversation_id.clone(),
+            event_id: "appended-by-the-dead-gateway".into(),
+            position: LogPosition {
+                partition: 0,
+                offset: 3,
+            },
+        };
+        let retry = tokio::spawn({
+            let (core, conversation_id) = (core.clone(), conversation_id.clone());
+            async move {
+                core.send_message(
+                    &principal("acme"),
+                    message(Some(&conversation_id), Some("m-1"), "hi"),
+                )
+                .await
+            }
+        });
+
+        // The retry is waiting; then the projector records the send.
+        reservations.looked_up.notified().await;
+        backends
+            .store
+            .claim_client_message(&appended)
+            .await
+            .unwrap();
+        let ack = retry.await.unwrap().unwrap();
+
+        assert!(ack.duplicate);
+        assert_eq!(ack.event_id, "appended-by-the-dead-gateway");
+        assert!(backends.user_messages().await.is_empty());
     }
 
     #[tokio::test]
