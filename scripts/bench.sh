@@ -28,13 +28,22 @@
 #      ack over WebSocket), same broker, message size and concurrency. Each
 #      gateway run gets a fresh topic and a fresh process, so no router
 #      backlog from one run loads the next.
-#   5. writes the report, keeping the hand-written analysis section of the
+#   5. the peer, side by side (`peer`): `mock-provider` (an OpenAI-compatible
+#      model server of exactly known latency, from loadtest/) driven three
+#      ways with the same load (`chatstream-loadtest --transport openai`,
+#      streamed chat completions, N streams each with one request in flight,
+#      closed loop): directly (the limit), through the LiteLLM proxy (installed
+#      into a venv kept at ~/.cache/chatstream-litellm when missing), and
+#      through `chatstream dev` with the mock as its `openai`-kind provider.
+#      Each gateway run gets a fresh gateway process. Reports requests/s,
+#      time to first token and what each gateway adds over the direct run.
+#   6. writes the report, keeping the hand-written analysis section of the
 #      previous docs/performance.md, and the previous section of any part
 #      that did not run this time
 #
 # Knobs (environment):
-#   BENCH_ONLY               what to run: `turns`, `suite`, or `turns,suite`
-#                            (default: everything)
+#   BENCH_ONLY               what to run, comma-separated: `turns`, `suite`,
+#                            `peer` (default: all three)
 #   BENCH_DURATION (10s), BENCH_CONNECTIONS (64), BENCH_IDLE_CONNECTIONS (20000),
 #   BENCH_KAFKA (host:port; default: start tansu if installed),
 #   BENCH_KAFKA_PARTITIONS (8), CARGO_TARGET_DIR
@@ -43,6 +52,13 @@
 #   BENCH_TURNS_MAX_IN_FLIGHT_PER_TENANT (the largest of the conversation
 #   counts: all conversations of the one tenant may be in flight; the
 #   product default, 256, caps one tenant at 256 turns in flight)
+#   BENCH_PEER_STREAMS ("64 256 1024"), BENCH_PEER_DURATION (BENCH_DURATION),
+#   BENCH_PEER_FIRST_TOKEN_DELAY_MS (BENCH_FIRST_TOKEN_DELAY_MS),
+#   BENCH_PEER_TOKEN_DELAY_MS (BENCH_TOKEN_DELAY_MS), BENCH_PEER_TOKENS (12),
+#   BENCH_PEER_ZERO_DELAY_STREAMS ("64": the same three targets with the mock
+#   at zero delay, i.e. each one's own ceiling; empty to skip),
+#   BENCH_PEER_LITELLM_WORKERS (1, LiteLLM's default),
+#   BENCH_LITELLM_VENV (~/.cache/chatstream-litellm)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -52,18 +68,27 @@ IDLE=${BENCH_IDLE_CONNECTIONS:-20000}
 KAFKA=${BENCH_KAFKA:-}
 KAFKA_PARTITIONS=${BENCH_KAFKA_PARTITIONS:-8}
 TANSU=$(command -v tansu || echo "$HOME/.cargo/bin/tansu")
-ONLY=${BENCH_ONLY:-turns,suite}
+ONLY=${BENCH_ONLY:-turns,suite,peer}
 TURN_CONVERSATIONS=${BENCH_TURN_CONVERSATIONS:-64 256 1024}
 TURNS_DURATION=${BENCH_TURNS_DURATION:-$DURATION}
 FIRST_TOKEN_DELAY_MS=${BENCH_FIRST_TOKEN_DELAY_MS:-200}
 TOKEN_DELAY_MS=${BENCH_TOKEN_DELAY_MS:-20}
 MAX_TURN_CONVERSATIONS=$(printf '%s\n' $TURN_CONVERSATIONS | sort -n | tail -1)
 TURNS_TENANT_BOUND=${BENCH_TURNS_MAX_IN_FLIGHT_PER_TENANT:-$MAX_TURN_CONVERSATIONS}
+PEER_STREAMS=${BENCH_PEER_STREAMS:-64 256 1024}
+PEER_ZERO_DELAY_STREAMS=${BENCH_PEER_ZERO_DELAY_STREAMS-64}
+PEER_DURATION=${BENCH_PEER_DURATION:-$DURATION}
+PEER_FIRST_TOKEN_DELAY_MS=${BENCH_PEER_FIRST_TOKEN_DELAY_MS:-$FIRST_TOKEN_DELAY_MS}
+PEER_TOKEN_DELAY_MS=${BENCH_PEER_TOKEN_DELAY_MS:-$TOKEN_DELAY_MS}
+PEER_TOKENS=${BENCH_PEER_TOKENS:-12}
+PEER_LITELLM_WORKERS=${BENCH_PEER_LITELLM_WORKERS:-1}
+LITELLM_VENV=${BENCH_LITELLM_VENV:-$HOME/.cache/chatstream-litellm}
+MAX_PEER_STREAMS=$(printf '%s\n' $PEER_STREAMS $PEER_ZERO_DELAY_STREAMS | sort -n | tail -1)
 for part in ${ONLY//,/ }; do
     case $part in
-    turns | suite) ;;
+    turns | suite | peer) ;;
     *)
-        echo "BENCH_ONLY: unknown part '$part' (use turns, suite or turns,suite)" >&2
+        echo "BENCH_ONLY: unknown part '$part' (use turns, suite, peer, or several: turns,peer)" >&2
         exit 2
         ;;
     esac
@@ -74,6 +99,7 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 CHATSTREAM=$TARGET_DIR/release/chatstream
 LOADTEST=$TARGET_DIR/release/chatstream-loadtest
 ECHO=$TARGET_DIR/release/ws-echo-baseline
+MOCK_PROVIDER=$TARGET_DIR/release/mock-provider
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
@@ -86,12 +112,24 @@ if wants suite; then WANT_FILES=$((IDLE + 512)); fi
 if wants turns && [ $((MAX_TURN_CONVERSATIONS + 512)) -gt "$WANT_FILES" ]; then
     WANT_FILES=$((MAX_TURN_CONVERSATIONS + 512))
 fi
+# A gateway holds two sockets per stream (its client's and its provider's),
+# and sockets linger while they close: at 1,024 streams an N + 512 limit made
+# requests fail for want of descriptors, in the load generator and in the
+# gateway.
+PEER_FILES=$((4 * MAX_PEER_STREAMS + 512))
+if wants peer && [ "$PEER_FILES" -gt "$WANT_FILES" ]; then
+    WANT_FILES=$PEER_FILES
+fi
 step "raising the open-file limit to $WANT_FILES"
 ulimit -Hn "$WANT_FILES" 2>/dev/null || true
 ulimit -n "$WANT_FILES" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$WANT_FILES" ]; then
     if wants turns && [ "$(ulimit -n)" -lt $((MAX_TURN_CONVERSATIONS + 512)) ]; then
         echo "open-file limit is $(ulimit -n): too low for $MAX_TURN_CONVERSATIONS conversations" >&2
+        exit 1
+    fi
+    if wants peer && [ "$(ulimit -n)" -lt "$PEER_FILES" ]; then
+        echo "open-file limit is $(ulimit -n): too low for $MAX_PEER_STREAMS streams" >&2
         exit 1
     fi
     IDLE=$(($(ulimit -n) - 512))
@@ -134,9 +172,10 @@ stop() {
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
-# wait_ready URL: polls an HTTP endpoint until it answers 200.
+# wait_ready URL [TRIES]: polls an HTTP endpoint until it answers 200
+# (TRIES times, 600 by default, 0.1 s apart).
 wait_ready() {
-    for _ in $(seq 1 600); do
+    for _ in $(seq 1 "${2:-600}"); do
         if python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "$1" 2>/dev/null; then
             return
         fi
@@ -154,29 +193,38 @@ http_root() {
 field() {
     python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print($2)" "$WORK/results/$1.json"
 }
-# cpu_sample [PID]: one JSON line: wall clock, the machine's busy and total
-# CPU time (/proc/stat), PID's CPU time (/proc/PID/stat) and the load average.
+# cpu_sample [PID...]: one JSON line: wall clock, the machine's busy and total
+# CPU time (/proc/stat), the CPU time of each PID with its live descendants
+# (/proc/*/stat; `proc` is the first PID's, `procs` all) and the load average.
 cpu_sample() {
-    python3 - "${1:-}" <<'PY'
+    python3 - "$@" <<'PY'
 import json, os, sys, time
 hz = os.sysconf("SC_CLK_TCK")
 cpu = [int(v) for v in open("/proc/stat").readline().split()[1:]]
 idle = cpu[3] + cpu[4]
-proc = None
-if sys.argv[1]:
+children, own = {}, {}
+for entry in os.listdir("/proc"):
+    if not entry.isdigit():
+        continue
     try:
-        fields = open(f"/proc/{sys.argv[1]}/stat").read().rsplit(")", 1)[1].split()
-        proc = (int(fields[11]) + int(fields[12])) / hz
+        fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
     except OSError:
-        pass
+        continue
+    children.setdefault(int(fields[1]), []).append(int(entry))
+    own[int(entry)] = (int(fields[11]) + int(fields[12])) / hz
+def tree(pid):
+    return own[pid] + sum(tree(child) for child in children.get(pid, []))
+procs = [tree(int(pid)) if int(pid) in own else None for pid in sys.argv[1:] if pid]
 print(json.dumps({"t": time.time(), "busy": (sum(cpu) - idle) / hz, "total": sum(cpu) / hz,
-                  "proc": proc, "loadavg": open("/proc/loadavg").read().split()[:3]}))
+                  "proc": procs[0] if procs else None, "procs": procs,
+                  "loadavg": open("/proc/loadavg").read().split()[:3]}))
 PY
 }
 
 mkdir -p docs/perf "$WORK/results"
 : >"$WORK/commands.turns"
 : >"$WORK/commands.suite"
+: >"$WORK/commands.peer"
 COMMANDS=$WORK/commands.suite
 # run NAME ARGS...: one load test, its JSON in $WORK/results and its plot in
 # docs/perf; its command line goes to $COMMANDS.
@@ -351,12 +399,161 @@ if wants suite; then
     LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 fi
 
+if wants peer; then
+    COMMANDS=$WORK/commands.peer
+    PEER_DIR=$WORK/peer
+    mkdir -p "$PEER_DIR"
+    LITELLM=$LITELLM_VENV/bin/litellm
+    LITELLM_VERSION=""
+    if [ ! -x "$LITELLM" ]; then
+        step "installing the LiteLLM proxy into $LITELLM_VENV (kept for the next run)"
+        if ! { python3 -m venv "$LITELLM_VENV" && "$LITELLM_VENV/bin/pip" install --quiet 'litellm[proxy]'; } >&2; then
+            echo "warning: could not install litellm[proxy]; the peer part runs without LiteLLM" >&2
+        fi
+    fi
+    if [ -x "$LITELLM" ]; then
+        LITELLM_VERSION=$("$LITELLM" --version 2>/dev/null | grep -i version | tail -1 || true)
+        LITELLM_VERSION="${LITELLM_VERSION:-unknown version}, $("$LITELLM_VENV/bin/python" --version 2>&1)"
+    fi
+    PEER_LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+
+    # start_mock_provider NAME FIRST_MS PER_MS: the mock on a free port; sets
+    # MOCK_URL (its API root) and MOCK_PID.
+    start_mock_provider() {
+        local args=(--listen 127.0.0.1:0 --first-token-delay-ms "$2" --token-delay-ms "$3" --tokens "$PEER_TOKENS")
+        echo "# $1: mock-provider ${args[*]}" >>"$COMMANDS"
+        "$MOCK_PROVIDER" "${args[@]}" >"$PEER_DIR/$1.out" 2>"$PEER_DIR/$1.err" &
+        MOCK_PID=$!
+        PIDS+=("$MOCK_PID")
+        MOCK_URL="http://$(wait_for_line "$PEER_DIR/$1.out" 'listening on' | awk '{print $3}')/v1"
+    }
+    # warm_up API-ROOT KEY: one streamed request, so no gateway's first
+    # request (lazy imports, a first connection to the mock) is measured.
+    warm_up() {
+        python3 - "$1" "$2" <<'PY'
+import json, sys, urllib.request
+body = json.dumps({"model": "bench", "stream": True,
+                   "messages": [{"role": "user", "content": "warm up"}]}).encode()
+request = urllib.request.Request(sys.argv[1] + "/chat/completions", body, {
+    "content-type": "application/json", "authorization": "Bearer " + sys.argv[2]})
+for _ in range(3):
+    with urllib.request.urlopen(request, timeout=60) as response:
+        response.read()
+PY
+    }
+    # start_litellm NAME MOCK-URL: a fresh LiteLLM proxy on a free port, its
+    # one model `bench` the mock; sets GATEWAY_URL, GATEWAY_PID,
+    # GATEWAY_KEY_FILE. LiteLLM refuses to start without a master key (the
+    # key clients send), so it gets a random one, as chatstream's tenant has.
+    start_litellm() {
+        local dir=$PEER_DIR/$1 port
+        port=$(free_port)
+        mkdir -p "$dir"
+        GATEWAY_KEY_FILE=$dir/master-key
+        python3 -c 'import secrets; print("sk-" + secrets.token_hex(32))' >"$GATEWAY_KEY_FILE"
+        cat >"$dir/config.yaml" <<YAML
+model_list:
+  - model_name: bench
+    litellm_params:
+      model: openai/bench
+      api_base: $2
+      api_key: sk-mock-provider
+YAML
+        echo "# $1: LITELLM_MASTER_KEY=\$(cat master-key) LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_LOG=ERROR litellm --config config.yaml --host 127.0.0.1 --port PORT --num_workers $PEER_LITELLM_WORKERS" >>"$COMMANDS"
+        # The model cost map ships with the package; this skips fetching it.
+        (cd "$dir" && LITELLM_MASTER_KEY=$(cat "$GATEWAY_KEY_FILE") LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_LOG=ERROR \
+            exec "$LITELLM" --config config.yaml --host 127.0.0.1 --port "$port" \
+            --num_workers "$PEER_LITELLM_WORKERS" >"$dir.out" 2>"$dir.err") &
+        GATEWAY_PID=$!
+        PIDS+=("$GATEWAY_PID")
+        GATEWAY_URL=http://127.0.0.1:$port/v1
+        wait_ready "http://127.0.0.1:$port/health/liveliness" 1800
+    }
+    # start_chatstream NAME MOCK-URL: a fresh `chatstream dev` (fresh data
+    # dir) whose one model `bench` is the mock as an `openai`-kind provider;
+    # sets GATEWAY_URL, GATEWAY_PID, GATEWAY_KEY_FILE.
+    start_chatstream() {
+        local dir=$PEER_DIR/$1 ws
+        mkdir -p "$dir"
+        cat >"$dir/chatstream.yaml" <<YAML
+models:
+  providers:
+    mock-provider: {kind: openai, base_url: "$2"}
+  catalog:
+    bench: {provider: mock-provider}
+  default_routing:
+    candidates: [{model: bench}]
+YAML
+        echo "# $1: CHATSTREAM_MAX_IN_FLIGHT_PER_TENANT=$MAX_PEER_STREAMS chatstream dev --config chatstream.yaml --data-dir data --http-port 0 --grpc-port 0" >>"$COMMANDS"
+        (cd "$dir" && CHATSTREAM_MAX_IN_FLIGHT_PER_TENANT=$MAX_PEER_STREAMS LOG_LEVEL=warn \
+            exec "$CHATSTREAM" dev --config chatstream.yaml --data-dir data --http-port 0 --grpc-port 0 \
+            >"$dir.out" 2>"$dir.err") &
+        GATEWAY_PID=$!
+        PIDS+=("$GATEWAY_PID")
+        ws=$(wait_for_line "$dir.out" 'WebSocket' | awk '{print $2}')
+        wait_ready "$(http_root "$ws")/ready"
+        GATEWAY_URL=$(http_root "$ws")/v1
+        GATEWAY_KEY_FILE=$dir/data/dev-api-key
+    }
+    # peer_run NAME URL KEY-FLAG KEY STREAMS PIDS...: the same load against
+    # one target, its CPU (and the mock's) sampled around it. A run that
+    # cannot start is reported as missing, not fatal: the other targets
+    # still run.
+    peer_run() {
+        local name=$1 url=$2 key_flag=$3 key=$4 n=$5
+        shift 5
+        cpu_sample "$@" >"$WORK/results/$name.cpu"
+        if ! run "$name" --transport openai --openai-url "$url" --openai-model bench "$key_flag" "$key" \
+            --connections "$n" --concurrency 1 --wait-for completion --duration "$PEER_DURATION" --quiet; then
+            echo "warning: $name did not finish" >&2
+        fi
+        cpu_sample "$@" >>"$WORK/results/$name.cpu"
+    }
+    # peer_variant VARIANT FIRST_MS PER_MS STREAMS...: for each N, the three
+    # targets one after another, each gateway fresh and alone on the machine.
+    peer_variant() {
+        local variant=$1 first=$2 per=$3 n name
+        shift 3
+        start_mock_provider "mock-$variant" "$first" "$per"
+        warm_up "$MOCK_URL" unused
+        for n in "$@"; do
+            step "peer ($variant, $n streams): the mock provider directly"
+            peer_run "peer-$variant-direct-$n" "$MOCK_URL" --api-key unused "$n" "$MOCK_PID"
+            if [ -x "$LITELLM" ]; then
+                step "peer ($variant, $n streams): LiteLLM in front of the mock"
+                name=peer-$variant-litellm-$n
+                start_litellm "$name" "$MOCK_URL"
+                warm_up "$GATEWAY_URL" "$(cat "$GATEWAY_KEY_FILE")"
+                peer_run "$name" "$GATEWAY_URL" --api-key-file "$GATEWAY_KEY_FILE" "$n" "$GATEWAY_PID" "$MOCK_PID"
+                cp "$PEER_DIR/$name.err" "$WORK/results/$name.log"
+                stop "$GATEWAY_PID"
+            fi
+            step "peer ($variant, $n streams): chatstream in front of the mock"
+            name=peer-$variant-chatstream-$n
+            start_chatstream "$name" "$MOCK_URL"
+            warm_up "$GATEWAY_URL" "$(cat "$GATEWAY_KEY_FILE")"
+            peer_run "$name" "$GATEWAY_URL" --api-key-file "$GATEWAY_KEY_FILE" "$n" "$GATEWAY_PID" "$MOCK_PID"
+            cp "$PEER_DIR/$name.err" "$WORK/results/$name.log"
+            stop "$GATEWAY_PID"
+        done
+        stop "$MOCK_PID"
+    }
+    peer_variant realistic "$PEER_FIRST_TOKEN_DELAY_MS" "$PEER_TOKEN_DELAY_MS" $PEER_STREAMS
+    if [ -n "$PEER_ZERO_DELAY_STREAMS" ]; then
+        peer_variant zero 0 0 $PEER_ZERO_DELAY_STREAMS
+    fi
+    PEER_LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+    PEER_CONFIGS=$PEER_DIR
+fi
+
 step "writing docs/performance.md"
 # The command line this run amounts to: the knobs that were set, then the script.
 BENCH_COMMAND=""
 for knob in BENCH_ONLY BENCH_DURATION BENCH_CONNECTIONS BENCH_IDLE_CONNECTIONS BENCH_KAFKA \
     BENCH_KAFKA_PARTITIONS BENCH_TURN_CONVERSATIONS BENCH_TURNS_DURATION BENCH_FIRST_TOKEN_DELAY_MS \
-    BENCH_TOKEN_DELAY_MS BENCH_TURNS_MAX_IN_FLIGHT_PER_TENANT; do
+    BENCH_TOKEN_DELAY_MS BENCH_TURNS_MAX_IN_FLIGHT_PER_TENANT BENCH_PEER_STREAMS BENCH_PEER_DURATION \
+    BENCH_PEER_FIRST_TOKEN_DELAY_MS BENCH_PEER_TOKEN_DELAY_MS BENCH_PEER_TOKENS \
+    BENCH_PEER_ZERO_DELAY_STREAMS BENCH_PEER_LITELLM_WORKERS BENCH_LITELLM_VENV; do
     if [ -n "${!knob:-}" ]; then BENCH_COMMAND+="$knob=\"${!knob}\" "; fi
 done
 export BENCH_COMMAND="${BENCH_COMMAND}scripts/bench.sh"
@@ -366,7 +563,13 @@ export BENCH_WORK=$WORK BENCH_RAN=$ONLY BENCH_RUN_DURATION=$DURATION BENCH_RUN_C
     BENCH_TURNS_LOAD_BEFORE=${TURNS_LOAD_BEFORE:-} BENCH_TURNS_LOAD_AFTER=${TURNS_LOAD_AFTER:-} \
     BENCH_RUN_TURN_CONVERSATIONS=$TURN_CONVERSATIONS BENCH_RUN_TURNS_DURATION=$TURNS_DURATION \
     BENCH_RUN_FIRST_TOKEN_DELAY_MS=$FIRST_TOKEN_DELAY_MS BENCH_RUN_TOKEN_DELAY_MS=$TOKEN_DELAY_MS \
-    BENCH_RUN_TENANT_BOUND=$TURNS_TENANT_BOUND
+    BENCH_RUN_TENANT_BOUND=$TURNS_TENANT_BOUND \
+    BENCH_RUN_PEER_STREAMS=$PEER_STREAMS BENCH_RUN_PEER_ZERO_DELAY_STREAMS=$PEER_ZERO_DELAY_STREAMS \
+    BENCH_RUN_PEER_DURATION=$PEER_DURATION BENCH_RUN_PEER_FIRST_TOKEN_DELAY_MS=$PEER_FIRST_TOKEN_DELAY_MS \
+    BENCH_RUN_PEER_TOKEN_DELAY_MS=$PEER_TOKEN_DELAY_MS BENCH_RUN_PEER_TOKENS=$PEER_TOKENS \
+    BENCH_RUN_PEER_TENANT_BOUND=$MAX_PEER_STREAMS BENCH_RUN_LITELLM_WORKERS=$PEER_LITELLM_WORKERS \
+    BENCH_LITELLM_VERSION=${LITELLM_VERSION:-} BENCH_PEER_LOAD_BEFORE=${PEER_LOAD_BEFORE:-} \
+    BENCH_PEER_LOAD_AFTER=${PEER_LOAD_AFTER:-}
 python3 - <<'PY'
 import json, os, re, subprocess, sys, datetime
 
@@ -688,7 +891,7 @@ def suite_section():
 
     w("### Plots\n")
     w("Each plot shows latency over time (per-second p50 and p99 by scheduled send time) and the whole run's latency by percentile.\n")
-    for name in sorted(n for n in results if not n.startswith("ws-turns-realistic-")):
+    for name in sorted(n for n in results if not n.startswith(("ws-turns-realistic-", "peer-"))):
         w(f"- [{name}](perf/{name}.svg)")
     w("")
     w("![chatstream max ack throughput](perf/ws-ack-max-throughput.svg)\n")
@@ -702,6 +905,150 @@ def suite_section():
       "The whole run: `" + env.get("BENCH_COMMAND", "scripts/bench.sh") + "`.\n")
     w("```sh")
     w(commands("suite"))
+    w("```\n")
+    return s
+
+def peer_section():
+    first, per = int(env["BENCH_RUN_PEER_FIRST_TOKEN_DELAY_MS"]), int(env["BENCH_RUN_PEER_TOKEN_DELAY_MS"])
+    tokens = int(env["BENCH_RUN_PEER_TOKENS"])
+    turn_ms = first + (tokens - 1) * per
+    version = env.get("BENCH_LITELLM_VERSION") or "not installed (the install failed): not run"
+    peer_dir = os.path.join(work, "peer")
+    targets = [("direct", "mock provider directly"), ("litellm", "LiteLLM"), ("chatstream", "chatstream")]
+
+    def peer_cpu(name):
+        """(machine busy, [each sampled process tree]) in cores over the run."""
+        try:
+            a, b = [json.loads(l) for l in open(os.path.join(work, "results", f"{name}.cpu")) if l.strip()][:2]
+        except (OSError, ValueError):
+            return None, []
+        dt = b["t"] - a["t"]
+        procs = [None if x is None or y is None else (y - x) / dt
+                 for x, y in zip(a.get("procs", []), b.get("procs", []))]
+        return (b["busy"] - a["busy"]) / dt, procs
+
+    def config_text(name, file):
+        try:
+            text = open(os.path.join(peer_dir, name, file)).read()
+        except OSError:
+            return None
+        return re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", text).strip()
+
+    s = []
+    w = s.append
+    w("## Against LiteLLM: the same streamed completions through each gateway (issue 14)\n")
+    w(f"Run {now()}, commit `{git_commit()}` (plus uncommitted changes, if any), "
+      f"`{env.get('BENCH_COMMAND', 'scripts/bench.sh')}`.\n")
+    w("| | |\n|---|---|")
+    w(f"| model | `mock-provider` ([`loadtest/src/bin/mock-provider.rs`](../loadtest/src/bin/mock-provider.rs)) "
+      f"`--first-token-delay-ms {first} --token-delay-ms {per} --tokens {tokens}`: an OpenAI-compatible server whose "
+      f"own time to first token is exactly {first} ms and whose whole answer takes {first} + {tokens - 1} × {per} = "
+      f"{turn_ms} ms; the same process serves every target of a table |")
+    w(f"| direct | `chatstream-loadtest` straight at the mock: the limit |")
+    w(f"| LiteLLM | {version}; `litellm[proxy]` from PyPI in a venv, `litellm --config config.yaml "
+      f"--num_workers {env['BENCH_RUN_LITELLM_WORKERS']}` (one uvicorn worker is its default), no database, "
+      f"a random master key (it refuses to start without one), `LITELLM_LOG=ERROR`; a fresh process per run |")
+    w(f"| chatstream | `chatstream dev` (release build of this commit): embedded log and store (fsync per commit), "
+      f"the mock as its one `openai`-kind provider, `CHATSTREAM_MAX_IN_FLIGHT_PER_TENANT={env['BENCH_RUN_PEER_TENANT_BOUND']}`, "
+      f"`LOG_LEVEL=warn`; every request is a turn in a new conversation whose user message and reply are made "
+      f"durable; a fresh process and data directory per run |")
+    w(f"| load | `chatstream-loadtest --transport openai --openai-model bench`: N connections, each with one streamed "
+      f"`POST /v1/chat/completions` in flight, the next sent when `[DONE]` arrived (closed loop, `--concurrency 1 "
+      f"--wait-for completion`), {env['BENCH_RUN_PEER_DURATION']} per run, 64-byte messages; a request without "
+      f"`[DONE]` 10 s after it was sent fails (timeout). 3 warm-up requests before each run. The load generator, "
+      f"the gateway and the mock share the same 2 cores; only one gateway runs at a time |")
+    w(f"| load average before → after | {env.get('BENCH_PEER_LOAD_BEFORE', '')} → {env.get('BENCH_PEER_LOAD_AFTER', '')} |")
+    w("")
+    w("Time to first token (TTFT) = request sent → first content chunk; **added** = the gateway's percentile − "
+      "the direct run's same percentile at the same N (a difference of percentiles, not a percentile of "
+      "differences). Requests/s count completed streams (`[DONE]` received). CPU in cores (of 2), averaged over "
+      "the run from `/proc` (connection set-up included): the gateway's process tree, the mock's, and the whole "
+      "machine's.\n")
+    verdict_rows = []
+    for variant, title, ns in [
+        ("realistic", f"mock at {first} ms to first token, {per} ms per token, {tokens} tokens",
+         env["BENCH_RUN_PEER_STREAMS"].split()),
+        ("zero", f"mock at zero delay, {tokens} tokens: each target's own ceiling",
+         env.get("BENCH_RUN_PEER_ZERO_DELAY_STREAMS", "").split()),
+    ]:
+        if not ns:
+            continue
+        w(f"### {title[0].upper() + title[1:]}\n")
+        limit_head = "Little's-law limit (N ÷ " + f"{turn_ms} ms)" if variant == "realistic" else "limit"
+        w(f"| streams N | target | requests/s | {limit_head} | failed | TTFT p50 (ms) | TTFT p99 | TTFT p99.9 | "
+          "added p50 | added p99 | added p99.9 | completion p50 | completion p99 | CPU gateway | CPU mock | CPU machine |")
+        w("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        failures = []
+        for n in map(int, ns):
+            base = results.get(f"peer-{variant}-direct-{n}")
+            base_tt = lat(base, "ttft") if base else {}
+            row = {}
+            for key, label in targets:
+                name = f"peer-{variant}-{key}-{n}"
+                r = results.get(name)
+                if not r:
+                    w(f"| {n:,} | {label} | not run | | | | | | | | | | | | | |")
+                    continue
+                tt, c = lat(r, "ttft"), lat(r, "completion")
+                added = {p: (tt[p] - base_tt[p]) if key != "direct" and tt.get(p) is not None
+                         and base_tt.get(p) is not None else None for p in ("p50", "p99", "p999")}
+                t = r["throughput"]["replied_per_s"]
+                limit = n / (turn_ms / 1000) if variant == "realistic" and turn_ms else None
+                busy, procs = peer_cpu(name)
+                gateway = procs[0] if key != "direct" and procs else None
+                mock = procs[-1] if procs else None
+                failed = r["failed"] + r.get("setup_failures", 0)
+                if failed:
+                    kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(r.get("errors_by_kind", {}).items()))
+                    if r.get("setup_failures"):
+                        kinds += f"{', ' if kinds else ''}connections not set up {r['setup_failures']:,}"
+                    failures.append(f"{label} at {n:,}: {kinds}")
+                w(f"| {n:,} | {label} | {num(t, 0)} | {num(limit, 0)} | {failed:,} | {num(tt.get('p50'), 1)} | "
+                  f"{num(tt.get('p99'), 1)} | {num(tt.get('p999'), 1)} | {num(added['p50'], 1)} | "
+                  f"{num(added['p99'], 1)} | {num(added['p999'], 1)} | {num(c.get('p50'), 1)} | "
+                  f"{num(c.get('p99'), 1)} | {num(gateway)} | {num(mock)} | {num(busy)} |")
+                row[key] = dict(t=t, failed=failed, added=added)
+            if "litellm" in row and "chatstream" in row:
+                verdict_rows.append((variant, n, row["litellm"], row["chatstream"]))
+        w("")
+        if failures:
+            w("Failures by kind: " + "; ".join(failures) + ".\n")
+    w("### Against the targets of issue 14\n")
+    if verdict_rows:
+        w("| mock | streams N | chatstream adds less TTFT than LiteLLM (p50, p99) | more requests/s | "
+          "fails none where LiteLLM fails none |")
+        w("|---|---:|---|---|---|")
+        for variant, n, lite, chat in verdict_rows:
+            la, ca = lite["added"], chat["added"]
+            if None in (la["p50"], la["p99"], ca["p50"], ca["p99"]):
+                less = "—"
+            else:
+                ok = ca["p50"] < la["p50"] and ca["p99"] < la["p99"]
+                less = verdict(ok, f"{ca['p50']:,.1f} vs {la['p50']:,.1f} ms, {ca['p99']:,.1f} vs {la['p99']:,.1f} ms")
+            more = verdict(chat["t"] > lite["t"], f"{chat['t']:,.0f} vs {lite['t']:,.0f}")
+            none = verdict(lite["failed"] > 0 or chat["failed"] == 0,
+                           f"chatstream {chat['failed']:,}, LiteLLM {lite['failed']:,}")
+            w(f"| {variant} | {n:,} | {less} | {more} | {none} |")
+        w("")
+    else:
+        w("Not measured: LiteLLM or chatstream did not run.\n")
+    order = {"realistic": 0, "zero": 1, "direct": 0, "litellm": 1, "chatstream": 2}
+    plots = sorted((n for n in results if n.startswith("peer-")),
+                   key=lambda n: (order.get(n.split("-")[1], 9), int(n.rsplit("-", 1)[1]), order.get(n.split("-")[2], 9)))
+    if plots:
+        w("Plots (latency over time and by percentile): " + ", ".join(f"[{n}](perf/{n}.svg)" for n in plots) + ".\n")
+    for name, file, what in [
+        (f"peer-realistic-litellm-{env['BENCH_RUN_PEER_STREAMS'].split()[0]}", "config.yaml", "LiteLLM's `config.yaml`"),
+        (f"peer-realistic-chatstream-{env['BENCH_RUN_PEER_STREAMS'].split()[0]}", "chatstream.yaml", "chatstream's `chatstream.yaml`"),
+    ]:
+        text = config_text(name, file)
+        if text:
+            w(f"{what} (the port is the mock's):\n")
+            w("```yaml\n" + text + "\n```\n")
+    w("Commands (`#` lines start the servers, each on a free port in its own directory; `$WORK` is the "
+      "script's temporary directory):\n")
+    w("```sh")
+    w(commands("peer"))
     w("```\n")
     return s
 
@@ -720,14 +1067,15 @@ w("# chatstream performance\n")
 w("Measured by [`scripts/bench.sh`](../scripts/bench.sh) with `chatstream-loadtest` "
   "([`loadtest/`](../loadtest)). Rerun it to refresh every number and plot on this page; "
   "`BENCH_ONLY=turns scripts/bench.sh` reruns only the full turns at realistic model latency, "
-  "`BENCH_ONLY=suite` only the rest, and the page keeps the other part from its previous run.\n")
+  "`BENCH_ONLY=peer` only the comparison with LiteLLM, `BENCH_ONLY=suite` only the rest, and the page "
+  "keeps the other parts from their previous run.\n")
 w("## Machine\n")
 w("| | |\n|---|---|")
 w(f"| CPU | {cpu_model()}, `nproc` = {os.cpu_count()} |")
 w(f"| memory | {mem_total()} |")
 w(f"| kernel | {os.uname().release} |")
 w("")
-for part, build in [("turns", turns_section), ("suite", suite_section)]:
+for part, build in [("turns", turns_section), ("suite", suite_section), ("peer", peer_section)]:
     start, end = f"<!-- {part}:start -->", f"<!-- {part}:end -->"
     if part in ran:
         block = start + "\n" + "\n".join(build()).rstrip() + "\n" + end
