@@ -100,7 +100,7 @@ fn delta(index: u32) -> FanOutMessage {
 }
 
 fn committed(tenant: &str, offset: u64) -> FanOutMessage {
-    FanOutMessage::Committed(history_entry(1, offset, user_message(tenant, "c", "hello")))
+    FanOutMessage::Committed(history_entry(1, offset, user_message(tenant, "c", "hello")).into())
 }
 
 async fn next(stream: &mut FanOutStream, what: &str) -> Option<Result<FanOutMessage, FanOutError>> {

@@ -177,7 +177,9 @@ impl Delivery {
         while let Some(item) = live.next().await {
             match item {
                 Ok(FanOutMessage::Delta(delta)) => self.send(ChatReply::Delta(delta)).await?,
-                Ok(FanOutMessage::Committed(entry)) => self.deliver_committed(entry).await?,
+                Ok(FanOutMessage::Committed(entry)) => {
+                    self.deliver_committed(Arc::unwrap_or_clone(entry)).await?
+                }
                 Err(FanOutError::Lagged { skipped }) => {
                     tracing::debug!(skipped, conversation_id = %self.conversation_id, "subscriber lagged; catching up from history");
                     return Ok(());
@@ -268,8 +270,8 @@ mod tests {
             .project_answer("acme", &conversation_id, 5, "b")
             .await;
         for message in [
-            FanOutMessage::Committed(again),
-            FanOutMessage::Committed(next),
+            FanOutMessage::Committed(again.into()),
+            FanOutMessage::Committed(next.into()),
             FanOutMessage::Delta(delta.clone()),
         ] {
             backends
@@ -319,7 +321,11 @@ mod tests {
                 .project_answer("acme", &conversation_id, offset, "a")
                 .await;
             fanout
-                .publish("acme", &conversation_id, FanOutMessage::Committed(entry))
+                .publish(
+                    "acme",
+                    &conversation_id,
+                    FanOutMessage::Committed(entry.into()),
+                )
                 .await
                 .unwrap();
         }

@@ -70,7 +70,7 @@ impl Processor for ConversationProjector {
             Recorded::Duplicate { existing } => existing == position,
         };
         if publish {
-            let message = FanOutMessage::Committed(entry);
+            let message = FanOutMessage::Committed(entry.into());
             if let Err(error) = self
                 .fanout
                 .publish(&event.tenant_id, &event.conversation_id, message)

@@ -28,8 +28,12 @@ pub struct InProcessFanOut {
 }
 
 impl InProcessFanOut {
-    /// Messages a subscriber may fall behind by before it is told it lagged.
-    pub const DEFAULT_CAPACITY: usize = 1024;
+    /// Messages a subscriber may fall behind by before it is told it lagged
+    /// (then it catches up from history). Every conversation with a
+    /// subscriber holds this many slots from its first subscriber on: at
+    /// 1,024 the slots of a conversation opened per OpenAI request cost
+    /// about 120 KiB, zeroed by the kernel each time.
+    pub const DEFAULT_CAPACITY: usize = 256;
 
     pub fn new() -> Self {
         Self::with_capacity(Self::DEFAULT_CAPACITY)

@@ -3,6 +3,7 @@
 //! durable; a subscriber that falls behind is told so and recovers from
 //! the projection store.
 use std::pin::Pin;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::Stream;
@@ -26,7 +27,8 @@ pub enum FanOutMessage {
     Delta(TokenDelta),
     /// Published after the event is in the projection store, so a subscriber
     /// that subscribes first and then reads history misses nothing.
-    Committed(HistoryEntry),
+    /// Shared: the fan-out hands every subscriber the same entry.
+    Committed(Arc<HistoryEntry>),
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]

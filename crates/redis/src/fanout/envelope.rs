@@ -12,6 +12,8 @@
 //!             (protobuf, `chatstream_schemas::codec`)
 //! str = u32 length + UTF-8 bytes; integers are big-endian
 //! ```
+use std::sync::Arc;
+
 use chatstream_schemas::codec::{self, CodecError};
 
 use chatstream_core::fanout::{FanOutMessage, TokenDelta};
@@ -86,7 +88,10 @@ pub fn decode(bytes: &[u8]) -> Result<FanOutMessage, EnvelopeError> {
                 offset: u64::from_be_bytes(reader.array("offset")?),
             };
             let event = codec::decode(reader.0)?;
-            Ok(FanOutMessage::Committed(HistoryEntry { position, event }))
+            Ok(FanOutMessage::Committed(Arc::new(HistoryEntry {
+                position,
+                event,
+            })))
         }
         kind => Err(EnvelopeError::UnknownKind(kind)),
     }
@@ -152,13 +157,13 @@ mod tests {
     }
 
     fn committed() -> FanOutMessage {
-        FanOutMessage::Committed(HistoryEntry {
+        FanOutMessage::Committed(Arc::new(HistoryEntry {
             position: LogPosition {
                 partition: 3,
                 offset: u64::MAX - 1,
             },
             event: user_message("acme", "c-1", "hi"),
-        })
+        }))
     }
 
     #[test]

@@ -411,13 +411,13 @@ mod tests {
         registry.take_commands();
         registry.confirm_subscribed(SESSION, "ch");
         let entry = |tenant: &str| {
-            FanOutMessage::Committed(HistoryEntry {
+            FanOutMessage::Committed(Arc::new(HistoryEntry {
                 position: LogPosition {
                     partition: 0,
                     offset: 1,
                 },
                 event: chatstream_test_support::conformance::user_message(tenant, "c", "hi"),
-            })
+            }))
         };
         let own = entry("acme");
         registry.deliver(SESSION, "ch", entry("globex"));

@@ -96,7 +96,7 @@ pub async fn committed_entries_are_delivered<F: FanOut + ?Sized>(fanout: &F) {
     let tenant = unique("tenant");
     let mut stream = fanout.subscribe(&tenant, "c").await.expect("subscribe");
     let committed =
-        FanOutMessage::Committed(history_entry(2, 41, user_message(&tenant, "c", "hello")));
+        FanOutMessage::Committed(history_entry(2, 41, user_message(&tenant, "c", "hello")).into());
     fanout
         .publish(&tenant, "c", committed.clone())
         .await
