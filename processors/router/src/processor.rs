@@ -145,23 +145,19 @@ impl ModelRouter {
         index: u32,
         payload: Payload,
     ) -> Result<(), ProcessError> {
-        let correlation_id = if cause.correlation_id.is_empty() {
-            &cause.id
-        } else {
-            &cause.correlation_id
-        };
-        let event = new_event(
-            derived_event_id(&cause.id, index),
-            EventContext {
-                tenant_id: &cause.tenant_id,
-                conversation_id: &cause.conversation_id,
-                causation_id: &cause.id,
-                correlation_id,
-            },
-            payload,
-        );
+        self.append_all_derived(cause, vec![derived_event(cause, index, payload)])
+            .await
+    }
+
+    /// Appends events derived from `cause` together (one commit on the
+    /// embedded log), in order.
+    async fn append_all_derived(
+        &self,
+        cause: &Event,
+        events: Vec<Event>,
+    ) -> Result<(), ProcessError> {
         self.log
-            .append(&cause.tenant_id, &event)
+            .append_all(&cause.tenant_id, &events)
             .await
             .map(|_| ())
             .map_err(|e| ProcessError::Retryable(e.to_string()))
@@ -225,6 +221,26 @@ impl TurnObserver for TurnReporter<'_> {
             tracing::warn!(event_id = %message.id, %error, "could not publish token delta");
         }
     }
+}
+
+/// An event the router derives from `cause`: its id from the cause's and
+/// `index`, so a redelivery derives the same one.
+fn derived_event(cause: &Event, index: u32, payload: Payload) -> Event {
+    let correlation_id = if cause.correlation_id.is_empty() {
+        &cause.id
+    } else {
+        &cause.correlation_id
+    };
+    new_event(
+        derived_event_id(&cause.id, index),
+        EventContext {
+            tenant_id: &cause.tenant_id,
+            conversation_id: &cause.conversation_id,
+            causation_id: &cause.id,
+            correlation_id,
+        },
+        payload,
+    )
 }
 
 fn usage_payload(usage: &TurnUsage) -> Payload {
@@ -353,18 +369,30 @@ impl ModelRouter {
                 .increment(u64::from(tokens.prompt_tokens));
             metrics::counter!("chatstream_router_tokens_total", "model" => usage.model.clone(), "kind" => "completion")
                 .increment(u64::from(tokens.completion_tokens));
-            if self.records_routing {
-                // Recorded before the answer: a crash in between leaves the
-                // charge, and the redelivery's copy has the same id.
-                self.append_derived(event, USAGE_EVENT_INDEX, usage_payload(usage))
-                    .await?;
-                let total = u64::from(tokens.prompt_tokens) + u64::from(tokens.completion_tokens);
-                self.budgets
-                    .charge(&event.tenant_id, &month, &event.id, total);
-            }
         }
-        self.append_derived(event, 0, step.finish(outcome.answer))
-            .await?;
+        // The usage goes before the answer, in the same append (one commit
+        // on the embedded log, queued in order on Kafka): a redelivery's
+        // copies have the same ids, so nothing is charged or answered twice.
+        let mut outputs = Vec::with_capacity(2);
+        let charge = match &outcome.usage {
+            Some(usage) if self.records_routing => {
+                outputs.push(derived_event(
+                    event,
+                    USAGE_EVENT_INDEX,
+                    usage_payload(usage),
+                ));
+                Some(
+                    u64::from(usage.usage.prompt_tokens) + u64::from(usage.usage.completion_tokens),
+                )
+            }
+            _ => None,
+        };
+        outputs.push(derived_event(event, 0, step.finish(outcome.answer)));
+        self.append_all_derived(event, outputs).await?;
+        if let Some(total) = charge {
+            self.budgets
+                .charge(&event.tenant_id, &month, &event.id, total);
+        }
         self.store
             .mark_processed(Self::NAME, &event.id)
             .await
