@@ -59,3 +59,25 @@ pub fn new_event(id: String, context: EventContext<'_>, payload: Payload) -> Eve
         payload: Some(payload),
     }
 }
+
+/// The `index`-th event a processor derives from `cause`: its id derives
+/// from the cause's (a redelivery derives the same one), it is caused by
+/// `cause` and carries on the cause's correlation (or starts it from the
+/// cause when the cause has none).
+pub fn derived_event(cause: &Event, index: u32, payload: Payload) -> Event {
+    let correlation_id = if cause.correlation_id.is_empty() {
+        &cause.id
+    } else {
+        &cause.correlation_id
+    };
+    new_event(
+        crate::ids::derived_event_id(&cause.id, index),
+        EventContext {
+            tenant_id: &cause.tenant_id,
+            conversation_id: &cause.conversation_id,
+            causation_id: &cause.id,
+            correlation_id,
+        },
+        payload,
+    )
+}

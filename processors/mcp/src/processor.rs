@@ -15,8 +15,7 @@ use chatstream_core::log::{EventLog, LogPosition};
 use chatstream_core::runner::{ProcessError, Processor};
 use chatstream_core::store::{ProjectionStore, StoreError};
 use chatstream_schemas::Event;
-use chatstream_schemas::event::{EventContext, new_event};
-use chatstream_schemas::ids::derived_event_id;
+use chatstream_schemas::event::derived_event;
 use chatstream_schemas::pb::events::{
     ToolCallApprovalDecided, ToolCallApprovalRequested, ToolCallCompleted, ToolCallRequested,
     event::Payload,
@@ -102,7 +101,7 @@ impl McpProcessor {
             // Asked on the log; the wait starts when that event comes back
             // here, so whichever replica owns the partition keeps it.
             let expires_at = SystemTime::now() + self.pool.config().approval_timeout();
-            let asked = derived(
+            let asked = derived_event(
                 event,
                 APPROVAL_EVENT_INDEX,
                 Payload::ToolCallApprovalRequested(Box::new(ToolCallApprovalRequested {
@@ -454,25 +453,6 @@ fn unix_ms(time: SystemTime) -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// An event caused by `cause`, with the `index`-th id derived from it.
-fn derived(cause: &Event, index: u32, payload: Payload) -> Event {
-    let correlation_id = if cause.correlation_id.is_empty() {
-        &cause.id
-    } else {
-        &cause.correlation_id
-    };
-    new_event(
-        derived_event_id(&cause.id, index),
-        EventContext {
-            tenant_id: &cause.tenant_id,
-            conversation_id: &cause.conversation_id,
-            causation_id: &cause.id,
-            correlation_id,
-        },
-        payload,
-    )
-}
-
 /// Appends the call's one result and marks the request done.
 async fn complete(
     log: &Arc<dyn EventLog>,
@@ -490,7 +470,7 @@ async fn complete(
         outcome = kind,
         "tool call finished"
     );
-    let completed = derived(
+    let completed = derived_event(
         request_event,
         0,
         Payload::ToolCallCompleted(Box::new(ToolCallCompleted {

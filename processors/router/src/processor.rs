@@ -18,8 +18,7 @@ use chatstream_core::store::ProjectionStore;
 use chatstream_core::store::is_first_send;
 use chatstream_core::tools::{ToolCatalog, ToolDescriptor};
 use chatstream_schemas::Event;
-use chatstream_schemas::event::{EventContext, new_event};
-use chatstream_schemas::ids::derived_event_id;
+use chatstream_schemas::event::derived_event;
 use chatstream_schemas::pb::events::{ModelUsageRecorded, TokenUsage, event::Payload};
 
 use crate::accounting::{BudgetLedger, month_of};
@@ -221,26 +220,6 @@ impl TurnObserver for TurnReporter<'_> {
             tracing::warn!(event_id = %message.id, %error, "could not publish token delta");
         }
     }
-}
-
-/// An event the router derives from `cause`: its id from the cause's and
-/// `index`, so a redelivery derives the same one.
-fn derived_event(cause: &Event, index: u32, payload: Payload) -> Event {
-    let correlation_id = if cause.correlation_id.is_empty() {
-        &cause.id
-    } else {
-        &cause.correlation_id
-    };
-    new_event(
-        derived_event_id(&cause.id, index),
-        EventContext {
-            tenant_id: &cause.tenant_id,
-            conversation_id: &cause.conversation_id,
-            causation_id: &cause.id,
-            correlation_id,
-        },
-        payload,
-    )
 }
 
 fn usage_payload(usage: &TurnUsage) -> Payload {
