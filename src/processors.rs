@@ -94,7 +94,7 @@ pub fn spawn(
     } = backends.clone();
     match kind {
         ProcessorKind::ConversationProjector => {
-            let projector = Arc::new(ConversationProjector::new(store, fanout));
+            let projector = Arc::new(ConversationProjector::new(log.clone(), store, fanout));
             spawn_processor(
                 tasks,
                 config,

@@ -13,13 +13,15 @@ use chatstream_schemas::Event;
 use chatstream_schemas::pb::events::event::Payload;
 
 use chatstream_core::fanout::{FanOut, FanOutMessage};
-use chatstream_core::log::LogPosition;
+use chatstream_core::log::{EventLog, LogPosition};
 use chatstream_core::runner::{ProcessError, Processor};
 use chatstream_core::store::{
     ConversationRecord, HistoryEntry, ProjectionStore, Recorded, StoreError, is_first_send,
 };
 
 pub struct ConversationProjector {
+    /// Asked which copy of a retried send counts (`is_first_send`).
+    log: Arc<dyn EventLog>,
     store: Arc<dyn ProjectionStore>,
     fanout: Arc<dyn FanOut>,
 }
@@ -27,8 +29,12 @@ pub struct ConversationProjector {
 impl ConversationProjector {
     pub const NAME: &'static str = "conversation-projector";
 
-    pub fn new(store: Arc<dyn ProjectionStore>, fanout: Arc<dyn FanOut>) -> Self {
-        Self { store, fanout }
+    pub fn new(
+        log: Arc<dyn EventLog>,
+        store: Arc<dyn ProjectionStore>,
+        fanout: Arc<dyn FanOut>,
+    ) -> Self {
+        Self { log, store, fanout }
     }
 }
 
@@ -39,9 +45,9 @@ impl Processor for ConversationProjector {
     }
 
     async fn handle(&self, event: &Event, position: LogPosition) -> Result<(), ProcessError> {
-        if !is_first_send(self.store.as_ref(), event, position)
+        if !is_first_send(self.log.as_ref(), self.store.as_ref(), event, position)
             .await
-            .map_err(retryable)?
+            .map_err(|e| ProcessError::Retryable(e.to_string()))?
         {
             tracing::debug!(event_id = %event.id, "skipping a retried send of an earlier message");
             return Ok(());

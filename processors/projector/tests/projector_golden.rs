@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chatstream_core::fanout::in_process::InProcessFanOut;
-use chatstream_core::log::LogPosition;
+use chatstream_core::log::embedded::EmbeddedLog;
+use chatstream_core::log::{EventLog, LogPosition};
 use chatstream_core::runner::Processor;
 use chatstream_core::store::ProjectionStore;
 use chatstream_core::store::embedded::EmbeddedStore;
@@ -83,7 +84,11 @@ async fn check_case(case: &str) {
     let input: Vec<InputRecord> = serde_json::from_str(&input_text).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn ProjectionStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-    let projector = ConversationProjector::new(store.clone(), Arc::new(InProcessFanOut::new()));
+    // The events are handed over directly: the log holds no claims, so the
+    // store's claim decides which copy of a send counts.
+    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
+    let projector =
+        ConversationProjector::new(log, store.clone(), Arc::new(InProcessFanOut::new()));
     for _replay in 0..2 {
         for record in &input {
             let event = record.event.to_event().unwrap();

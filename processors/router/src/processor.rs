@@ -266,32 +266,6 @@ impl Processor for ModelRouter {
 }
 
 impl ModelRouter {
-    /// Whether `event` is the copy of a send that counts (see
-    /// `is_first_send`). A log that claimed the send's client message id
-    /// knows the answer already: asking it is a read, where claiming in the
-    /// store is a durable write before the model call.
-    async fn is_first_send(
-        &self,
-        event: &Event,
-        position: LogPosition,
-    ) -> Result<bool, ProcessError> {
-        if let (Some(claims), Some(Payload::UserMessageSent(sent))) =
-            (self.log.claiming(), &event.payload)
-            && !sent.client_message_id.is_empty()
-        {
-            let claimed = claims
-                .claimed(&event.tenant_id, &sent.client_message_id)
-                .await
-                .map_err(|e| ProcessError::Retryable(e.to_string()))?;
-            if let Some(claim) = claimed {
-                return Ok(claim.event_id == event.id);
-            }
-        }
-        is_first_send(self.store.as_ref(), event, position)
-            .await
-            .map_err(|e| ProcessError::Retryable(e.to_string()))
-    }
-
     /// Answers `event` when it starts or continues a turn.
     async fn answer(&self, event: &Event, position: LogPosition) -> Result<(), ProcessError> {
         let retryable =
@@ -299,7 +273,10 @@ impl ModelRouter {
         // A turn starts at a user message and goes on after each tool result.
         let step = match &event.payload {
             Some(Payload::UserMessageSent(sent)) => {
-                if !self.is_first_send(event, position).await? {
+                if !is_first_send(self.log.as_ref(), self.store.as_ref(), event, position)
+                    .await
+                    .map_err(|e| ProcessError::Retryable(e.to_string()))?
+                {
                     return Ok(());
                 }
                 TurnStep::first(&sent.text)

@@ -79,7 +79,7 @@ async fn harness() -> Harness {
     let router = ModelRouter::with_routing(log.clone(), store.clone(), fanout.clone(), routing)
         .with_tools(Arc::new(tools));
     Harness {
-        projector: ConversationProjector::new(store, fanout),
+        projector: ConversationProjector::new(log.clone(), store, fanout),
         log,
         router,
         provider,

@@ -292,8 +292,11 @@ async fn a_turn_repeated_after_a_lost_mark_reproduces_the_same_ids_and_is_counte
     assert_eq!(usage[0].id, usage[1].id, "...with one id");
 
     // Project the log, then let a fresh ledger derive the month's spend.
-    let projector =
-        chatstream_projector::ConversationProjector::new(after_crash.clone(), fanout.clone());
+    let projector = chatstream_projector::ConversationProjector::new(
+        log.clone(),
+        after_crash.clone(),
+        fanout.clone(),
+    );
     let opened = chatstream_schemas::event::new_event(
         chatstream_schemas::ids::new_event_id(),
         chatstream_schemas::event::EventContext {

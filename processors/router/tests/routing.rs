@@ -408,7 +408,7 @@ async fn the_allowlist_and_the_max_tokens_cap_apply_per_tenant() {
 /// Writes what the router appended into the projection store, as the
 /// conversation projector does in a running platform.
 async fn project_everything(h: &Harness, tenants: &[&str]) {
-    let projector = ConversationProjector::new(h.store.clone(), h.fanout.clone());
+    let projector = ConversationProjector::new(h.log.clone(), h.store.clone(), h.fanout.clone());
     for tenant in tenants {
         let opened = new_event(
             chatstream_schemas::ids::new_event_id(),

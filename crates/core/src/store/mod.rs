@@ -9,7 +9,7 @@ use crate::log::LogPosition;
 pub mod embedded;
 mod first_send;
 
-pub use first_send::is_first_send;
+pub use first_send::{FirstSendError, is_first_send};
 
 /// A conversation as the tenant sees it in lists.
 #[derive(Debug, Clone, PartialEq, Eq)]
