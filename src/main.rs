@@ -20,10 +20,11 @@ use std::process::ExitCode;
 use chatstream_config::{Config, LogBackend};
 use clap::{Args, Parser, Subcommand};
 
-// Every event, frame and delta allocates: glibc's malloc spent about a sixth
-// of the CPU of a 1,024-conversation run in malloc, free and consolidation
-// (perf). jemalloc took that away as well as mimalloc did, and kept idle
-// connections as small as glibc did (mimalloc: half again as much memory).
+// Every event, frame and delta allocates: glibc's malloc, free and
+// consolidation took about 18% of the CPU of a 1,024-conversation run
+// (perf, docs/performance.md). jemalloc took that away as well as mimalloc
+// did and kept idle connections as small as glibc did (mimalloc: half
+// again as much memory).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
