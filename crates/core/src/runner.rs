@@ -17,6 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chatstream_schemas::{Event, codec};
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -312,6 +313,8 @@ impl<P: Processor> ProcessorRunner<P> {
                     .filter(|partition| !assignment.contains(partition))
                     .collect();
                 if !revoked.is_empty() {
+                    // A commit made before the revocation was seen lands first.
+                    commits.finish(name).await;
                     dispatch.release(&revoked, consumer.as_mut()).await;
                     for partition in &revoked {
                         commits.forget(*partition);
@@ -326,13 +329,19 @@ impl<P: Processor> ProcessorRunner<P> {
             dispatch.apply_backpressure(consumer.as_mut());
             if commits.due(self.config.commit_interval) {
                 let positions = dispatch.positions(&owned);
-                commits.commit(consumer.as_mut(), positions, name).await;
+                commits.start(consumer.as_mut(), positions, name).await;
             }
             if last_lag_report.elapsed() >= LAG_REPORT_INTERVAL {
                 last_lag_report = Instant::now();
                 let assignment = consumer.assignment();
                 report_assignment(&assignment, &mut reported_assignment, name);
-                report_lag(self.log.as_ref(), assignment, &commits.done, name).await;
+                // Beside the loop: it may ask the broker.
+                tokio::spawn(report_lag(
+                    Arc::clone(&self.log),
+                    assignment,
+                    commits.done.clone(),
+                    name,
+                ));
             }
         }
 
@@ -340,7 +349,7 @@ impl<P: Processor> ProcessorRunner<P> {
         // what was waiting is not committed and will be redelivered.
         dispatch.stop().await;
         let positions = dispatch.positions(&owned);
-        commits.commit(consumer.as_mut(), positions, name).await;
+        commits.commit_now(consumer.as_mut(), positions, name).await;
         consumer.close().await?;
         tracing::info!(processor = name, "processor stopped");
         Ok(())
@@ -590,27 +599,45 @@ impl<P: Processor> Dispatch<P> {
 const CANCEL_GRACE: Duration = Duration::from_secs(1);
 
 /// The positions committed so far and when.
+/// The group's committed positions, and the one commit under way. Commits
+/// run beside the poll loop (a commit waits for the log's group commit or a
+/// broker round trip, and polling must not), one at a time, so they land
+/// in the order they were made.
 #[derive(Default)]
 struct Commits {
+    /// Per partition, the position the last finished commit made.
     done: HashMap<u32, u64>,
     last: Option<Instant>,
+    in_flight: Option<CommitInFlight>,
 }
 
+/// A commit task and the positions it makes.
+type CommitInFlight = (JoinHandle<Result<(), LogError>>, Vec<LogPosition>);
+
 impl Commits {
+    /// Whether a round is due: the interval passed and the previous commit
+    /// finished.
     fn due(&self, interval: Duration) -> bool {
-        self.last.is_none_or(|last| last.elapsed() >= interval)
+        let idle = self
+            .in_flight
+            .as_ref()
+            .is_none_or(|(commit, _)| commit.is_finished());
+        idle && self.last.is_none_or(|last| last.elapsed() >= interval)
     }
 
     fn forget(&mut self, partition: u32) {
         self.done.remove(&partition);
     }
 
-    async fn commit(
+    /// Starts committing the positions that moved, after the previous
+    /// commit finished.
+    async fn start(
         &mut self,
         consumer: &mut dyn LogConsumer,
         positions: Vec<LogPosition>,
         name: &'static str,
     ) {
+        self.finish(name).await;
         self.last = Some(Instant::now());
         let pending: Vec<LogPosition> = positions
             .into_iter()
@@ -619,15 +646,36 @@ impl Commits {
         if pending.is_empty() {
             return;
         }
-        match consumer.commit(&pending).await {
-            Ok(()) => {
-                for position in pending {
+        let commit = tokio::spawn(consumer.commit(&pending));
+        self.in_flight = Some((commit, pending));
+    }
+
+    /// Waits for the commit under way, if any.
+    async fn finish(&mut self, name: &'static str) {
+        let Some((commit, positions)) = self.in_flight.take() else {
+            return;
+        };
+        match commit.await {
+            Ok(Ok(())) => {
+                for position in positions {
                     self.done.insert(position.partition, position.offset);
                 }
             }
             // Not fatal: the next round commits again; a crash before then only redelivers.
-            Err(error) => tracing::warn!(processor = name, %error, "commit failed"),
+            Ok(Err(error)) => tracing::warn!(processor = name, %error, "commit failed"),
+            Err(error) => tracing::warn!(processor = name, %error, "commit task failed"),
         }
+    }
+
+    /// Commits `positions` and waits until that is done.
+    async fn commit_now(
+        &mut self,
+        consumer: &mut dyn LogConsumer,
+        positions: Vec<LogPosition>,
+        name: &'static str,
+    ) {
+        self.start(consumer, positions, name).await;
+        self.finish(name).await;
     }
 }
 
@@ -790,9 +838,9 @@ fn report_assignment(assignment: &[u32], reported: &mut BTreeSet<u32>, name: &'s
 /// Publishes `chatstream_processor_lag{processor, partition}`: records on
 /// the log that the group has not committed yet.
 async fn report_lag(
-    log: &dyn EventLog,
+    log: Arc<dyn EventLog>,
     assignment: Vec<u32>,
-    committed: &HashMap<u32, u64>,
+    committed: HashMap<u32, u64>,
     name: &'static str,
 ) {
     for partition in assignment {

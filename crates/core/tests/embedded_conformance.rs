@@ -88,6 +88,71 @@ async fn log_records_and_committed_offsets_survive_a_reopen() {
     );
 }
 
+/// The newest records are served from memory (see `embedded/recent.rs`):
+/// a reader far behind them, or after a reopen, gets the same records from
+/// the file, in order and whole.
+#[tokio::test]
+async fn readers_behind_the_records_kept_in_memory_read_the_same_records_from_the_file() {
+    const RECORDS: u64 = 2_500;
+    let (log, dir) = open_log();
+    let key = unique("tenant");
+    let partition = log.partition_for(&key);
+    for offset in 0..RECORDS {
+        log.append_bytes(&key, offset.to_be_bytes().to_vec())
+            .await
+            .expect("append");
+    }
+    let read_all = |log: EmbeddedLog| async move {
+        let mut consumer = log.subscribe("late").await.expect("subscribe");
+        let mut polled = Vec::new();
+        while polled.len() < RECORDS as usize {
+            let records = consumer
+                .poll(700, std::time::Duration::from_secs(5))
+                .await
+                .expect("poll");
+            assert!(!records.is_empty(), "records stop at {}", polled.len());
+            polled.extend(records);
+        }
+        let mut read = Vec::new();
+        for from in [0, 1_000, RECORDS - 3] {
+            read.push(log.read(partition, from, 5).await.expect("read"));
+        }
+        (polled, read)
+    };
+    let check = |(polled, read): (Vec<chatstream_core::log::LogRecord>, Vec<Vec<_>>)| {
+        for (expected, record) in (0..RECORDS).zip(&polled) {
+            assert_eq!(
+                record.position,
+                LogPosition {
+                    partition,
+                    offset: expected
+                }
+            );
+            assert_eq!(record.value, expected.to_be_bytes(), "offset {expected}");
+            assert_eq!(record.key, key);
+        }
+        let offsets: Vec<Vec<u64>> = read
+            .iter()
+            .map(|records: &Vec<chatstream_core::log::LogRecord>| {
+                records.iter().map(|r| r.position.offset).collect()
+            })
+            .collect();
+        assert_eq!(
+            offsets,
+            vec![
+                (0..5).collect::<Vec<_>>(),
+                (1_000..1_005).collect(),
+                (RECORDS - 3..RECORDS).collect()
+            ]
+        );
+    };
+
+    check(read_all(log.clone()).await);
+    drop(log);
+    let reopened = EmbeddedLog::open(dir.path(), PARTITIONS).expect("reopen");
+    check(read_all(reopened).await);
+}
+
 #[tokio::test]
 async fn reopening_the_log_with_another_partition_count_fails() {
     let (log, dir) = open_log();

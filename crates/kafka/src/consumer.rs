@@ -30,7 +30,7 @@ use super::KafkaLogConfig;
 use super::error::{blocking, log_error};
 use super::offsets::kafka_partition;
 use super::record::log_record;
-use chatstream_core::log::{LogConsumer, LogError, LogPosition, LogRecord};
+use chatstream_core::log::{LogConsumer, LogError, LogPosition, LogRecord, PendingCommit};
 
 type GroupConsumer = StreamConsumer<GroupMemberContext>;
 
@@ -218,24 +218,28 @@ impl LogConsumer for KafkaConsumer {
         Ok(records)
     }
 
-    async fn commit(&mut self, next_offsets: &[LogPosition]) -> Result<(), LogError> {
-        let list = self.commit_list(next_offsets)?;
-        if list.count() == 0 {
-            return Ok(());
-        }
-        let consumer = Arc::clone(self.consumer()?);
+    fn commit(&mut self, next_offsets: &[LogPosition]) -> PendingCommit {
+        let prepared = self
+            .commit_list(next_offsets)
+            .and_then(|list| Ok((list, Arc::clone(self.consumer()?))));
         let config = Arc::clone(&self.config);
         let group = self.group.clone();
-        blocking(move || {
-            consumer.commit(&list, CommitMode::Sync).map_err(|error| {
-                log_error(
-                    &config.bootstrap_servers,
-                    &format!("committing offsets of group {group:?} in {}", config.topic),
-                    &error,
-                )
+        Box::pin(async move {
+            let (list, consumer) = prepared?;
+            if list.count() == 0 {
+                return Ok(());
+            }
+            blocking(move || {
+                consumer.commit(&list, CommitMode::Sync).map_err(|error| {
+                    log_error(
+                        &config.bootstrap_servers,
+                        &format!("committing offsets of group {group:?} in {}", config.topic),
+                        &error,
+                    )
+                })
             })
+            .await
         })
-        .await
     }
 
     fn assignment(&self) -> Vec<u32> {

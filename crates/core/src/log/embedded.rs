@@ -20,10 +20,12 @@ use super::{
 use crate::store::ClientMessageRecord;
 
 mod consumer;
+mod recent;
 mod tables;
 mod writer;
 
 use consumer::EmbeddedConsumer;
+use recent::RecentRecords;
 use tables::{CLAIMS, COMMITTED, META, PARTITIONS_KEY, RECORDS};
 use writer::{Claim, WriteRequest};
 
@@ -48,6 +50,8 @@ struct Shared {
     requests: Option<mpsc::Sender<WriteRequest>>,
     /// The offset the next record of each partition gets, as of the last commit.
     end_offsets: watch::Receiver<Vec<u64>>,
+    /// The newest committed records, for reads at the tail.
+    recent: Arc<Mutex<RecentRecords>>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -92,15 +96,21 @@ impl EmbeddedLog {
         let db = Arc::new(db);
         let (requests, queue) = mpsc::channel(writer::QUEUE_CAPACITY);
         let (end_offsets_tx, end_offsets) = watch::channel(ends);
-        let writer = writer::spawn(Arc::clone(&db), queue, end_offsets_tx).map_err(|error| {
-            LogError::Unavailable(format!("cannot start the log writer thread: {error}"))
-        })?;
+        let recent = Arc::new(Mutex::new(RecentRecords::new(
+            partitions,
+            recent::PER_PARTITION,
+        )));
+        let writer = writer::spawn(Arc::clone(&db), queue, end_offsets_tx, Arc::clone(&recent))
+            .map_err(|error| {
+                LogError::Unavailable(format!("cannot start the log writer thread: {error}"))
+            })?;
         Ok(Self {
             shared: Arc::new(Shared {
                 db,
                 partitions,
                 requests: Some(requests),
                 end_offsets,
+                recent,
                 writer: Mutex::new(Some(writer)),
             }),
         })
@@ -142,8 +152,10 @@ impl EventLog for EmbeddedLog {
         if max == 0 || from >= self.shared.end_offset(partition) {
             return Ok(Vec::new());
         }
+        let end = self.shared.end_offset(partition);
+        let count = usize::try_from(end - from).map_or(max, |available| available.min(max));
         self.shared
-            .blocking(move |db| tables::read_records(db, &[(partition, from, max)]))
+            .read_records(vec![(partition, from, count)])
             .await
     }
 
@@ -286,6 +298,27 @@ impl Shared {
         })
         .await?;
         answer.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// The records of each `(partition, from, count)` request, which must
+    /// all be committed: from memory when they are recent, else from the
+    /// file.
+    async fn read_records(
+        &self,
+        requests: Vec<(u32, u64, usize)>,
+    ) -> Result<Vec<LogRecord>, LogError> {
+        let recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .read(&requests);
+        match recent {
+            Some(records) => Ok(records),
+            None => {
+                self.blocking(move |db| tables::read_records(db, &requests))
+                    .await
+            }
+        }
     }
 
     /// Runs a blocking read against the file on tokio's blocking pool.

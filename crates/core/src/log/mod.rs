@@ -2,6 +2,7 @@
 //! tenant id) always maps to the same partition, with consumer groups that
 //! commit their positions. Kafka semantics, so the Kafka implementation is a
 //! thin mapping.
+use std::pin::Pin;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -100,6 +101,9 @@ pub trait EventLog: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), LogError>;
 }
 
+/// A commit of a group's position under way (see `LogConsumer::commit`).
+pub type PendingCommit = Pin<Box<dyn Future<Output = Result<(), LogError>> + Send + 'static>>;
+
 /// A member of a consumer group. Records come in log order within each
 /// partition; nothing is committed until `commit` is called.
 #[async_trait]
@@ -113,7 +117,9 @@ pub trait LogConsumer: Send {
     /// `offset` in `partition` (pass the offset after the last handled record).
     /// Entries for partitions not assigned to this member (any more) are
     /// left out: a member never commits a partition another one may own.
-    async fn commit(&mut self, next_offsets: &[LogPosition]) -> Result<(), LogError>;
+    /// The commit is done when the returned future completes; it borrows
+    /// nothing of the consumer, so polling can go on meanwhile.
+    fn commit(&mut self, next_offsets: &[LogPosition]) -> PendingCommit;
 
     /// Partitions currently assigned to this member.
     fn assignment(&self) -> Vec<u32>;

@@ -20,7 +20,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{PATIENCE, unique, user_message};
-use chatstream_core::log::{EventLog, LogConsumer, LogError, LogPosition, LogRecord};
+use chatstream_core::log::{
+    EventLog, LogConsumer, LogError, LogPosition, LogRecord, PendingCommit,
+};
 use chatstream_core::runner::{ProcessError, Processor, ProcessorRunner, RunnerConfig};
 
 /// Handles user messages like model turns: a turn of a gated tenant or
@@ -614,14 +616,14 @@ impl LogConsumer for ObservedConsumer {
         Ok(records)
     }
 
-    async fn commit(&mut self, next_offsets: &[LogPosition]) -> Result<(), LogError> {
+    fn commit(&mut self, next_offsets: &[LogPosition]) -> PendingCommit {
         let assigned = self.assignment();
         self.probe
             .commits
             .lock()
             .unwrap()
             .push((assigned, next_offsets.to_vec()));
-        self.inner.commit(next_offsets).await
+        self.inner.commit(next_offsets)
     }
 
     fn assignment(&self) -> Vec<u32> {

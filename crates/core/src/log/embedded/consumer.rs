@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Shared, tables};
-use crate::log::{LogConsumer, LogError, LogPosition, LogRecord};
+use super::Shared;
+use crate::log::{LogConsumer, LogError, LogPosition, LogRecord, PendingCommit};
 
 pub(super) struct EmbeddedConsumer {
     shared: Arc<Shared>,
@@ -89,10 +89,7 @@ impl LogConsumer for EmbeddedConsumer {
             let end_offsets = self.end_offsets.borrow_and_update().clone();
             let plan = self.plan_read(&end_offsets, max);
             if !plan.is_empty() {
-                let records = self
-                    .shared
-                    .blocking(move |db| tables::read_records(db, &plan))
-                    .await?;
+                let records = self.shared.read_records(plan).await?;
                 for record in &records {
                     let position = &mut self.positions[record.position.partition as usize];
                     *position = (*position).max(record.position.offset + 1);
@@ -110,8 +107,11 @@ impl LogConsumer for EmbeddedConsumer {
         }
     }
 
-    async fn commit(&mut self, next_offsets: &[LogPosition]) -> Result<(), LogError> {
-        self.shared.commit_offsets(&self.group, next_offsets).await
+    fn commit(&mut self, next_offsets: &[LogPosition]) -> PendingCommit {
+        let shared = Arc::clone(&self.shared);
+        let group = self.group.clone();
+        let next_offsets = next_offsets.to_vec();
+        Box::pin(async move { shared.commit_offsets(&group, &next_offsets).await })
     }
 
     fn assignment(&self) -> Vec<u32> {

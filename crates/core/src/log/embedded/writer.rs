@@ -3,15 +3,16 @@
 //! writes them in one transaction and commits once, so N concurrent appends
 //! cost one fsync instead of N. A send's client message id is claimed in
 //! the same transaction as its events (see `log::claims`).
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableTable};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::recent::RecentRecords;
 use super::tables::{CLAIMS, COMMITTED, RECORDS, claim_record};
-use crate::log::{ClaimedAppend, LogError, LogPosition};
+use crate::log::{ClaimedAppend, LogError, LogPosition, LogRecord};
 
 /// Most requests written in one transaction; bounds the latency of the
 /// first request of a batch.
@@ -48,21 +49,24 @@ pub(super) struct Claim {
 
 /// Starts the writer thread. `end_offsets` holds the offset the next record
 /// of each partition gets; it is updated after every commit, which is what
-/// wakes waiting consumers.
+/// wakes waiting consumers. `recent` gets every committed record before
+/// that.
 pub(super) fn spawn(
     db: Arc<Database>,
     requests: mpsc::Receiver<WriteRequest>,
     end_offsets: watch::Sender<Vec<u64>>,
+    recent: Arc<Mutex<RecentRecords>>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("chatstream-log-writer".into())
-        .spawn(move || run(&db, requests, &end_offsets))
+        .spawn(move || run(&db, requests, &end_offsets, &recent))
 }
 
 fn run(
     db: &Database,
     mut requests: mpsc::Receiver<WriteRequest>,
     end_offsets: &watch::Sender<Vec<u64>>,
+    recent: &Mutex<RecentRecords>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // Ends when every sender is gone, i.e. the log was dropped.
@@ -77,8 +81,10 @@ fn run(
         let next_offsets = end_offsets.borrow().clone();
         match write_batch(db, &batch, next_offsets) {
             Ok(written) => {
-                // Publish only after the commit: a consumer woken by this
-                // can read everything up to the new ends.
+                keep_recent(recent, &mut batch, &written);
+                // Publish only after the commit (and once `recent` holds the
+                // records): a consumer woken by this can read everything up
+                // to the new ends.
                 end_offsets.send_replace(written.end_offsets);
                 let mut appends = written.appends.into_iter();
                 for request in batch.drain(..) {
@@ -115,6 +121,31 @@ struct Written {
     /// What each append of the batch did, in request order.
     appends: Vec<ClaimedAppend>,
     end_offsets: Vec<u64>,
+    /// The append time of every record of the batch.
+    timestamp_ms: i64,
+}
+
+/// Moves the records `written` committed out of `batch` into `recent`.
+fn keep_recent(recent: &Mutex<RecentRecords>, batch: &mut [WriteRequest], written: &Written) {
+    let mut recent = recent.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut appends = written.appends.iter();
+    for request in batch {
+        let WriteRequest::Append { key, values, .. } = request else {
+            continue;
+        };
+        // One outcome per append, in request order; a claimed duplicate wrote nothing.
+        let Some(ClaimedAppend::Appended(positions)) = appends.next() else {
+            continue;
+        };
+        for (&position, value) in positions.iter().zip(values.drain(..)) {
+            recent.push(LogRecord {
+                position,
+                key: key.clone(),
+                value,
+                timestamp_ms: written.timestamp_ms,
+            });
+        }
+    }
 }
 
 /// Writes `batch` in one durable transaction. Offsets are assigned in
@@ -200,6 +231,7 @@ fn write_batch(
     Ok(Written {
         appends,
         end_offsets,
+        timestamp_ms: now_ms,
     })
 }
 
