@@ -1,8 +1,10 @@
 //! `open`: a new conversation, appended to the log and recorded in the
-//! store before the reply, so a send right after the reply finds it (the
-//! projector would record it too, but maybe not that soon).
+//! store before the reply, so a send right after the reply finds it on any
+//! gateway (the projector would record it too, but maybe not that soon).
+use std::sync::Arc;
+
 use chatstream_config::tenants::Principal;
-use chatstream_core::store::ConversationRecord;
+use chatstream_core::store::{ConversationRecord, ProjectionStore};
 use chatstream_schemas::Event;
 use chatstream_schemas::ids::new_event_id;
 use chatstream_schemas::pb::events::{ConversationOpened, event::Payload};
@@ -31,17 +33,42 @@ impl ChatCore {
     pub(super) async fn record_opened(&self, who: &Principal, conversation_id: &str, title: &str) {
         self.known_conversations
             .remember(&who.tenant.id, conversation_id);
-        let record = ConversationRecord {
-            tenant_id: who.tenant.id.clone(),
-            conversation_id: conversation_id.to_owned(),
-            title: title.to_owned(),
-            created_at_ms: now_ms(),
-            opened_by_key_id: who.key_id.clone(),
-        };
-        if let Err(error) = self.store.put_conversation(&record).await {
-            // Durable on the log already; the projector records it shortly.
-            tracing::warn!(%error, %conversation_id, "could not record the conversation; the projector will");
-        }
+        put_conversation(
+            self.store.as_ref(),
+            opened_record(who, conversation_id, title),
+        )
+        .await;
+    }
+
+    /// `record_opened` for a conversation a send opened, without waiting
+    /// for the store: the ack and the reply's first token need no second
+    /// durable write. This gateway knows the conversation at once; the
+    /// store has it one commit later (and the projector records it from the
+    /// log in any case), before a client could take its id to another
+    /// gateway.
+    pub(super) fn record_opened_by_send(&self, who: &Principal, conversation_id: &str) {
+        self.known_conversations
+            .remember(&who.tenant.id, conversation_id);
+        let store = Arc::clone(&self.store);
+        let record = opened_record(who, conversation_id, "");
+        tokio::spawn(async move { put_conversation(store.as_ref(), record).await });
+    }
+}
+
+fn opened_record(who: &Principal, conversation_id: &str, title: &str) -> ConversationRecord {
+    ConversationRecord {
+        tenant_id: who.tenant.id.clone(),
+        conversation_id: conversation_id.to_owned(),
+        title: title.to_owned(),
+        created_at_ms: now_ms(),
+        opened_by_key_id: who.key_id.clone(),
+    }
+}
+
+async fn put_conversation(store: &dyn ProjectionStore, record: ConversationRecord) {
+    if let Err(error) = store.put_conversation(&record).await {
+        // Durable on the log already; the projector records it shortly.
+        tracing::warn!(%error, conversation_id = %record.conversation_id, "could not record the conversation; the projector will");
     }
 }
 

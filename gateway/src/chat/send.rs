@@ -171,7 +171,7 @@ impl ChatCore {
             return Err(LogError::Storage("an append reported no position".into()).into());
         };
         if new.opens_conversation() {
-            self.record_opened(who, &new.conversation_id, "").await;
+            self.record_opened_by_send(who, &new.conversation_id);
         }
         if let Some((watch, Watcher { out, stop })) = new.watch {
             // The opening is delivered as the reply to the send, not again.
@@ -248,14 +248,28 @@ mod tests {
             assert_eq!(event.conversation_id, ack.conversation_id);
             assert_eq!(event.tenant_id, "acme");
         }
-        assert!(
-            backends
-                .store
-                .get_conversation("acme", &ack.conversation_id)
-                .await
-                .unwrap()
-                .is_some()
-        );
+        // Known here at once; recorded in the store for the other gateways
+        // right after the ack (the ack does not wait for it).
+        core.send_message(&acme, message(Some(&ack.conversation_id), None, "again"))
+            .await
+            .expect("the conversation is known to this gateway");
+        let recorded = async {
+            loop {
+                let found = backends
+                    .store
+                    .get_conversation("acme", &ack.conversation_id)
+                    .await
+                    .unwrap();
+                match found {
+                    Some(record) => return record,
+                    None => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+                }
+            }
+        };
+        let record = tokio::time::timeout(std::time::Duration::from_secs(5), recorded)
+            .await
+            .expect("the store records the conversation");
+        assert_eq!(record.opened_by_key_id, "acme-key");
     }
 
     #[tokio::test]
