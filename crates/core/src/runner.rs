@@ -11,6 +11,7 @@
 //! shutdown or revocation, in-flight records get a deadline to finish.
 //! See `docs/processing.md`.
 use std::collections::{BTreeSet, HashMap};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -57,6 +58,15 @@ pub trait Processor: Send + Sync + 'static {
     /// resumes what the partition's previous owner left undone and drops
     /// what it no longer owns.
     async fn partitions_assigned(&self, _partitions: &[u32]) {}
+
+    /// Makes durable what handling the finished records wrote, before the
+    /// runner commits the log position past them; called before every
+    /// commit. Only a processor that writes without waiting for durability
+    /// (the projector) needs it. An error skips that commit (the next
+    /// round tries again).
+    async fn sync(&self) -> Result<(), ProcessError> {
+        Ok(())
+    }
 
     /// Every record of `partition` before `next_offset` is finished (handled,
     /// or given up on and dead-lettered): the position the runner commits.
@@ -329,7 +339,10 @@ impl<P: Processor> ProcessorRunner<P> {
             dispatch.apply_backpressure(consumer.as_mut());
             if commits.due(self.config.commit_interval) {
                 let positions = dispatch.positions(&owned);
-                commits.start(consumer.as_mut(), positions, name).await;
+                let synced = self.synced();
+                commits
+                    .start(consumer.as_mut(), positions, synced, name)
+                    .await;
             }
             if last_lag_report.elapsed() >= LAG_REPORT_INTERVAL {
                 last_lag_report = Instant::now();
@@ -349,10 +362,22 @@ impl<P: Processor> ProcessorRunner<P> {
         // what was waiting is not committed and will be redelivered.
         dispatch.stop().await;
         let positions = dispatch.positions(&owned);
-        commits.commit_now(consumer.as_mut(), positions, name).await;
+        let synced = self.synced();
+        commits
+            .commit_now(consumer.as_mut(), positions, synced, name)
+            .await;
         consumer.close().await?;
         tracing::info!(processor = name, "processor stopped");
         Ok(())
+    }
+}
+
+impl<P: Processor> ProcessorRunner<P> {
+    /// The processor's `sync`, to run before a commit (it must see every
+    /// record the commit's positions cover finished, so it is made after them).
+    fn synced(&self) -> Synced {
+        let processor = Arc::clone(&self.processor);
+        Box::pin(async move { processor.sync().await })
     }
 }
 
@@ -611,6 +636,9 @@ struct Commits {
     in_flight: Option<CommitInFlight>,
 }
 
+/// A processor's `sync`, run before a commit.
+type Synced = Pin<Box<dyn Future<Output = Result<(), ProcessError>> + Send>>;
+
 /// A commit task and the positions it makes.
 type CommitInFlight = (JoinHandle<Result<(), LogError>>, Vec<LogPosition>);
 
@@ -630,11 +658,12 @@ impl Commits {
     }
 
     /// Starts committing the positions that moved, after the previous
-    /// commit finished.
+    /// commit finished and once `synced` made their records' writes durable.
     async fn start(
         &mut self,
         consumer: &mut dyn LogConsumer,
         positions: Vec<LogPosition>,
+        synced: Synced,
         name: &'static str,
     ) {
         self.finish(name).await;
@@ -646,7 +675,13 @@ impl Commits {
         if pending.is_empty() {
             return;
         }
-        let commit = tokio::spawn(consumer.commit(&pending));
+        let commit = consumer.commit(&pending);
+        let commit = tokio::spawn(async move {
+            synced.await.map_err(|error| {
+                LogError::Unavailable(format!("the processor's writes are not durable: {error}"))
+            })?;
+            commit.await
+        });
         self.in_flight = Some((commit, pending));
     }
 
@@ -672,9 +707,10 @@ impl Commits {
         &mut self,
         consumer: &mut dyn LogConsumer,
         positions: Vec<LogPosition>,
+        synced: Synced,
         name: &'static str,
     ) {
-        self.start(consumer, positions, name).await;
+        self.start(consumer, positions, synced, name).await;
         self.finish(name).await;
     }
 }

@@ -153,6 +153,47 @@ async fn readers_behind_the_records_kept_in_memory_read_the_same_records_from_th
     check(read_all(reopened).await);
 }
 
+/// The projector writes history unsynced: readers see it at once, and a
+/// `sync` makes it durable (here: it survives a reopen).
+#[tokio::test]
+async fn unsynced_history_is_read_at_once_and_kept_once_synced() {
+    let (store, dir) = open_store();
+    let tenant = unique("tenant");
+    let entry = |offset: u64, text: &str| HistoryEntry {
+        position: LogPosition {
+            partition: 0,
+            offset,
+        },
+        event: user_message(&tenant, "c", text),
+    };
+    let first = entry(0, "one");
+    assert_eq!(
+        store.append_history_unsynced(&first).await.unwrap(),
+        Recorded::Inserted
+    );
+    assert_eq!(
+        store.read_history(&tenant, "c", None, 10).await.unwrap(),
+        vec![first.clone()]
+    );
+    assert_eq!(
+        store.append_history_unsynced(&first).await.unwrap(),
+        Recorded::Duplicate {
+            existing: first.position
+        },
+        "deduplicated by event id as a synced write is"
+    );
+    let second = entry(1, "two");
+    store.append_history_unsynced(&second).await.unwrap();
+    store.sync().await.unwrap();
+    drop(store);
+
+    let reopened = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(
+        reopened.read_history(&tenant, "c", None, 10).await.unwrap(),
+        vec![first, second]
+    );
+}
+
 #[tokio::test]
 async fn reopening_the_log_with_another_partition_count_fails() {
     let (log, dir) = open_log();

@@ -4,7 +4,7 @@
 //! revocation drains, poison records (dead-lettered, never lost) and
 //! retries.
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,6 +40,9 @@ struct Recorder {
     assignments: Mutex<Vec<Vec<u32>>>,
     /// Events handled before the runner named any partition.
     handled_unassigned: AtomicU32,
+    /// Calls of `sync`, and whether it fails.
+    syncs: AtomicU32,
+    refuse_sync: AtomicBool,
 }
 
 #[async_trait]
@@ -76,6 +79,14 @@ impl Processor for Recorder {
 
     async fn partitions_assigned(&self, partitions: &[u32]) {
         self.assignments.lock().unwrap().push(partitions.to_vec());
+    }
+
+    async fn sync(&self) -> Result<(), ProcessError> {
+        self.syncs.fetch_add(1, Ordering::SeqCst);
+        match self.refuse_sync.load(Ordering::SeqCst) {
+            true => Err(ProcessError::Retryable("disk unavailable".into())),
+            false => Ok(()),
+        }
     }
 }
 
@@ -173,6 +184,54 @@ async fn keeps_per_tenant_order_and_commits_after_handling() {
         committed_everything(log.as_ref(), "recorder").await,
         "everything handled is committed at shutdown"
     );
+}
+
+/// A processor that writes without waiting for durability syncs before
+/// each commit; while it cannot, nothing is committed past its records.
+#[tokio::test]
+async fn positions_are_committed_only_after_the_processor_synced_its_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path(), 1).unwrap());
+    for seq in 0..5 {
+        log.append("acme", &user_message("acme", "c", &seq.to_string()))
+            .await
+            .unwrap();
+    }
+    let recorder = Arc::new(Recorder {
+        refuse_sync: AtomicBool::new(true),
+        ..Recorder::default()
+    });
+    let config = RunnerConfig {
+        commit_interval: Duration::from_millis(5),
+        ..fast_config()
+    };
+    let runner = ProcessorRunner::new(log.clone(), recorder.clone(), config);
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(runner.run(shutdown.clone()));
+    recorder.wait_for(5).await;
+    tokio::time::timeout(WAIT, async {
+        while recorder.syncs.load(Ordering::SeqCst) < 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the runner keeps trying to sync");
+    assert_eq!(
+        log.committed("recorder", 0).await.unwrap(),
+        None,
+        "nothing committed while the processor's writes are not durable"
+    );
+
+    recorder.refuse_sync.store(false, Ordering::SeqCst);
+    tokio::time::timeout(WAIT, async {
+        while log.committed("recorder", 0).await.unwrap() != Some(5) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("committed once synced");
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
 }
 
 #[tokio::test]

@@ -3,6 +3,11 @@
 //! order is what lets a client subscribe first, read history second, and
 //! miss nothing (see `docs/protocol.md`, recovery).
 //!
+//! History entries are written unsynced: readers see them at once, and
+//! they become durable at the runner's next commit (`Processor::sync`),
+//! before the log position passes them, so a crash only redoes them. The
+//! projector's own work waits for no fsync.
+//!
 //! Everything it writes and publishes belongs to one conversation, and
 //! clients read per conversation, so it keeps the runner's default
 //! ordering (per conversation) and projects conversations side by side.
@@ -69,7 +74,15 @@ impl Processor for ConversationProjector {
             position,
             event: event.clone(),
         };
-        let publish = match self.store.append_history(&entry).await.map_err(retryable)? {
+        // Unsynced: durable at the runner's next commit (`sync`), which is
+        // soon enough, since the log position stays behind it until then
+        // and a crash redoes the write.
+        let publish = match self
+            .store
+            .append_history_unsynced(&entry)
+            .await
+            .map_err(retryable)?
+        {
             Recorded::Inserted => true,
             // Replayed after a crash: subscribers may not have seen it yet;
             // they drop positions they already have.
@@ -87,6 +100,10 @@ impl Processor for ConversationProjector {
             }
         }
         Ok(())
+    }
+
+    async fn sync(&self) -> Result<(), ProcessError> {
+        self.store.sync().await.map_err(retryable)
     }
 }
 

@@ -123,6 +123,50 @@ impl EmbeddedStore {
             })
             .await
     }
+
+    /// `append_history`, durable before it returns or only at the next sync.
+    async fn record_history(
+        &self,
+        entry: &HistoryEntry,
+        durable: bool,
+    ) -> Result<Recorded, StoreError> {
+        codec::validate(&entry.event).map_err(|error| {
+            StoreError::Storage(format!("refusing to record an invalid event: {error}"))
+        })?;
+        let event = &entry.event;
+        let (tenant, conversation, event_id) = (
+            event.tenant_id.clone(),
+            event.conversation_id.clone(),
+            event.id.clone(),
+        );
+        let position = entry.position;
+        let encoded = codec::encode(event);
+        let seen = self.point_read(|db| get_event_position(db, (&tenant, &event_id)))?;
+        if let Some(existing) = seen {
+            return Ok(Recorded::Duplicate { existing });
+        }
+        let work = move |txn: &redb::WriteTransaction| {
+            let event_key = (tenant.as_str(), event_id.as_str());
+            let mut event_ids = txn.open_table(EVENT_IDS)?;
+            let existing = event_ids.get(event_key)?.map(|guard| guard.value());
+            if existing.is_none() {
+                event_ids.insert(event_key, (position.partition, position.offset))?;
+                txn.open_table(HISTORY)?.insert(
+                    (tenant.as_str(), conversation.as_str(), position.offset),
+                    (position.partition, encoded.as_slice()),
+                )?;
+            }
+            Ok(existing.map(|(partition, offset)| LogPosition { partition, offset }))
+        };
+        let existing = match durable {
+            true => self.writer.write(work).await?,
+            false => self.writer.write_unsynced(work).await?,
+        };
+        Ok(match existing {
+            Some(existing) => Recorded::Duplicate { existing },
+            None => Recorded::Inserted,
+        })
+    }
 }
 
 #[async_trait]
@@ -208,41 +252,15 @@ impl ProjectionStore for EmbeddedStore {
     }
 
     async fn append_history(&self, entry: &HistoryEntry) -> Result<Recorded, StoreError> {
-        codec::validate(&entry.event).map_err(|error| {
-            StoreError::Storage(format!("refusing to record an invalid event: {error}"))
-        })?;
-        let event = &entry.event;
-        let (tenant, conversation, event_id) = (
-            event.tenant_id.clone(),
-            event.conversation_id.clone(),
-            event.id.clone(),
-        );
-        let position = entry.position;
-        let encoded = codec::encode(event);
-        let seen = self.point_read(|db| get_event_position(db, (&tenant, &event_id)))?;
-        if let Some(existing) = seen {
-            return Ok(Recorded::Duplicate { existing });
-        }
-        let existing = self
-            .writer
-            .write(move |txn| {
-                let event_key = (tenant.as_str(), event_id.as_str());
-                let mut event_ids = txn.open_table(EVENT_IDS)?;
-                let existing = event_ids.get(event_key)?.map(|guard| guard.value());
-                if existing.is_none() {
-                    event_ids.insert(event_key, (position.partition, position.offset))?;
-                    txn.open_table(HISTORY)?.insert(
-                        (tenant.as_str(), conversation.as_str(), position.offset),
-                        (position.partition, encoded.as_slice()),
-                    )?;
-                }
-                Ok(existing.map(|(partition, offset)| LogPosition { partition, offset }))
-            })
-            .await?;
-        Ok(match existing {
-            Some(existing) => Recorded::Duplicate { existing },
-            None => Recorded::Inserted,
-        })
+        self.record_history(entry, true).await
+    }
+
+    async fn append_history_unsynced(&self, entry: &HistoryEntry) -> Result<Recorded, StoreError> {
+        self.record_history(entry, false).await
+    }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        self.writer.sync().await
     }
 
     async fn read_history(

@@ -91,6 +91,20 @@ pub trait ProjectionStore: Send + Sync + 'static {
     /// come from the event), deduplicated by event id within the tenant.
     async fn append_history(&self, entry: &HistoryEntry) -> Result<Recorded, StoreError>;
 
+    /// `append_history`, except that the entry may become durable only at
+    /// the next `sync` (readers see it at once). For a caller that redoes
+    /// the write after a crash: a processor whose log position is not
+    /// committed past the event before it synced. Backends whose every
+    /// write is durable need not override it.
+    async fn append_history_unsynced(&self, entry: &HistoryEntry) -> Result<Recorded, StoreError> {
+        self.append_history(entry).await
+    }
+
+    /// Makes every write acknowledged so far durable.
+    async fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Up to `limit` entries of a conversation with offsets greater than
     /// `after_offset` (all when `None`), oldest first.
     async fn read_history(

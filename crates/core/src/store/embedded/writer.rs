@@ -3,10 +3,15 @@
 //! the previous commit was fsync'd in one transaction, and commits once.
 //! Concurrent projections (one task per partition, plus the gateway) then
 //! share fsyncs instead of queueing for one each.
+//!
+//! Unsynced writes (see `ProjectionStore::append_history_unsynced`) go in a
+//! transaction of their own, committed without an fsync before the batch's
+//! durable one: they wait for no disk, and the next durable commit (a
+//! `sync`) makes them durable with everything before it.
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use redb::{Database, WriteTransaction};
+use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::store_error;
@@ -23,8 +28,14 @@ type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// caller after the commit.
 type Job = Box<dyn FnOnce(Option<&WriteTransaction>) -> (bool, Completion) + Send>;
 
+/// A job and whether its caller waits for it to be durable.
+struct Queued {
+    job: Job,
+    durable: bool,
+}
+
 pub(super) struct Writer {
-    jobs: Option<mpsc::Sender<Job>>,
+    jobs: Option<mpsc::Sender<Queued>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -46,6 +57,28 @@ impl Writer {
         &self,
         work: impl FnOnce(&WriteTransaction) -> Result<T, redb::Error> + Send + 'static,
     ) -> Result<T, StoreError> {
+        self.queue(work, true).await
+    }
+
+    /// `write`, returning once the transaction is committed, before it is
+    /// durable (the next durable commit makes it so).
+    pub(super) async fn write_unsynced<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&WriteTransaction) -> Result<T, redb::Error> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.queue(work, false).await
+    }
+
+    /// Returns once every write committed before is durable.
+    pub(super) async fn sync(&self) -> Result<(), StoreError> {
+        self.write(|_| Ok(())).await
+    }
+
+    async fn queue<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&WriteTransaction) -> Result<T, redb::Error> + Send + 'static,
+        durable: bool,
+    ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |txn| {
             let result = match txn {
@@ -66,7 +99,9 @@ impl Writer {
         });
         let stopped = || StoreError::Unavailable("the projection store is closed".into());
         let jobs = self.jobs.as_ref().ok_or_else(stopped)?;
-        jobs.send(job).await.map_err(|_| stopped())?;
+        jobs.send(Queued { job, durable })
+            .await
+            .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
@@ -89,8 +124,9 @@ impl Drop for Writer {
     }
 }
 
-fn run(db: &Database, mut queue: mpsc::Receiver<Job>) {
+fn run(db: &Database, mut queue: mpsc::Receiver<Queued>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let (mut unsynced, mut durable) = (Vec::new(), Vec::new());
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -99,15 +135,36 @@ fn run(db: &Database, mut queue: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        write_batch(db, &mut batch);
+        // Jobs of one batch were queued concurrently, so neither class need
+        // wait for the other; the unsynced go first, so the durable commit
+        // covers them too.
+        for Queued { job, durable: sync } in batch.drain(..) {
+            match sync {
+                true => durable.push(job),
+                false => unsynced.push(job),
+            }
+        }
+        if !unsynced.is_empty() {
+            write_batch(db, &mut unsynced, Durability::None);
+        }
+        if !durable.is_empty() {
+            write_batch(db, &mut durable, Durability::Immediate);
+        }
     }
 }
 
 /// One transaction for the whole batch. A write that fails aborts the
 /// batch (its partial changes must not commit); the others are told the
 /// store is unavailable and their callers retry.
-fn write_batch(db: &Database, batch: &mut Vec<Job>) {
-    let txn = match db.begin_write() {
+fn write_batch(db: &Database, batch: &mut Vec<Job>, durability: Durability) {
+    let begun = db
+        .begin_write()
+        .map_err(redb::Error::from)
+        .and_then(|mut txn| {
+            txn.set_durability(durability)?;
+            Ok(txn)
+        });
+    let txn = match begun {
         Ok(txn) => txn,
         Err(error) => {
             tracing::warn!(%error, "projection store write transaction could not start");
