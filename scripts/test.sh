@@ -185,6 +185,10 @@ start_cql_test_server() {
     trap stop_services EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
+    # Created here, not by the background job's redirect, so the loop below
+    # never reads a file that does not exist yet (a busy machine starts the
+    # job late).
+    : >"$cql_server_dir/address"
     "${CARGO_TARGET_DIR:-target}/debug/cql-test-server" --listen 127.0.0.1:0 \
         >"$cql_server_dir/address" 2>"$cql_server_dir/server.log" &
     cql_server_pid=$!
