@@ -37,7 +37,9 @@ impl GatewayBackends {
     /// The gateway's own backends (rate limits, connection counts, send
     /// reservations) beside the log, store and fan-out it reads and writes.
     pub fn open(config: &Config, core: &CoreBackends) -> anyhow::Result<Self> {
-        let CoreBackends { log, store, fanout } = core.clone();
+        let CoreBackends {
+            log, store, fanout, ..
+        } = core.clone();
         Ok(Self {
             log,
             store,
