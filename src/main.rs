@@ -1,4 +1,5 @@
 //! The `chatstream` binary: one executable, one subcommand per role.
+mod analytics;
 mod backends;
 mod dev;
 mod edge;
@@ -51,6 +52,8 @@ enum Command {
     Processor(ProcessorArgs),
     /// Print a new API key and the tenants-file entry that holds its hash.
     Keygen(keygen::KeygenArgs),
+    /// Read a tenant's usage or latency figures from the analytics store.
+    Analytics(analytics::AnalyticsArgs),
     /// Create or describe the Kafka topics (events and dead letters).
     #[cfg(feature = "kafka")]
     Topics(topics::TopicsArgs),
@@ -173,6 +176,7 @@ fn main() -> ExitCode {
         Command::Gateway(args) => gateway_role::run(args),
         Command::Processor(args) => processor_role::run(args),
         Command::Keygen(args) => keygen::run(args),
+        Command::Analytics(args) => analytics::run(args),
         #[cfg(feature = "kafka")]
         Command::Topics(args) => topics::run(args),
         #[cfg(feature = "scylla")]
