@@ -6,7 +6,8 @@
 //! and writes the mark in one write transaction, so the buckets and the
 //! mark commit together or not at all. Every write goes through one writer
 //! thread (`writer.rs`, group commit), so concurrent applies of one tenant
-//! cannot lose an update, and they share fsyncs.
+//! cannot lose an update, and they share fsyncs and bucket encodings.
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -97,15 +98,64 @@ impl EmbeddedAnalytics {
     }
 }
 
+/// A bucket's key: (tenant, granularity code, bucket start).
+type BucketKey = (String, u8, i64);
+
+/// One write transaction of the writer thread, and the buckets its writes
+/// changed: each decoded on first use and encoded once, by `store_buckets`,
+/// before the commit.
+pub(crate) struct Batch<'t> {
+    txn: &'t WriteTransaction,
+    buckets: HashMap<BucketKey, BucketState>,
+}
+
+impl<'t> Batch<'t> {
+    fn new(txn: &'t WriteTransaction) -> Self {
+        Self {
+            txn,
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// The bucket as this batch has it so far.
+    fn bucket(&mut self, key: BucketKey) -> Result<&mut BucketState, StoreError> {
+        if !self.buckets.contains_key(&key) {
+            let table = self.txn.open_table(BUCKETS).map_err(storage)?;
+            let stored = table
+                .get((key.0.as_str(), key.1, key.2))
+                .map_err(storage)?
+                .map(|bytes| BucketState::decode(bytes.value()))
+                .transpose()
+                .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+            self.buckets.insert(key.clone(), stored.unwrap_or_default());
+        }
+        Ok(self
+            .buckets
+            .get_mut(&key)
+            .expect("inserted above when missing"))
+    }
+
+    /// Writes every bucket the batch changed.
+    fn store_buckets(&mut self) -> Result<(), StoreError> {
+        let mut table = self.txn.open_table(BUCKETS).map_err(storage)?;
+        for ((tenant_id, code, start), state) in self.buckets.drain() {
+            table
+                .insert((tenant_id.as_str(), code, start), state.encode().as_slice())
+                .map_err(storage)?;
+        }
+        Ok(())
+    }
+}
+
 /// Adds `observation` to its three buckets and marks the event, inside the
-/// batch's transaction: all of it commits, or none.
+/// batch: all of it commits, or none.
 fn apply_in(
-    txn: &WriteTransaction,
+    batch: &mut Batch<'_>,
     tenant_id: &str,
     event_id: &str,
     observation: &Observation,
 ) -> Result<Applied, StoreError> {
-    let mut applied = txn.open_table(APPLIED).map_err(storage)?;
+    let mut applied = batch.txn.open_table(APPLIED).map_err(storage)?;
     // Checked again inside the transaction: the same event may have been
     // applied since the read (earlier in this batch, say).
     if applied
@@ -115,24 +165,16 @@ fn apply_in(
     {
         return Ok(Applied::AlreadyApplied);
     }
-    let mut buckets = txn.open_table(BUCKETS).map_err(storage)?;
+    applied.insert((tenant_id, event_id), 1).map_err(storage)?;
+    drop(applied);
     for granularity in Granularity::ALL {
         let key = (
-            tenant_id,
+            tenant_id.to_owned(),
             granularity.code(),
             granularity.bucket_start(observation.at_ms),
         );
-        let mut state = match buckets.get(key).map_err(storage)? {
-            Some(bytes) => BucketState::decode(bytes.value())
-                .map_err(|error| StoreError::Corrupt(error.to_string()))?,
-            None => BucketState::default(),
-        };
-        state.observe(observation);
-        buckets
-            .insert(key, state.encode().as_slice())
-            .map_err(storage)?;
+        batch.bucket(key)?.observe(observation);
     }
-    applied.insert((tenant_id, event_id), 1).map_err(storage)?;
     Ok(Applied::Added)
 }
 
@@ -161,7 +203,7 @@ impl AnalyticsStore for EmbeddedAnalytics {
         let (tenant_id, event_id) = (tenant_id.to_owned(), event_id.to_owned());
         let observation = observation.clone();
         self.writer
-            .write(move |txn| apply_in(txn, &tenant_id, &event_id, &observation))
+            .write(move |batch| apply_in(batch, &tenant_id, &event_id, &observation))
             .await
     }
 
@@ -204,8 +246,10 @@ impl AnalyticsStore for EmbeddedAnalytics {
         }
         let (tenant_id, key) = (tenant_id.to_owned(), key.to_owned());
         self.writer
-            .write(move |txn| {
-                txn.open_table(NOTES)
+            .write(move |batch| {
+                batch
+                    .txn
+                    .open_table(NOTES)
                     .map_err(storage)?
                     .insert((tenant_id.as_str(), key.as_str()), value)
                     .map_err(storage)?;

@@ -2,14 +2,17 @@
 //! transaction and runs all the writes that queued while the previous
 //! commit was fsync'd in one transaction, so the partitions' tasks share
 //! fsyncs instead of waiting for one each (every event is a write here).
-//! The projection store has the same design (`store/embedded/writer.rs`);
-//! the two could share one module.
+//! A bucket the batch's writes touch is decoded once and encoded once per
+//! batch (`Batch`), however many of its events land in it. The projection
+//! store has the same group commit (`store/embedded/writer.rs`); the two
+//! could share one module.
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use redb::{Database, WriteTransaction};
+use redb::Database;
 use tokio::sync::{mpsc, oneshot};
 
+use super::Batch;
 use crate::store::StoreError;
 
 /// Most writes in one transaction; bounds the wait of the first one.
@@ -18,10 +21,10 @@ const QUEUE_CAPACITY: usize = 8 * 1024;
 
 /// Called once the batch that ran a write has committed (or failed).
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-/// A write: runs inside the batch's transaction (`None` when none could be
+/// A write: runs inside the batch (`None` when no transaction could be
 /// started), says whether it succeeded, and hands back how to answer its
 /// caller after the commit.
-type Job = Box<dyn FnOnce(Option<&WriteTransaction>) -> (bool, Completion) + Send>;
+type Job = Box<dyn FnOnce(Option<&mut Batch<'_>>) -> (bool, Completion) + Send>;
 
 pub(super) struct Writer {
     jobs: Option<mpsc::Sender<Job>>,
@@ -40,16 +43,16 @@ impl Writer {
         })
     }
 
-    /// Runs `work` in a write transaction and returns its result once that
-    /// transaction is durable. `work` sees the writes batched before it.
+    /// Runs `work` in a batch and returns its result once the batch is
+    /// durable. `work` sees the writes batched before it.
     pub(super) async fn write<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+        work: impl FnOnce(&mut Batch<'_>) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let job: Job = Box::new(move |txn| {
-            let result = match txn {
-                Some(txn) => work(txn),
+        let job: Job = Box::new(move |batch| {
+            let result = match batch {
+                Some(batch) => work(batch),
                 None => Err(StoreError::Unavailable(
                     "cannot start an analytics write transaction".into(),
                 )),
@@ -106,12 +109,12 @@ fn run(db: &Database, mut queue: mpsc::Receiver<Job>) {
 /// One transaction for the whole batch. A write that fails aborts the
 /// batch (its partial changes must not commit): it gets its own error, the
 /// others are told to retry.
-fn write_batch(db: &Database, batch: &mut Vec<Job>) {
+fn write_batch(db: &Database, jobs: &mut Vec<Job>) {
     let txn = match db.begin_write() {
         Ok(txn) => txn,
         Err(error) => {
             tracing::warn!(%error, "analytics write transaction could not start");
-            for job in batch.drain(..) {
+            for job in jobs.drain(..) {
                 let (_, completion) = job(None);
                 completion(Ok(()));
             }
@@ -119,14 +122,19 @@ fn write_batch(db: &Database, batch: &mut Vec<Job>) {
         }
     };
     let mut all_ok = true;
-    let completions: Vec<Completion> = batch
+    let mut batch = Batch::new(&txn);
+    let completions: Vec<Completion> = jobs
         .drain(..)
         .map(|job| {
-            let (ok, completion) = job(Some(&txn));
+            let (ok, completion) = job(Some(&mut batch));
             all_ok &= ok;
             completion
         })
         .collect();
+    if all_ok && let Err(error) = batch.store_buckets() {
+        tracing::warn!(%error, "analytics buckets could not be written");
+        all_ok = false;
+    }
     let committed = if all_ok {
         txn.commit()
             .map_err(|error| StoreError::Unavailable(format!("analytics commit failed: {error}")))
