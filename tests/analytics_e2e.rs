@@ -1,12 +1,14 @@
 //! Analytics end to end, against the real binary: turns through the
-//! built-in mock model show up in the analytics API of their own tenant
-//! only, and `chatstream analytics` reads the same figures from the data
-//! dir once `chatstream dev` has stopped (the embedded store is one
-//! process's).
+//! built-in mock model show up in the analytics API (HTTP and gRPC) of
+//! their own tenant only, and `chatstream analytics` reads the same figures
+//! from the data dir once `chatstream dev` has stopped (the embedded store
+//! is one process's).
 mod support;
 
 use std::time::{Duration, Instant};
 
+use chatstream_schemas::pb::gateway as pb;
+use chatstream_schemas::pb::gateway::analytics_service_client::AnalyticsServiceClient;
 use chatstream_test_support::platform::run_subcommand;
 use serde_json::Value;
 use support::Platform;
@@ -26,6 +28,33 @@ async fn usage(platform: &Platform, tenant: &str) -> Value {
         .expect("send");
     assert_eq!(response.status().as_u16(), 200);
     response.json().await.expect("JSON")
+}
+
+/// Answers per model over gRPC, as `(model, answers)`.
+async fn grpc_answers(platform: &Platform, tenant: &str) -> Vec<(String, u64)> {
+    let mut client = AnalyticsServiceClient::connect(platform.grpc_channel_addr())
+        .await
+        .expect("connect");
+    let mut request = tonic::Request::new(pb::AnalyticsQuery {
+        bucket: "day".into(),
+        group_by: "model".into(),
+        ..pb::AnalyticsQuery::default()
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", platform.key(tenant))
+            .parse()
+            .expect("ascii"),
+    );
+    let report = client.get_usage(request).await.expect("usage").into_inner();
+    report
+        .totals
+        .into_iter()
+        .filter_map(|totals| {
+            let answers = *totals.counters.get("answers")?;
+            Some((totals.group, answers))
+        })
+        .collect()
 }
 
 fn total(answer: &Value, group: &str, metric: &str) -> u64 {
@@ -91,6 +120,11 @@ async fn turns_are_counted_for_their_tenant_only_by_the_api_and_the_command_line
     let globex = usage(&platform, "globex").await;
     assert_eq!(globex["tenant_id"], "globex");
     assert_eq!(globex["totals"], Value::Array(Vec::new()), "{globex}");
+    assert_eq!(
+        grpc_answers(&platform, "acme").await,
+        [("mock".to_owned(), 2)]
+    );
+    assert_eq!(grpc_answers(&platform, "globex").await, []);
 
     platform.stop().await;
     let data_dir = platform.data_dir.path().to_str().expect("utf-8 path");

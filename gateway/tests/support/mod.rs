@@ -1,7 +1,7 @@
 //! A real gateway for the crate's tests: the embedded backends in a temp
-//! dir, one tenant (`acme`) with a fresh API key, and the HTTP edge
-//! (WebSocket, OpenAI-compatible API, probes) on a free loopback port,
-//! with no processor behind it.
+//! dir, two tenants (`acme`, `globex`) with fresh API keys, and the HTTP
+//! edge (WebSocket, OpenAI-compatible and analytics APIs, probes) and the
+//! gRPC edge on free loopback ports, with no processor behind it.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use std::sync::Arc;
@@ -24,6 +24,8 @@ pub const MAX_MESSAGE_BYTES: usize = 1024;
 pub struct TestGateway {
     /// `host:port` of the HTTP edge.
     pub addr: String,
+    /// `host:port` of the gRPC edge.
+    pub grpc_addr: String,
     /// The key of tenant `acme`.
     pub api_key: String,
     /// The key of tenant `globex`, a second tenant.
@@ -86,9 +88,16 @@ pub async fn start_gateway(limits: EdgeLimits) -> TestGateway {
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
+    let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grpc_addr = grpc_listener.local_addr().unwrap().to_string();
+    tokio::spawn(chatstream_gateway::grpc::serve(
+        gateway.clone(),
+        grpc_listener,
+    ));
     tokio::spawn(chatstream_gateway::http::serve(gateway, listener));
     TestGateway {
         addr,
+        grpc_addr,
         api_key,
         other_api_key,
         readiness,

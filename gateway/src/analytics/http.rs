@@ -4,7 +4,6 @@
 //! parameters (`from`, `to`, `bucket`, `group_by`) are checked by
 //! `AnalyticsQuery::parse`; a bad one is a 400 that names it.
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::Router;
@@ -94,9 +93,6 @@ fn query_of(
         return Err(AnalyticsError::UnknownParameter(unknown.clone()));
     }
     let get = |name: &str| parameters.get(name).map(String::as_str);
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as i64);
     AnalyticsQuery::parse(
         &principal.tenant.id,
         &QueryParameters {
@@ -105,7 +101,7 @@ fn query_of(
             bucket: get("bucket"),
             group_by: get("group_by"),
         },
-        now_ms,
+        super::now_ms(),
     )
     .map_err(AnalyticsError::InvalidParameter)
 }
