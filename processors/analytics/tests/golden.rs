@@ -1,9 +1,9 @@
 //! Golden tests of the analytics projection: an event stream from
 //! `tests/golden/<case>.jsonl` (one `{"position", "event"}` per line, the
 //! events in their JSON mapping) is fed through the processor twice, as
-//! after a crash before the commit, and the projection (every bucket, and
-//! the usage and latency answers computed from them) must equal
-//! `<case>.expected.json`. Set `UPDATE_GOLDEN=1` to rewrite the expected
+//! after a crash before the commit, and the projection (every bucket, the
+//! usage and latency summaries computed from them, and the analytics API's
+//! answers, as served) must equal `<case>.expected.json`. Set `UPDATE_GOLDEN=1` to rewrite the expected
 //! files after a deliberate change, then review the diff.
 //!
 //! The replay tests build fresh projections from the same events (once, and
@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use chatstream_analytics::AnalyticsProjector;
 use chatstream_core::analytics::embedded::EmbeddedAnalytics;
+use chatstream_core::analytics::query::{AnalyticsQuery, QueryParameters};
 use chatstream_core::analytics::summary::{self, GroupBy};
 use chatstream_core::analytics::{AnalyticsStore, Bucket, Granularity, Series};
 use chatstream_core::log::LogPosition;
@@ -251,7 +252,34 @@ async fn check_case(case: &str) {
         }
     }
 
-    let actual = serde_json::to_string_pretty(&render(&buckets)).expect("render") + "\n";
+    let mut rendered = render(&buckets);
+    // What the API answers for each tenant over the whole case, by hour
+    // and model, exactly as it serves it.
+    let times = records
+        .iter()
+        .map(|(_, event)| chatstream_analytics::observe::occurred_at_ms(event));
+    let from = Granularity::Day.bucket_start(times.clone().min().expect("events"));
+    let to = Granularity::Day.bucket_start(times.max().expect("events")) + DAY_MS;
+    let (from, to) = (from.to_string(), to.to_string());
+    for (tenant, entry) in rendered.as_object_mut().expect("tenants") {
+        let query = AnalyticsQuery::parse(
+            tenant,
+            &QueryParameters {
+                from: Some(&from),
+                to: Some(&to),
+                bucket: Some("hour"),
+                group_by: Some("model"),
+            },
+            0,
+        )
+        .expect("a valid query");
+        let analytics = projection.analytics.as_ref();
+        entry["api_usage_by_hour_and_model"] =
+            serde_json::to_value(query.usage(analytics).await.expect("usage")).expect("json");
+        entry["api_latency_by_model"] =
+            serde_json::to_value(query.latency(analytics).await.expect("latency")).expect("json");
+    }
+    let actual = serde_json::to_string_pretty(&rendered).expect("render") + "\n";
     let expected_path = golden_dir().join(format!("{case}.expected.json"));
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&expected_path, &actual).expect("write the expected file");
