@@ -33,6 +33,10 @@ pub const TOOL_ERRORS: &str = "tool_errors";
 /// From the user message to its answer, by `model` (log time to log time:
 /// what the user waited, queueing included).
 pub const ANSWER_DURATION_MS: &str = "answer_duration_ms";
+/// From the router starting a turn step to its first token going out, by
+/// `provider` and `model` (the usage event's `time_to_first_token_ms`; only
+/// steps that streamed a token, with configured providers).
+pub const TIME_TO_FIRST_TOKEN_MS: &str = "time_to_first_token_ms";
 /// From a tool call's request to its result, by `server` and `tool`.
 pub const TOOL_CALL_DURATION_MS: &str = "tool_call_duration_ms";
 

@@ -174,13 +174,15 @@ pub fn observe(event: &Event, recalled: &Recalled) -> Observation {
             if let Some(usage) = &recorded.usage {
                 count_tokens(&mut observation, &recorded.provider, &recorded.model, usage);
             }
-            observation.count(
-                Series::new(
-                    COST_MICROS,
-                    provider_model(&recorded.provider, &recorded.model),
-                ),
-                recorded.cost_micros,
-            );
+            let labels = provider_model(&recorded.provider, &recorded.model);
+            observation.count(Series::new(COST_MICROS, labels), recorded.cost_micros);
+            // 0: no token streamed in this step (a tool call, an early failure).
+            if recorded.time_to_first_token_ms > 0 {
+                observation.latency(
+                    Series::new(TIME_TO_FIRST_TOKEN_MS, labels),
+                    recorded.time_to_first_token_ms,
+                );
+            }
         }
         Payload::ToolCallCompleted(done) => {
             let (server, tool) = done
@@ -356,34 +358,54 @@ mod tests {
     }
 
     #[test]
-    fn usage_counts_tokens_and_cost_per_provider_and_model() {
-        let usage = event(
-            "x",
-            1,
-            "u1",
-            "u1",
-            Payload::ModelUsageRecorded(Box::new(ModelUsageRecorded {
-                model: "gpt".into(),
-                provider: "openai".into(),
-                usage: Some(TokenUsage {
-                    prompt_tokens: 10,
-                    completion_tokens: 3,
-                    total_tokens: 13,
-                }),
-                cost_micros: 77,
-                ..ModelUsageRecorded::default()
-            })),
-        );
+    fn usage_counts_tokens_and_cost_and_times_the_first_token_per_provider_and_model() {
+        let usage = |time_to_first_token_ms| {
+            event(
+                "x",
+                1,
+                "u1",
+                "u1",
+                Payload::ModelUsageRecorded(Box::new(ModelUsageRecorded {
+                    model: "gpt".into(),
+                    provider: "openai".into(),
+                    usage: Some(TokenUsage {
+                        prompt_tokens: 10,
+                        completion_tokens: 3,
+                        total_tokens: 13,
+                    }),
+                    cost_micros: 77,
+                    time_to_first_token_ms,
+                    ..ModelUsageRecorded::default()
+                })),
+            )
+        };
         let pm = labels(&[("provider", "openai"), ("model", "gpt")]);
+        let streamed = observe(&usage(230), &Recalled::default());
         assert_eq!(
-            counts(&observe(&usage, &Recalled::default())),
+            counts(&streamed),
             [
                 (TOKENS_IN.into(), pm.clone(), 10),
                 (TOKENS_OUT.into(), pm.clone(), 3),
                 (COST_MICROS.into(), pm, 77),
             ]
         );
-        assert_eq!(note_of(&usage).map(|n| n.key), Some("usage/u1".into()));
+        assert_eq!(
+            streamed.latencies_ms,
+            [(
+                Series::new(
+                    TIME_TO_FIRST_TOKEN_MS,
+                    [("provider", "openai"), ("model", "gpt")]
+                ),
+                230
+            )]
+        );
+        assert!(
+            observe(&usage(0), &Recalled::default())
+                .latencies_ms
+                .is_empty(),
+            "no token streamed: no time to first token"
+        );
+        assert_eq!(note_of(&usage(0)).map(|n| n.key), Some("usage/u1".into()));
     }
 
     #[test]
