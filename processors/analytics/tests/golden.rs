@@ -8,7 +8,9 @@
 //!
 //! The replay tests build fresh projections from the same events (once, and
 //! with the conversations in another order, as the runner may interleave
-//! them) and compare the stored bytes of every bucket with the first.
+//! them; and on the ScyllaDB store, against the CQL server at
+//! `CHATSTREAM_TEST_CQL`) and compare the stored bytes of every bucket with
+//! the first.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -58,17 +60,23 @@ fn read_case(case: &str) -> Vec<(LogPosition, Event)> {
         .collect()
 }
 
-/// A projection of its own: the processor over fresh embedded stores.
+/// A projection of its own: the processor over fresh stores.
 struct Projection {
-    analytics: Arc<EmbeddedAnalytics>,
+    analytics: Arc<dyn AnalyticsStore>,
     projector: AnalyticsProjector,
     _dir: TempDir,
 }
 
 impl Projection {
+    /// On a fresh embedded analytics store.
     fn fresh() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let analytics = Arc::new(EmbeddedAnalytics::open(dir.path()).expect("open analytics"));
+        Self::on(analytics, dir)
+    }
+
+    /// On `analytics`, with the log and projection store in `dir`.
+    fn on(analytics: Arc<dyn AnalyticsStore>, dir: TempDir) -> Self {
         // The events are handed over directly: the log holds no claims, so
         // the store's claim decides which copy of a retried send counts.
         let log = Arc::new(EmbeddedLog::open(dir.path(), 1).expect("open log"));
@@ -363,5 +371,54 @@ async fn a_fresh_replay_stores_the_same_bytes() {
         stored_bytes(&reordered.buckets(&records).await),
         first_bytes,
         "conversations handled in another order"
+    );
+}
+
+/// A fresh keyspace on the CQL test server, with its settings (no
+/// lightweight transactions, no schema agreement: see the scylla crate's
+/// conformance tests).
+async fn scylla_analytics(address: &str) -> Arc<dyn AnalyticsStore> {
+    use chatstream_scylla::{ScyllaAnalytics, ScyllaStore, ScyllaStoreConfig};
+    let config = ScyllaStoreConfig {
+        await_schema_agreement: false,
+        lightweight_transactions: false,
+        page_size: 7,
+        ..ScyllaStoreConfig::new(
+            address.split(',').map(str::trim),
+            chatstream_test_support::conformance::unique("cstest").replace('-', "_"),
+        )
+    };
+    ScyllaStore::apply_schema(&config)
+        .await
+        .expect("apply the schema");
+    let store = ScyllaStore::connect(config).await.expect("connect");
+    Arc::new(
+        ScyllaAnalytics::new(&store)
+            .await
+            .expect("prepare analytics"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scylla_store_holds_the_same_bytes_as_the_embedded_one() {
+    let Some(address) = chatstream_test_support::services::cql() else {
+        return;
+    };
+    let records = read_case("two_tenants_across_midnight");
+    let embedded = Projection::fresh();
+    embedded.feed(&records).await;
+    let expected = stored_bytes(&embedded.buckets(&records).await);
+
+    let scylla = Projection::on(
+        scylla_analytics(&address).await,
+        tempfile::tempdir().expect("temp dir"),
+    );
+    // Twice, as after a crash before the commit; and conversations reordered.
+    scylla.feed(&records).await;
+    scylla.feed(&conversations_reversed(&records)).await;
+    assert_eq!(
+        stored_bytes(&scylla.buckets(&records).await),
+        expected,
+        "the ScyllaDB store's buckets differ from the embedded store's"
     );
 }
