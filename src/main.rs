@@ -11,6 +11,7 @@ mod processor_role;
 mod processors;
 #[cfg(feature = "scylla")]
 mod schema;
+mod tail;
 mod telemetry;
 #[cfg(feature = "kafka")]
 mod topics;
@@ -54,6 +55,8 @@ enum Command {
     Keygen(keygen::KeygenArgs),
     /// Read a tenant's usage or latency figures from the analytics store.
     Analytics(analytics::AnalyticsArgs),
+    /// Print the events on the log (either backend), readable or as JSON Lines.
+    Tail(tail::TailArgs),
     /// Create or describe the Kafka topics (events and dead letters).
     #[cfg(feature = "kafka")]
     Topics(topics::TopicsArgs),
@@ -177,6 +180,7 @@ fn main() -> ExitCode {
         Command::Processor(args) => processor_role::run(args),
         Command::Keygen(args) => keygen::run(args),
         Command::Analytics(args) => analytics::run(args),
+        Command::Tail(args) => tail::run(args),
         #[cfg(feature = "kafka")]
         Command::Topics(args) => topics::run(args),
         #[cfg(feature = "scylla")]
