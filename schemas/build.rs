@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         proto_root.join("chatstream/events/v1/events.proto"),
         proto_root.join("chatstream/gateway/v1/chat.proto"),
+        proto_root.join("chatstream/gateway/v1/analytics.proto"),
     ];
     println!("cargo:rerun-if-changed={}", proto_root.display());
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use chatstream_config::Config;
 use chatstream_config::tenants::TenantRegistry;
+use chatstream_core::analytics::AnalyticsStore;
 use chatstream_core::fanout::FanOut;
 use chatstream_core::log::EventLog;
 use chatstream_core::ratelimit::RateLimiter;
@@ -31,17 +32,25 @@ pub struct GatewayBackends {
     pub connections: Arc<dyn ConnectionCounter>,
     /// Client message ids shared with other gateways (with Redis).
     pub send_reservations: Option<Arc<dyn SendReservations>>,
+    /// What the analytics API reads.
+    pub analytics: Arc<dyn AnalyticsStore>,
 }
 
 impl GatewayBackends {
     /// The gateway's own backends (rate limits, connection counts, send
     /// reservations) beside the log, store and fan-out it reads and writes.
     pub fn open(config: &Config, core: &CoreBackends) -> anyhow::Result<Self> {
-        let CoreBackends { log, store, fanout } = core.clone();
+        let CoreBackends {
+            log,
+            store,
+            fanout,
+            analytics,
+        } = core.clone();
         Ok(Self {
             log,
             store,
             fanout,
+            analytics,
             rate_limiter: backends::open_rate_limiter(config)?,
             connections: backends::open_connection_counter(config)?,
             send_reservations: backends::open_send_reservations(config)?,
@@ -92,6 +101,7 @@ pub async fn start(
         tenants,
         connections: ConnectionLimits::new(backends.connections, config.limits.max_connections),
         models: Arc::new(ModelDirectory::new(config.models.clone())),
+        analytics: backends.analytics,
         metrics: Some(metrics),
         readiness: readiness.clone(),
         shutdown: shutdown.clone(),

@@ -1,4 +1,5 @@
 //! The `chatstream` binary: one executable, one subcommand per role.
+mod analytics;
 mod backends;
 mod dev;
 mod edge;
@@ -10,6 +11,7 @@ mod processor_role;
 mod processors;
 #[cfg(feature = "scylla")]
 mod schema;
+mod tail;
 mod telemetry;
 #[cfg(feature = "kafka")]
 mod topics;
@@ -51,6 +53,10 @@ enum Command {
     Processor(ProcessorArgs),
     /// Print a new API key and the tenants-file entry that holds its hash.
     Keygen(keygen::KeygenArgs),
+    /// Read a tenant's usage or latency figures from the analytics store.
+    Analytics(analytics::AnalyticsArgs),
+    /// Print the events on the log (either backend), readable or as JSON Lines.
+    Tail(tail::TailArgs),
     /// Create or describe the Kafka topics (events and dead letters).
     #[cfg(feature = "kafka")]
     Topics(topics::TopicsArgs),
@@ -173,6 +179,8 @@ fn main() -> ExitCode {
         Command::Gateway(args) => gateway_role::run(args),
         Command::Processor(args) => processor_role::run(args),
         Command::Keygen(args) => keygen::run(args),
+        Command::Analytics(args) => analytics::run(args),
+        Command::Tail(args) => tail::run(args),
         #[cfg(feature = "kafka")]
         Command::Topics(args) => topics::run(args),
         #[cfg(feature = "scylla")]

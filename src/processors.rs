@@ -4,8 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chatstream_analytics::AnalyticsProjector;
 use chatstream_config::Config;
 use chatstream_config::tenants::TenantRegistry;
+use chatstream_core::analytics::AnalyticsStore;
 use chatstream_core::deadletter::DeadLetterSink;
 use chatstream_core::fanout::FanOut;
 use chatstream_core::log::EventLog;
@@ -28,10 +30,17 @@ pub enum ProcessorKind {
     Router,
     /// Runs tenants' tool calls on their MCP servers.
     Mcp,
+    /// Projects usage and latency per tenant and time bucket.
+    Analytics,
 }
 
 impl ProcessorKind {
-    pub const ALL: [ProcessorKind; 3] = [Self::ConversationProjector, Self::Router, Self::Mcp];
+    pub const ALL: [ProcessorKind; 4] = [
+        Self::ConversationProjector,
+        Self::Router,
+        Self::Mcp,
+        Self::Analytics,
+    ];
 
     /// The consumer group, as the processor names itself; also its name on
     /// the command line and its `processor` label on metrics.
@@ -40,6 +49,7 @@ impl ProcessorKind {
             Self::ConversationProjector => ConversationProjector::NAME,
             Self::Router => ModelRouter::NAME,
             Self::Mcp => chatstream_mcp::McpProcessor::NAME,
+            Self::Analytics => AnalyticsProjector::NAME,
         }
     }
 
@@ -47,7 +57,7 @@ impl ProcessorKind {
     /// and budgets, both for the tenants' MCP servers.
     pub fn reads_tenants(self) -> bool {
         match self {
-            Self::ConversationProjector => false,
+            Self::ConversationProjector | Self::Analytics => false,
             Self::Router | Self::Mcp => true,
         }
     }
@@ -61,17 +71,25 @@ pub struct ProcessorBackends {
     pub fanout: Arc<dyn FanOut>,
     /// Where records a processor gives up on go.
     pub dead_letters: Arc<dyn DeadLetterSink>,
+    /// The analytics projection (written by the analytics processor).
+    pub analytics: Arc<dyn AnalyticsStore>,
 }
 
 impl ProcessorBackends {
     /// The log, store and fan-out, and the dead letters beside the log.
     pub async fn open(config: &Config, core: &CoreBackends) -> anyhow::Result<Self> {
-        let CoreBackends { log, store, fanout } = core.clone();
+        let CoreBackends {
+            log,
+            store,
+            fanout,
+            analytics,
+        } = core.clone();
         Ok(Self {
             log,
             store,
             fanout,
             dead_letters: backends::open_dead_letters(config, &config.data_dir).await?,
+            analytics,
         })
     }
 }
@@ -91,6 +109,7 @@ pub fn spawn(
         store,
         fanout,
         dead_letters,
+        analytics,
     } = backends.clone();
     match kind {
         ProcessorKind::ConversationProjector => {
@@ -143,6 +162,17 @@ pub fn spawn(
                 config,
                 log,
                 Arc::new(mcp),
+                dead_letters,
+                shutdown.clone(),
+            );
+        }
+        ProcessorKind::Analytics => {
+            let projector = AnalyticsProjector::new(log.clone(), store, analytics);
+            spawn_processor(
+                tasks,
+                config,
+                log,
+                Arc::new(projector),
                 dead_letters,
                 shutdown.clone(),
             );

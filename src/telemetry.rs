@@ -22,7 +22,25 @@ pub fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
 }
 
 pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
-    PrometheusBuilder::new()
+    use chatstream_router::genai_metrics::{
+        OPERATION_DURATION, SECONDS_BUCKETS, TIME_TO_FIRST_CHUNK, TOKEN_BUCKETS, TOKEN_USAGE,
+    };
+    use metrics_exporter_prometheus::Matcher;
+    // The GenAI metrics are histograms with the semantic conventions'
+    // buckets (others stay summaries, as before).
+    let histogram =
+        |name: &str, buckets: &[f64]| (Matcher::Full(name.to_owned()), buckets.to_vec());
+    let mut builder = PrometheusBuilder::new();
+    for (matcher, buckets) in [
+        histogram(TOKEN_USAGE, &TOKEN_BUCKETS),
+        histogram(OPERATION_DURATION, &SECONDS_BUCKETS),
+        histogram(TIME_TO_FIRST_CHUNK, &SECONDS_BUCKETS),
+    ] {
+        builder = builder
+            .set_buckets_for_metric(matcher, &buckets)
+            .map_err(|e| anyhow::anyhow!("invalid histogram buckets: {e}"))?;
+    }
+    builder
         .install_recorder()
         .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))
 }

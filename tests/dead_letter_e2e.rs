@@ -15,8 +15,9 @@ use chatstream_test_support::conformance::unique;
 use chatstream_test_support::services;
 
 const PARTITIONS: u32 = 2;
-/// The processors `chatstream dev` runs.
-const PROCESSORS: usize = 3;
+/// The processors `chatstream dev` runs (conversation projector, router,
+/// mcp, analytics).
+const PROCESSORS: usize = 4;
 const POISON: &[u8] = b"\xde\xad not an event";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,7 +76,7 @@ async fn a_poison_record_is_dead_lettered_by_every_processor_and_the_tenant_is_s
     }
 
     // Every processor `chatstream dev` runs (conversation projector, router,
-    // mcp) puts the record, byte for byte, on the dead-letter topic.
+    // mcp, analytics) puts the record, byte for byte, on the dead-letter topic.
     let dead_letters = KafkaLog::connect(KafkaLogConfig {
         partitions: PARTITIONS,
         ..KafkaLogConfig::new(&servers, config.dead_letter_topic())

@@ -1,13 +1,16 @@
 //! `chatstream dev` with configured model providers: two OpenAI-compatible
 //! HTTP servers on loopback, the first failing. A client over WebSocket
 //! sees the routing events, the fallback's answer and the usage event; a
-//! tenant over its monthly budget is refused without a provider call.
+//! tenant over its monthly budget is refused without a provider call. The
+//! same turns show in each tenant's analytics and, as GenAI operations, on
+//! `/metrics`.
 mod support;
 
 use chatstream_schemas::ws::EventBody;
 use chatstream_test_support::fake_provider::{ProviderServer, Reply, openai_stream};
 use chatstream_test_support::turns::send_and_read_turn;
-use support::{Platform, Ws};
+use serde_json::Value;
+use support::{Platform, Ws, http_get};
 
 /// An OpenAI-compatible provider that fails with `status`, or streams
 /// "from backup" with usage when `status` is 200: its `/v1` URL and the
@@ -129,6 +132,104 @@ async fn configured_providers_fall_back_account_and_enforce_budgets() {
         "acme's and globex's first; none over budget"
     );
     assert_eq!(calls[1].body["max_tokens"], 5);
+
+    // Analytics: the tokens and cost of the usage event, the fallback, and
+    // globex's refusal, each under its own tenant.
+    let acme = projected_usage(&platform, "acme", |usage| {
+        total(usage, "backup-model", "answers") == 1
+    })
+    .await;
+    for (model, metric, value) in [
+        ("backup-model", "tokens_in", 7),
+        ("backup-model", "tokens_out", 2),
+        ("backup-model", "cost_micros", 34),
+        ("backup-model", "model_fallbacks", 1),
+        ("main-model", "model_attempts", 1),
+        ("main-model", "model_attempt_failures", 1),
+    ] {
+        assert_eq!(
+            total(&acme, model, metric),
+            value,
+            "{model} {metric}: {acme}"
+        );
+    }
+    let globex = projected_usage(&platform, "globex", |usage| {
+        total(usage, "", "budget_refusals") == 1
+    })
+    .await;
+    assert_eq!(total(&globex, "backup-model", "answers"), 1, "{globex}");
+    assert_eq!(total(&globex, "", "user_messages"), 2, "{globex}");
+    let (status, latency) = http_get_json(&platform, "acme", "latency").await;
+    assert_eq!(status, 200);
+    assert!(
+        latency["latencies"]
+            .as_array()
+            .expect("latencies")
+            .iter()
+            .any(|row| {
+                row["metric"] == "time_to_first_token_ms" && row["group"] == "backup-model"
+            }),
+        "{latency}"
+    );
+
+    // GenAI metrics: the failed call and the streamed one.
+    let (status, metrics) = http_get(&platform.http_addr, "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    for expected in [
+        "gen_ai_client_operation_duration_seconds_bucket{gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"primary\",gen_ai_request_model=\"gpt-main\",gen_ai_response_model=\"gpt-main\",error_type=\"server_error\",le=",
+        "gen_ai_client_token_usage_bucket{gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"backup\",gen_ai_request_model=\"gpt-backup\",gen_ai_response_model=\"gpt-backup\",gen_ai_token_type=\"input\",le=",
+        "gen_ai_client_operation_time_to_first_chunk_seconds_bucket{gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"backup\",",
+    ] {
+        assert!(metrics.contains(expected), "no `{expected}` on /metrics");
+    }
+}
+
+/// `GET /api/v2/analytics/<what>?bucket=day&group_by=model` as `tenant`.
+async fn http_get_json(platform: &Platform, tenant: &str, what: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .get(format!(
+            "http://{}/api/v2/analytics/{what}?bucket=day&group_by=model",
+            platform.http_addr
+        ))
+        .bearer_auth(platform.key(tenant))
+        .send()
+        .await
+        .expect("send");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON"))
+}
+
+/// The tenant's usage by model, once `projected` holds (the analytics
+/// processor catches up shortly after the turn).
+async fn projected_usage(
+    platform: &Platform,
+    tenant: &str,
+    projected: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, usage) = http_get_json(platform, tenant, "usage").await;
+        assert_eq!(status, 200, "{usage}");
+        if projected(&usage) {
+            return usage;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not projected: {usage}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// A counter of the usage answer's totals for `group`.
+fn total(usage: &Value, group: &str, metric: &str) -> u64 {
+    usage["totals"]
+        .as_array()
+        .expect("totals")
+        .iter()
+        .filter(|totals| totals["group"] == group)
+        .filter_map(|totals| totals["counters"][metric].as_u64())
+        .sum()
 }
 
 #[test]

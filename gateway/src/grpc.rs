@@ -1,4 +1,5 @@
-//! The gRPC edge: `chatstream.gateway.v1.ChatService`, plus the standard
+//! The gRPC edge: `chatstream.gateway.v1.ChatService` (and the
+//! `AnalyticsService` of `analytics/grpc.rs`), plus the standard
 //! `grpc.health.v1` service and server reflection. Authenticates every call
 //! from metadata: `authorization: Bearer <key>` or `x-api-key: <key>`.
 use std::pin::Pin;
@@ -47,12 +48,14 @@ pub async fn serve(gateway: Gateway, listener: TcpListener) -> Result<(), tonic:
         .expect("the embedded descriptor sets are valid");
     let max_message = gateway.limits.max_frame_bytes;
     let shutdown = gateway.shutdown.clone();
+    let analytics = crate::analytics::grpc::service(gateway.clone());
     let chat = ChatServiceServer::new(GrpcChat { gateway }).max_decoding_message_size(max_message);
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(chat)
+        .add_service(analytics)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await
 }
@@ -115,21 +118,27 @@ pub struct GrpcChat {
 
 impl GrpcChat {
     fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, Status> {
-        if !self.gateway.readiness.is_ready() {
-            return Err(Status::unavailable(
-                "starting: not ready to accept calls yet, retry",
-            ));
-        }
-        let bearer = metadata
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, key)| key.trim());
-        let key = bearer.or_else(|| metadata.get("x-api-key").and_then(|v| v.to_str().ok()));
-        key.and_then(|key| self.gateway.tenants.authenticate(key))
-            .ok_or_else(|| ChatError::Unauthenticated.to_status())
+        authenticate(&self.gateway, metadata)
     }
+}
+
+/// The caller of a gRPC call, from `authorization: Bearer <key>` or
+/// `x-api-key: <key>`; every service of the gateway authenticates so.
+pub(crate) fn authenticate(gateway: &Gateway, metadata: &MetadataMap) -> Result<Principal, Status> {
+    if !gateway.readiness.is_ready() {
+        return Err(Status::unavailable(
+            "starting: not ready to accept calls yet, retry",
+        ));
+    }
+    let bearer = metadata
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim());
+    let key = bearer.or_else(|| metadata.get("x-api-key").and_then(|v| v.to_str().ok()));
+    key.and_then(|key| gateway.tenants.authenticate(key))
+        .ok_or_else(|| ChatError::Unauthenticated.to_status())
 }
 
 type ServerFrames = Pin<Box<dyn Stream<Item = Result<pb::ServerFrame, Status>> + Send>>;

@@ -15,13 +15,14 @@ use chatstream_core::store::ProjectionStore;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::{Gateway, openai, ws};
+use crate::{Gateway, analytics, openai, ws};
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub fn router(gateway: Gateway) -> Router {
     Router::new()
         .merge(openai::routes(&gateway.limits))
+        .merge(analytics::routes())
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))

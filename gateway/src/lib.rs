@@ -3,6 +3,7 @@
 //! (WebSocket, gRPC, OpenAI-compatible HTTP) convert their wire format into
 //! calls on one `ChatCore`; nothing below the edge knows the protocol.
 
+pub mod analytics;
 pub mod chat;
 pub mod command;
 pub mod error;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chatstream_config::tenants::TenantRegistry;
+use chatstream_core::analytics::AnalyticsStore;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +40,8 @@ pub struct Gateway {
     pub connections: connections::ConnectionLimits,
     /// The models each tenant may ask for by name (OpenAI-compatible API).
     pub models: Arc<openai::ModelDirectory>,
+    /// The analytics projection the analytics API reads.
+    pub analytics: Arc<dyn AnalyticsStore>,
     /// Cancelled when the process shuts down: connections close with "going away".
     pub shutdown: CancellationToken,
 }

@@ -241,7 +241,15 @@ pub enum EventBody {
         partial: bool,
         estimated: bool,
         attempts: u32,
+        /// From the router starting the step to its first token; absent
+        /// (0) when no token streamed.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        time_to_first_token_ms: u64,
     },
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// A tool-call request: which tool of which of the tenant's servers, with
@@ -401,6 +409,7 @@ impl EventJson {
                 partial: p.partial,
                 estimated: p.estimated,
                 attempts: p.attempts,
+                time_to_first_token_ms: p.time_to_first_token_ms,
             },
         };
         Some(Self {
@@ -574,6 +583,7 @@ impl EventJson {
                 partial,
                 estimated,
                 attempts,
+                time_to_first_token_ms,
             } => Payload::ModelUsageRecorded(Box::new(events::ModelUsageRecorded {
                 model: model.clone(),
                 provider: provider.clone(),
@@ -582,6 +592,7 @@ impl EventJson {
                 partial: *partial,
                 estimated: *estimated,
                 attempts: *attempts,
+                time_to_first_token_ms: *time_to_first_token_ms,
             })),
         };
         Ok(events::Event {
@@ -702,6 +713,7 @@ mod tests {
                 partial: true,
                 estimated: false,
                 attempts: 2,
+                time_to_first_token_ms: 840,
             })),
         ];
         for payload in payloads {

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chatstream_config::{Config, LogBackend, StoreBackend};
+use chatstream_core::analytics::AnalyticsStore;
+use chatstream_core::analytics::embedded::EmbeddedAnalytics;
 use chatstream_core::deadletter::DeadLetterSink;
 use chatstream_core::deadletter::embedded::EmbeddedDeadLetters;
 use chatstream_core::fanout::FanOut;
@@ -65,13 +67,15 @@ pub fn require_shared(config: &Config, role: &str) -> anyhow::Result<()> {
     )
 }
 
-/// The log, the store and the fan-out: what the gateway and every
+/// The log, the stores and the fan-out: what the gateway and every
 /// processor read and write (in `chatstream dev`, the same instances).
 #[derive(Clone)]
 pub struct CoreBackends {
     pub log: Arc<dyn EventLog>,
     pub store: Arc<dyn ProjectionStore>,
     pub fanout: Arc<dyn FanOut>,
+    /// Written by the analytics processor, read by the gateway's queries.
+    pub analytics: Arc<dyn AnalyticsStore>,
 }
 
 impl CoreBackends {
@@ -81,6 +85,7 @@ impl CoreBackends {
             log: open_log(config, &config.data_dir).await?,
             store: open_store(config, &config.data_dir).await?,
             fanout: open_fanout(config).await?,
+            analytics: open_analytics(config, &config.data_dir).await?,
         })
     }
 }
@@ -137,6 +142,23 @@ pub async fn open_store(
         Some(url) => redis::recent_history(config, url, store),
         #[cfg(not(feature = "redis"))]
         Some(_) => Err(not_built("redis", "redis.url")),
+    }
+}
+
+/// The analytics projection, on the store backend the config chooses.
+pub async fn open_analytics(
+    config: &Config,
+    data_dir: &Path,
+) -> anyhow::Result<Arc<dyn AnalyticsStore>> {
+    match config.store.backend {
+        StoreBackend::Embedded => Ok(Arc::new(
+            EmbeddedAnalytics::open(data_dir)
+                .context("cannot open the embedded analytics store")?,
+        )),
+        #[cfg(feature = "scylla")]
+        StoreBackend::Scylla => scylla::open_analytics(config).await,
+        #[cfg(not(feature = "scylla"))]
+        StoreBackend::Scylla => Err(not_built("scylla", "store.backend: scylla")),
     }
 }
 

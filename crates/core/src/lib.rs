@@ -1,5 +1,5 @@
 //! The core every chatstream component shares: the backend seams (event
-//! log, projection store, fan-out, dead letters, and the gateway's hot
+//! log, projection store, analytics store, fan-out, dead letters, and the gateway's hot
 //! state: rate limits, connection counts, send reservations) with their
 //! embedded and in-process implementations, the tools seam, and the
 //! processor runner. The distributed backends live in crates of their own
@@ -7,6 +7,7 @@
 //! conformance suites every implementation passes live in
 //! `chatstream-test-support`.
 
+pub mod analytics;
 pub mod deadletter;
 pub mod fanout;
 pub mod log;

@@ -1,6 +1,7 @@
 //! The embedded backends against the shared conformance suites, plus what
 //! only an embedded backend can be asked: that its data survives a reopen
 //! of the same directory.
+use chatstream_core::analytics::embedded::EmbeddedAnalytics;
 use chatstream_core::fanout::in_process::InProcessFanOut;
 use chatstream_core::log::embedded::EmbeddedLog;
 use chatstream_core::log::{EventLog, LogError, LogPosition};
@@ -29,6 +30,13 @@ fn open_store() -> (EmbeddedStore, TempDir) {
 
 chatstream_test_support::log_conformance_tests!(async { open_log() });
 chatstream_test_support::store_conformance_tests!(async { open_store() });
+chatstream_test_support::analytics_conformance_tests!(async {
+    let dir = tempfile::tempdir().expect("temp dir");
+    (
+        EmbeddedAnalytics::open(dir.path()).expect("open analytics"),
+        dir,
+    )
+});
 chatstream_test_support::fanout_conformance_tests!(async { (InProcessFanOut::new(), ()) });
 chatstream_test_support::ratelimit_conformance_tests!(async { (InProcessRateLimiter::new(), ()) });
 chatstream_test_support::connection_counter_conformance_tests!(async {

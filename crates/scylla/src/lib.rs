@@ -1,6 +1,7 @@
 //! The ScyllaDB (or Cassandra) projection store, through the `scylla`
-//! driver: the distributed implementation of `ProjectionStore`, for any
-//! number of gateway and processor replicas.
+//! driver: the distributed implementation of `ProjectionStore` (and, in
+//! `analytics.rs`, of `AnalyticsStore`), for any number of gateway and
+//! processor replicas.
 //!
 //! Writes are idempotent upserts keyed by tenant and log position or id, so
 //! a replay leaves the same rows. "First wins" records read first (a replay
@@ -23,12 +24,14 @@ use chatstream_core::store::{
     ClientMessageRecord, ConversationRecord, HistoryEntry, ProjectionStore, Recorded, StoreError,
 };
 
+mod analytics;
 mod config;
 mod error;
 mod rows;
 mod schema;
 mod statements;
 
+pub use analytics::ScyllaAnalytics;
 pub use config::{
     Consistency, Replication, ScyllaStoreConfig, SerialConsistency, parse_consistency,
 };

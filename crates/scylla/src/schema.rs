@@ -37,6 +37,14 @@ pub(crate) const CLIENT_MESSAGES: &str = "client_messages";
 /// Completed side effects by (scope, event id).
 pub(crate) const PROCESSED_EVENTS: &str = "processed_events";
 
+/// Analytics buckets by (tenant, granularity, bucket start): one row each,
+/// read by point reads (see `analytics.rs`).
+pub(crate) const ANALYTICS_BUCKETS: &str = "analytics_buckets";
+/// Events the analytics projection has added, by (tenant, event id).
+pub(crate) const ANALYTICS_APPLIED: &str = "analytics_applied";
+/// The analytics processor's notes between events of a turn, by (tenant, key).
+pub(crate) const ANALYTICS_NOTES: &str = "analytics_notes";
+
 /// What `apply_schema` ran.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchemaReport {
@@ -97,6 +105,21 @@ pub fn schema_statements(config: &ScyllaStoreConfig, on_scylla: bool) -> Vec<Str
             "CREATE TABLE IF NOT EXISTS {ks}.{PROCESSED_EVENTS} (\
              scope text, event_id text, processed boolean, \
              PRIMARY KEY ((scope, event_id)))"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.{ANALYTICS_BUCKETS} (\
+             tenant_id text, granularity text, bucket_start_ms bigint, state blob, \
+             PRIMARY KEY ((tenant_id, granularity, bucket_start_ms)))"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.{ANALYTICS_APPLIED} (\
+             tenant_id text, event_id text, applied boolean, \
+             PRIMARY KEY ((tenant_id, event_id)))"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.{ANALYTICS_NOTES} (\
+             tenant_id text, note_key text, value bigint, \
+             PRIMARY KEY ((tenant_id, note_key)))"
         ),
     ]
 }

@@ -27,7 +27,7 @@ use chatstream_core::log::LogPosition;
 use chatstream_core::store::{
     ClientMessageRecord, ConversationRecord, ProjectionStore, Recorded, StoreError,
 };
-use chatstream_scylla::{Replication, ScyllaStore, ScyllaStoreConfig};
+use chatstream_scylla::{Replication, ScyllaAnalytics, ScyllaStore, ScyllaStoreConfig};
 use chatstream_test_support::conformance::store::history_of;
 use chatstream_test_support::conformance::{history_entry, unique, user_message};
 use chatstream_test_support::services;
@@ -161,6 +161,40 @@ mod real_scylla {
     use super::*;
 
     chatstream_test_support::store_conformance_tests!(if_available: real_scylla_store());
+}
+
+async fn test_server_analytics() -> Option<(ScyllaAnalytics, ())> {
+    let (store, ()) = test_server_store().await?;
+    Some((
+        ScyllaAnalytics::new(&store)
+            .await
+            .expect("prepare analytics"),
+        (),
+    ))
+}
+
+async fn real_scylla_analytics() -> Option<(ScyllaAnalytics, TestKeyspace)> {
+    let (store, keyspace) = real_scylla_store().await?;
+    Some((
+        ScyllaAnalytics::new(&store)
+            .await
+            .expect("prepare analytics"),
+        keyspace,
+    ))
+}
+
+/// The analytics store needs nothing the CQL test server lacks: point reads
+/// and logged batches only.
+mod cql_test_server_analytics {
+    use super::*;
+
+    chatstream_test_support::analytics_conformance_tests!(if_available: test_server_analytics());
+}
+
+mod real_scylla_analytics {
+    use super::*;
+
+    chatstream_test_support::analytics_conformance_tests!(if_available: real_scylla_analytics());
 }
 
 // --- Schema and connecting ----------------------------------------------------------

@@ -6,6 +6,7 @@
 
 pub mod accounting;
 pub mod context;
+pub mod genai_metrics;
 pub mod mock;
 pub mod model;
 mod processor;

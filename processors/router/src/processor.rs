@@ -6,9 +6,9 @@
 //! providers, every routing decision and the turn's usage are events too,
 //! with derived ids, so a redelivery re-produces the same ids and
 //! consumers (budgets included) count each turn once.
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use chatstream_core::fanout::{FanOut, FanOutMessage, TokenDelta};
@@ -185,6 +185,11 @@ struct TurnReporter<'a> {
     router: &'a ModelRouter,
     user_message: &'a Event,
     next_index: AtomicU32,
+    /// When the router started this step of the turn.
+    started: Instant,
+    /// How long after `started` the first token went out (the usage
+    /// event's `time_to_first_token_ms`).
+    first_token: OnceLock<Duration>,
 }
 
 #[async_trait]
@@ -200,6 +205,7 @@ impl TurnObserver for TurnReporter<'_> {
     }
 
     async fn delta(&self, index: u32, text: &str) {
+        self.first_token.get_or_init(|| self.started.elapsed());
         let message = self.user_message;
         let delta = TokenDelta {
             conversation_id: message.conversation_id.clone(),
@@ -222,7 +228,7 @@ impl TurnObserver for TurnReporter<'_> {
     }
 }
 
-fn usage_payload(usage: &TurnUsage) -> Payload {
+fn usage_payload(usage: &TurnUsage, first_token: Option<Duration>) -> Payload {
     let tokens = usage.usage;
     Payload::ModelUsageRecorded(Box::new(ModelUsageRecorded {
         model: usage.model.clone(),
@@ -236,6 +242,7 @@ fn usage_payload(usage: &TurnUsage) -> Payload {
         partial: usage.partial,
         estimated: usage.estimated,
         attempts: usage.attempts,
+        time_to_first_token_ms: first_token.map_or(0, |after| after.as_millis() as u64),
     }))
 }
 
@@ -268,6 +275,9 @@ impl Processor for ModelRouter {
 impl ModelRouter {
     /// Answers `event` when it starts or continues a turn.
     async fn answer(&self, event: &Event, position: LogPosition) -> Result<(), ProcessError> {
+        // The step's time to first token counts from here: history and the
+        // tenant's tool list are part of the wait.
+        let started = Instant::now();
         let retryable =
             |e: chatstream_core::store::StoreError| ProcessError::Retryable(e.to_string());
         // A turn starts at a user message and goes on after each tool result.
@@ -316,6 +326,8 @@ impl ModelRouter {
             router: self,
             user_message: event,
             next_index: AtomicU32::new(ROUTING_EVENT_FIRST_INDEX),
+            started,
+            first_token: OnceLock::new(),
         };
         let outcome = run_turn(&self.routing, &request, &reporter).await?;
 
@@ -335,7 +347,7 @@ impl ModelRouter {
                 outputs.push(derived_event(
                     event,
                     USAGE_EVENT_INDEX,
-                    usage_payload(usage),
+                    usage_payload(usage, reporter.first_token.get().copied()),
                 ));
                 Some(
                     u64::from(usage.usage.prompt_tokens) + u64::from(usage.usage.completion_tokens),

@@ -1,5 +1,5 @@
 //! Conformance suites for the backend seams. Every implementation of
-//! `EventLog`, `ProjectionStore`, `FanOut`, `RateLimiter` and
+//! `EventLog`, `ProjectionStore`, `AnalyticsStore`, `FanOut`, `RateLimiter` and
 //! `ConnectionCounter` (embedded, Kafka, ScyllaDB, Redis) must pass the same
 //! cases, so code above the seams can rely on the semantics the trait docs
 //! promise, whichever backend runs. The processor runner has a suite too
@@ -45,6 +45,7 @@ use chatstream_schemas::ids::new_event_id;
 use chatstream_schemas::pb::events::UserMessageSent;
 use chatstream_schemas::pb::events::event::Payload;
 
+pub mod analytics;
 pub mod connections;
 pub mod fanout;
 pub mod log;
@@ -389,5 +390,36 @@ macro_rules! connection_counter_conformance_tests {
     };
     ($factory:expr) => {
         $crate::connection_counter_conformance_tests!(@with always, $factory);
+    };
+}
+
+/// One `#[tokio::test]` per analytics-store case (see the module docs for the factory).
+#[macro_export]
+macro_rules! analytics_conformance_tests {
+    (if_available: $factory:expr) => {
+        $crate::analytics_conformance_tests!(@with if_available, $factory);
+    };
+    (@with $mode:ident, $factory:expr) => {
+        $crate::__conformance_tests!(
+            $mode,
+            analytics_store_conformance,
+            analytics,
+            $factory,
+            [
+                ping_answers,
+                an_observation_lands_in_its_minute_hour_and_day_buckets,
+                applying_an_event_twice_changes_nothing,
+                event_ids_are_marked_per_tenant,
+                concurrent_applies_to_one_bucket_lose_nothing,
+                the_same_events_in_another_order_store_the_same_bytes,
+                buckets_are_read_in_range_oldest_first,
+                tenants_never_read_each_others_figures,
+                notes_round_trip,
+                a_read_wider_than_the_limit_is_refused,
+            ]
+        );
+    };
+    ($factory:expr) => {
+        $crate::analytics_conformance_tests!(@with always, $factory);
     };
 }

@@ -15,6 +15,7 @@ use chatstream_schemas::pb::events::{
 use futures::StreamExt;
 use tokio::time::Instant;
 
+use crate::genai_metrics;
 use crate::model::{ChatMessage, CompletionRequest, ModelChunk, ModelError, ToolCallChunk, Usage};
 use crate::providers::CatalogEntry;
 use crate::routing::Routing;
@@ -115,8 +116,26 @@ fn estimate_prompt_tokens(messages: &[ChatMessage]) -> u32 {
     bytes.div_ceil(4) as u32
 }
 
-/// Runs one call, streaming its tokens through `observer`.
+/// Runs one call, streaming its tokens through `observer`; one GenAI
+/// operation on the metrics.
 async fn attempt(
+    entry: &CatalogEntry,
+    request: CompletionRequest,
+    policy: &RoutingPolicyConfig,
+    deadline: Instant,
+    observer: &dyn TurnObserver,
+) -> Attempt {
+    let started = Instant::now();
+    let attempted = stream_attempt(entry, request, policy, deadline, observer).await;
+    let error = match &attempted {
+        Attempt::Finished { .. } => None,
+        Attempt::Failed { error, .. } => Some(error.code),
+    };
+    genai_metrics::record_operation(entry, started.elapsed(), error);
+    attempted
+}
+
+async fn stream_attempt(
     entry: &CatalogEntry,
     request: CompletionRequest,
     policy: &RoutingPolicyConfig,
@@ -168,6 +187,9 @@ async fn attempt(
         let next = tokio::time::timeout_at(until, chunks.next()).await;
         let error = match next {
             Ok(Some(Ok(ModelChunk::Token(token)))) => {
+                if streamed == 0 {
+                    genai_metrics::record_first_chunk(entry, started.elapsed());
+                }
                 observer.delta(streamed, &token).await;
                 streamed += 1;
                 text.push_str(&token);
@@ -476,6 +498,7 @@ pub async fn run_turn(
 }
 
 fn add_usage(total: &mut TurnUsage, entry: &CatalogEntry, usage: Usage, estimated: bool) {
+    genai_metrics::record_tokens(entry, usage);
     total.usage.prompt_tokens += usage.prompt_tokens;
     total.usage.completion_tokens += usage.completion_tokens;
     total.cost_micros += entry.price.cost_micros(usage);
