@@ -202,6 +202,47 @@ async fn unsynced_history_is_read_at_once_and_kept_once_synced() {
     );
 }
 
+/// The analytics store commits without an fsync; `sync` makes what it
+/// applied and noted durable (here: it survives a reopen).
+#[tokio::test]
+async fn synced_analytics_figures_and_notes_survive_a_reopen() {
+    use chatstream_core::analytics::{AnalyticsStore, Applied, Granularity, Observation, Series};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let analytics = EmbeddedAnalytics::open(dir.path()).expect("open analytics");
+    let tenant = unique("tenant");
+    let at_ms = 1_796_169_570_000;
+    let mut observation = Observation::at(at_ms);
+    observation.count(Series::new("tokens_in", [("model", "m")]), 7);
+    assert_eq!(
+        analytics.apply(&tenant, "e1", &observation).await.unwrap(),
+        Applied::Added
+    );
+    analytics.note(&tenant, "sent:e1", 42).await.unwrap();
+    analytics.sync().await.unwrap();
+    drop(analytics);
+
+    let reopened = EmbeddedAnalytics::open(dir.path()).expect("reopen analytics");
+    let minute = Granularity::ALL[0];
+    let start = minute.bucket_start(at_ms);
+    let buckets = reopened
+        .read_buckets(&tenant, minute, start, start + 60_000)
+        .await
+        .unwrap();
+    let tokens: u64 = buckets
+        .iter()
+        .flat_map(|bucket| bucket.state.counters())
+        .filter(|(series, _)| series.metric == "tokens_in")
+        .map(|(_, value)| value)
+        .sum();
+    assert_eq!(tokens, 7);
+    assert_eq!(reopened.noted(&tenant, "sent:e1").await.unwrap(), Some(42));
+    assert_eq!(
+        reopened.apply(&tenant, "e1", &observation).await.unwrap(),
+        Applied::AlreadyApplied,
+        "the event's mark was kept with its figures"
+    );
+}
+
 #[tokio::test]
 async fn reopening_the_log_with_another_partition_count_fails() {
     let (log, dir) = open_log();

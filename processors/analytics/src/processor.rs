@@ -95,6 +95,12 @@ impl Processor for AnalyticsProjector {
         }
         Ok(())
     }
+
+    /// The embedded store commits notes and buckets without an fsync; they
+    /// become durable here, before the runner commits past their events.
+    async fn sync(&self) -> Result<(), ProcessError> {
+        self.analytics.sync().await.map_err(retryable)
+    }
 }
 
 fn retryable(error: StoreError) -> ProcessError {

@@ -6,7 +6,9 @@
 //! and writes the mark in one write transaction, so the buckets and the
 //! mark commit together or not at all. Every write goes through one writer
 //! thread (`writer.rs`, group commit), so concurrent applies of one tenant
-//! cannot lose an update, and they share fsyncs and bucket encodings.
+//! cannot lose an update, and they share commits and bucket encodings.
+//! Commits are durable at the next `sync` (the processor's, before it
+//! commits its log position), not before.
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -256,6 +258,10 @@ impl AnalyticsStore for EmbeddedAnalytics {
                 Ok(())
             })
             .await
+    }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        self.writer.sync().await
     }
 
     async fn noted(&self, tenant_id: &str, key: &str) -> Result<Option<i64>, StoreError> {

@@ -80,6 +80,15 @@ pub trait AnalyticsStore: Send + Sync + 'static {
 
     /// The value `note` kept under this tenant's `key`, if any.
     async fn noted(&self, tenant_id: &str, key: &str) -> Result<Option<i64>, StoreError>;
+
+    /// Makes every `apply` and `note` that returned durable. A backend may
+    /// return from those before they are (readers see them at once); the
+    /// processor syncs before its log position passes the events, so a
+    /// crash only redoes them. Backends whose writes are durable when they
+    /// return need not override it.
+    async fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Refuses a read wider than `MAX_BUCKETS_PER_READ` buckets.

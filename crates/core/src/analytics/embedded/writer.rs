@@ -3,13 +3,16 @@
 //! commit was fsync'd in one transaction, so the partitions' tasks share
 //! fsyncs instead of waiting for one each (every event is a write here).
 //! A bucket the batch's writes touch is decoded once and encoded once per
-//! batch (`Batch`), however many of its events land in it. The projection
+//! batch (`Batch`), however many of its events land in it. Batches commit
+//! without an fsync unless a `sync` is among them: the processor syncs
+//! before it commits its log position (`AnalyticsStore::sync`), so
+//! projecting an event waits for no disk. The projection
 //! store has the same group commit (`store/embedded/writer.rs`); the two
 //! could share one module.
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use redb::Database;
+use redb::{Database, Durability};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Batch;
@@ -26,8 +29,14 @@ type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// caller after the commit.
 type Job = Box<dyn FnOnce(Option<&mut Batch<'_>>) -> (bool, Completion) + Send>;
 
+/// A job, and whether its caller waits until it is durable.
+struct Queued {
+    job: Job,
+    durable: bool,
+}
+
 pub(super) struct Writer {
-    jobs: Option<mpsc::Sender<Job>>,
+    jobs: Option<mpsc::Sender<Queued>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -44,10 +53,24 @@ impl Writer {
     }
 
     /// Runs `work` in a batch and returns its result once the batch is
-    /// durable. `work` sees the writes batched before it.
+    /// committed; it is durable after the next `sync`. `work` sees the
+    /// writes batched before it.
     pub(super) async fn write<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Batch<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.queue(work, false).await
+    }
+
+    /// Returns once every write committed before is durable.
+    pub(super) async fn sync(&self) -> Result<(), StoreError> {
+        self.queue(|_| Ok(()), true).await
+    }
+
+    async fn queue<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Batch<'_>) -> Result<T, StoreError> + Send + 'static,
+        durable: bool,
     ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |batch| {
@@ -69,7 +92,9 @@ impl Writer {
         });
         let stopped = || StoreError::Unavailable("the analytics store is closed".into());
         let jobs = self.jobs.as_ref().ok_or_else(stopped)?;
-        jobs.send(job).await.map_err(|_| stopped())?;
+        jobs.send(Queued { job, durable })
+            .await
+            .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
@@ -92,8 +117,9 @@ impl Drop for Writer {
     }
 }
 
-fn run(db: &Database, mut queue: mpsc::Receiver<Job>) {
+fn run(db: &Database, mut queue: mpsc::Receiver<Queued>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -102,15 +128,29 @@ fn run(db: &Database, mut queue: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        write_batch(db, &mut batch);
+        // A sync in the batch makes the whole batch's commit durable (and
+        // every commit before it).
+        let durability = match batch.iter().any(|queued| queued.durable) {
+            true => Durability::Immediate,
+            false => Durability::None,
+        };
+        jobs.extend(batch.drain(..).map(|queued| queued.job));
+        write_batch(db, &mut jobs, durability);
     }
 }
 
 /// One transaction for the whole batch. A write that fails aborts the
 /// batch (its partial changes must not commit): it gets its own error, the
 /// others are told to retry.
-fn write_batch(db: &Database, jobs: &mut Vec<Job>) {
-    let txn = match db.begin_write() {
+fn write_batch(db: &Database, jobs: &mut Vec<Job>, durability: Durability) {
+    let begun = db
+        .begin_write()
+        .map_err(redb::Error::from)
+        .and_then(|mut txn| {
+            txn.set_durability(durability)?;
+            Ok(txn)
+        });
+    let txn = match begun {
         Ok(txn) => txn,
         Err(error) => {
             tracing::warn!(%error, "analytics write transaction could not start");
