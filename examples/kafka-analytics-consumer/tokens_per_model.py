@@ -27,21 +27,25 @@ def load_event_class(proto_dir):
     returns the `Event` message class."""
     from grpc_tools import protoc
 
-    out = tempfile.mkdtemp(prefix="chatstream-events-pb2-")
     well_known = importlib.resources.files("grpc_tools") / "_proto"
-    status = protoc.main(
-        [
-            "protoc",
-            f"-I{proto_dir}",
-            f"-I{well_known}",
-            f"--python_out={out}",
-            str(Path(proto_dir) / EVENTS_PROTO),
-        ]
-    )
-    if status != 0:
-        sys.exit(f"protoc could not compile {Path(proto_dir) / EVENTS_PROTO}")
-    sys.path.insert(0, out)
-    return importlib.import_module("chatstream.events.v1.events_pb2").Event
+    with tempfile.TemporaryDirectory(prefix="chatstream-events-pb2-") as out:
+        status = protoc.main(
+            [
+                "protoc",
+                f"-I{proto_dir}",
+                f"-I{well_known}",
+                f"--python_out={out}",
+                str(Path(proto_dir) / EVENTS_PROTO),
+            ]
+        )
+        if status != 0:
+            sys.exit(f"protoc could not compile {Path(proto_dir) / EVENTS_PROTO}")
+        sys.path.insert(0, out)
+        try:
+            # Once imported, the module no longer needs its file.
+            return importlib.import_module("chatstream.events.v1.events_pb2").Event
+        finally:
+            sys.path.remove(out)
 
 
 def read_tenant_events(consumer, topic, tenant, decode, timeout):
@@ -173,6 +177,8 @@ def main():
         events, undecodable = read_tenant_events(
             consumer, args.topic, args.tenant, Event.FromString, args.timeout
         )
+    except KafkaException as error:
+        sys.exit(f"reading {args.topic} from {args.bootstrap_servers}: {error}")
     finally:
         consumer.close()
 
