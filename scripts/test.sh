@@ -316,6 +316,38 @@ else
     setup_mcp_servers
 fi
 
+# The example outside consumer (examples/kafka-analytics-consumer, Python
+# with confluent-kafka) runs in tests/kafka_example_consumer_e2e.rs from a
+# venv of its own that is kept and reused; its pinned requirements are
+# installed from PyPI only when the venv does not have them.
+KAFKA_EXAMPLE_DIR=examples/kafka-analytics-consumer
+CHATSTREAM_KAFKA_EXAMPLE_VENV="${CHATSTREAM_KAFKA_EXAMPLE_VENV:-$HOME/.cache/chatstream-kafka-example-venv}"
+
+setup_kafka_example_venv() {
+    local venv="$CHATSTREAM_KAFKA_EXAMPLE_VENV"
+    local requirements="$KAFKA_EXAMPLE_DIR/requirements.txt"
+    if [ ! -x "$venv/bin/python" ]; then
+        step "creating a Python venv at $venv"
+        python3 -m venv "$venv"
+    fi
+    # What pip freeze lists must include every pinned requirement.
+    local missing
+    missing="$(grep -E '^[A-Za-z0-9_.-]+==' "$requirements" |
+        grep -vixF -f <("$venv/bin/python" -m pip freeze --disable-pip-version-check 2>/dev/null) || true)"
+    if [ -n "$missing" ]; then
+        step "installing $requirements into $venv"
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+    fi
+    export CHATSTREAM_TEST_KAFKA_EXAMPLE_PYTHON="$venv/bin/python"
+    echo "The example Kafka consumer runs with $CHATSTREAM_TEST_KAFKA_EXAMPLE_PYTHON"
+}
+
+if [ -n "${CHATSTREAM_TEST_KAFKA_EXAMPLE_PYTHON:-}" ]; then
+    echo "The example Kafka consumer runs with $CHATSTREAM_TEST_KAFKA_EXAMPLE_PYTHON"
+else
+    setup_kafka_example_venv
+fi
+
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast "$@"

@@ -146,7 +146,7 @@ pub fn python_with_openai() -> Option<String> {
     let found = env("CHATSTREAM_TEST_PYTHON")
         .ok_or_else(|| "CHATSTREAM_TEST_PYTHON is not set (scripts/test.sh sets it)".to_owned())
         .and_then(|python| {
-            can_run(&python, &["-c", "import openai"])?;
+            can_run(&python, &["-c", "import openai"], "the openai SDK")?;
             Ok(python)
         });
     found.map_or_else(not_run, Some)
@@ -160,14 +160,29 @@ pub fn openai_js() -> Option<String> {
     let found = env("CHATSTREAM_TEST_OPENAI_JS")
         .ok_or_else(|| "CHATSTREAM_TEST_OPENAI_JS is not set (scripts/test.sh sets it)".to_owned())
         .and_then(|dir| {
-            can_run("node", &["-e", load, &dir])?;
+            can_run("node", &["-e", load, &dir], "the openai SDK")?;
             Ok(dir)
         });
     found.map_or_else(not_run, Some)
 }
 
-/// Runs `program` to see that it loads the openai SDK; why not, if not.
-fn can_run(program: &str, args: &[&str]) -> Result<(), String> {
+/// The Python at `CHATSTREAM_TEST_KAFKA_EXAMPLE_PYTHON`, when it can
+/// import what `examples/kafka-analytics-consumer/requirements.txt` installs.
+pub fn python_for_kafka_example() -> Option<String> {
+    let found = env("CHATSTREAM_TEST_KAFKA_EXAMPLE_PYTHON")
+        .ok_or_else(|| {
+            "CHATSTREAM_TEST_KAFKA_EXAMPLE_PYTHON is not set (scripts/test.sh sets it)".to_owned()
+        })
+        .and_then(|python| {
+            let imports = "import confluent_kafka, google.protobuf, grpc_tools";
+            can_run(&python, &["-c", imports], "the example's requirements")?;
+            Ok(python)
+        });
+    found.map_or_else(not_run, Some)
+}
+
+/// Runs `program` to see that it loads `what`; why not, if not.
+fn can_run(program: &str, args: &[&str], what: &str) -> Result<(), String> {
     let output = std::process::Command::new(program)
         .args(args)
         .output()
@@ -182,7 +197,7 @@ fn can_run(program: &str, args: &[&str]) -> Result<(), String> {
         .find(|line| line.contains("Error"))
         .or_else(|| stderr.lines().rfind(|line| !line.trim().is_empty()))
         .unwrap_or("no output");
-    Err(format!("{program} cannot load the openai SDK: {reason}"))
+    Err(format!("{program} cannot load {what}: {reason}"))
 }
 
 /// Whether the first of the comma-separated `host:port` addresses accepts
