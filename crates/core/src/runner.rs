@@ -623,7 +623,6 @@ impl<P: Processor> Dispatch<P> {
 /// How long cancelled records get to report before the runner goes on.
 const CANCEL_GRACE: Duration = Duration::from_secs(1);
 
-/// The positions committed so far and when.
 /// The group's committed positions, and the one commit under way. Commits
 /// run beside the poll loop (a commit waits for the log's group commit or a
 /// broker round trip, and polling must not), one at a time, so they land
