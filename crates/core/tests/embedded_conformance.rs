@@ -161,8 +161,10 @@ async fn readers_behind_the_records_kept_in_memory_read_the_same_records_from_th
     check(read_all(reopened).await);
 }
 
-/// The projector writes history unsynced: readers see it at once, and a
-/// `sync` makes it durable (here: it survives a reopen).
+/// The projector writes history unsynced: readers see it at once, it is
+/// deduplicated as a synced write is, and it is there after `sync` and a
+/// reopen. (A clean close keeps unsynced commits too, so this cannot show
+/// what `sync` adds over a crash; nothing in-process can.)
 #[tokio::test]
 async fn unsynced_history_is_read_at_once_and_kept_once_synced() {
     let (store, dir) = open_store();
@@ -202,8 +204,9 @@ async fn unsynced_history_is_read_at_once_and_kept_once_synced() {
     );
 }
 
-/// The analytics store commits without an fsync; `sync` makes what it
-/// applied and noted durable (here: it survives a reopen).
+/// The analytics store commits without an fsync: what it applied and
+/// noted, and the event's mark, are there after `sync` and a reopen. (As
+/// above, a clean close alone would keep them; a crash is not simulated.)
 #[tokio::test]
 async fn synced_analytics_figures_and_notes_survive_a_reopen() {
     use chatstream_core::analytics::{AnalyticsStore, Applied, Granularity, Observation, Series};
