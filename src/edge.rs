@@ -95,11 +95,21 @@ pub async fn start(
     if let Some(reservations) = backends.send_reservations {
         core = core.with_send_reservations(reservations);
     }
+    let core = Arc::new(core);
+    tasks.spawn(
+        core.refusals()
+            .clone()
+            .report_until(core.log().clone(), shutdown.clone()),
+    );
     let gateway = Gateway {
-        core: Arc::new(core),
+        connections: ConnectionLimits::new(
+            backends.connections,
+            config.limits.max_connections,
+            core.refusals().clone(),
+        ),
+        core,
         limits: EdgeLimits::for_max_message_bytes(largest_message_limit(config, &tenants)),
         tenants,
-        connections: ConnectionLimits::new(backends.connections, config.limits.max_connections),
         models: Arc::new(ModelDirectory::new(config.models.clone())),
         analytics: backends.analytics,
         metrics: Some(metrics),

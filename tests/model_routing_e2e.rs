@@ -9,7 +9,7 @@ mod support;
 use chatstream_schemas::ws::EventBody;
 use chatstream_test_support::fake_provider::{ProviderServer, Reply, openai_stream};
 use chatstream_test_support::turns::send_and_read_turn;
-use serde_json::Value;
+use support::analytics::{analytics_json, projected_usage, total};
 use support::{Platform, Ws, http_get};
 
 /// An OpenAI-compatible provider that fails with `status`, or streams
@@ -159,7 +159,7 @@ async fn configured_providers_fall_back_account_and_enforce_budgets() {
     .await;
     assert_eq!(total(&globex, "backup-model", "answers"), 1, "{globex}");
     assert_eq!(total(&globex, "", "user_messages"), 2, "{globex}");
-    let (status, latency) = http_get_json(&platform, "acme", "latency").await;
+    let (status, latency) = analytics_json(&platform, "acme", "latency").await;
     assert_eq!(status, 200);
     assert!(
         latency["latencies"]
@@ -182,54 +182,6 @@ async fn configured_providers_fall_back_account_and_enforce_budgets() {
     ] {
         assert!(metrics.contains(expected), "no `{expected}` on /metrics");
     }
-}
-
-/// `GET /api/v2/analytics/<what>?bucket=day&group_by=model` as `tenant`.
-async fn http_get_json(platform: &Platform, tenant: &str, what: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .get(format!(
-            "http://{}/api/v2/analytics/{what}?bucket=day&group_by=model",
-            platform.http_addr
-        ))
-        .bearer_auth(platform.key(tenant))
-        .send()
-        .await
-        .expect("send");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("JSON"))
-}
-
-/// The tenant's usage by model, once `projected` holds (the analytics
-/// processor catches up shortly after the turn).
-async fn projected_usage(
-    platform: &Platform,
-    tenant: &str,
-    projected: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let (status, usage) = http_get_json(platform, tenant, "usage").await;
-        assert_eq!(status, 200, "{usage}");
-        if projected(&usage) {
-            return usage;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not projected: {usage}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-}
-
-/// A counter of the usage answer's totals for `group`.
-fn total(usage: &Value, group: &str, metric: &str) -> u64 {
-    usage["totals"]
-        .as_array()
-        .expect("totals")
-        .iter()
-        .filter(|totals| totals["group"] == group)
-        .filter_map(|totals| totals["counters"][metric].as_u64())
-        .sum()
 }
 
 #[test]

@@ -1,10 +1,12 @@
 //! Per-tenant rate limits: the tenant over its limit gets a clear, retryable
 //! error with when to retry (WebSocket error frame, gRPC RESOURCE_EXHAUSTED
-//! with `retry-after`), and other tenants are not affected.
+//! with `retry-after`), other tenants are not affected, and the refusals
+//! are counted in the tenant's analytics.
 mod support;
 
 use chatstream_schemas::pb::gateway as pb;
 use chatstream_schemas::ws::{ClientFrame, ServerFrame};
+use support::analytics::{analytics_json, projected_usage, total};
 use support::{Platform, authed};
 
 fn send(text: &str) -> ClientFrame {
@@ -71,6 +73,18 @@ async fn a_tenant_over_its_rate_is_told_when_to_retry_and_others_are_not_affecte
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
     assert!(status.metadata().get("retry-after").is_some(), "{status:?}");
 
+    // Both refusals reach the log (one `requests.refused` event a second
+    // per tenant and reason) and acme's analytics; globex's has none.
+    let acme_usage = projected_usage(&platform, "acme", |usage| {
+        total(usage, "", "request_refusals") >= 2
+    })
+    .await;
+    assert_eq!(
+        total(&acme_usage, "", "request_refusals"),
+        2,
+        "{acme_usage}"
+    );
+
     // Another tenant is unaffected.
     let mut globex = platform.ws(platform.key("globex")).await;
     globex.send(&send("independent")).await;
@@ -80,4 +94,11 @@ async fn a_tenant_over_its_rate_is_told_when_to_retry_and_others_are_not_affecte
     tokio::time::sleep(std::time::Duration::from_millis(retry_after_ms + 600)).await;
     acme.send(&send("later")).await;
     assert!(matches!(acme.next_frame().await, ServerFrame::Ack { .. }));
+
+    let (_, globex_usage) = analytics_json(&platform, "globex", "usage").await;
+    assert_eq!(
+        total(&globex_usage, "", "request_refusals"),
+        0,
+        "{globex_usage}"
+    );
 }

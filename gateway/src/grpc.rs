@@ -130,15 +130,20 @@ pub(crate) fn authenticate(gateway: &Gateway, metadata: &MetadataMap) -> Result<
             "starting: not ready to accept calls yet, retry",
         ));
     }
+    api_key(metadata)
+        .and_then(|key| gateway.tenants.authenticate(key))
+        .ok_or_else(|| ChatError::Unauthenticated.to_status())
+}
+
+/// The key a call carries: `authorization: Bearer <key>`, else `x-api-key`.
+pub(crate) fn api_key(metadata: &MetadataMap) -> Option<&str> {
     let bearer = metadata
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, key)| key.trim());
-    let key = bearer.or_else(|| metadata.get("x-api-key").and_then(|v| v.to_str().ok()));
-    key.and_then(|key| gateway.tenants.authenticate(key))
-        .ok_or_else(|| ChatError::Unauthenticated.to_status())
+    bearer.or_else(|| metadata.get("x-api-key").and_then(|v| v.to_str().ok()))
 }
 
 type ServerFrames = Pin<Box<dyn Stream<Item = Result<pb::ServerFrame, Status>> + Send>>;

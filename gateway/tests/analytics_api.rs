@@ -177,17 +177,36 @@ async fn a_tenant_never_sees_another_tenants_figures() {
     )
     .await;
     assert!(!acme.to_string().contains("secret-model"), "{acme}");
-    // There is no way to name another tenant.
-    let (status, body) = get(
+    // A tenant's key naming another tenant is refused (only operator keys
+    // name tenants), and so is a misspelt parameter.
+    for (parameter, status_expected, code) in [
+        ("tenant", 403, "forbidden"),
+        ("tenant_id", 400, "invalid_parameter"),
+    ] {
+        let (status, body) = get(
+            &gateway,
+            Some(&gateway.other_api_key),
+            &format!("/api/v2/analytics/usage?{RANGE}&{parameter}=acme"),
+        )
+        .await;
+        assert_eq!(
+            (status, &body["error"]["code"], &body["error"]["parameter"]),
+            (status_expected, &Value::from(code), &Value::from(parameter)),
+            "{body}"
+        );
+        assert!(!body.to_string().contains("gpt-4o-mini"), "{body}");
+    }
+    let status = grpc_usage(
         &gateway,
-        Some(&gateway.other_api_key),
-        &format!("/api/v2/analytics/usage?{RANGE}&tenant_id=acme"),
+        &gateway.other_api_key,
+        pb::AnalyticsQuery {
+            tenant_id: "acme".into(),
+            ..day_by_model()
+        },
     )
-    .await;
-    assert_eq!(
-        (status, &body["error"]["parameter"]),
-        (400, &Value::from("tenant_id"))
-    );
+    .await
+    .expect_err("another tenant's figures");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
 }
 
 #[tokio::test]
@@ -261,6 +280,7 @@ fn day_by_model() -> pb::AnalyticsQuery {
         to: "2026-12-03T00:00:00Z".into(),
         bucket: "day".into(),
         group_by: "model".into(),
+        ..pb::AnalyticsQuery::default()
     }
 }
 

@@ -34,11 +34,12 @@ pub fn validate(event: &Event) -> Result<(), CodecError> {
     if event.tenant_id.is_empty() {
         return Err(CodecError::MissingField("tenant_id"));
     }
-    if event.conversation_id.is_empty() {
-        return Err(CodecError::MissingField("conversation_id"));
-    }
-    if event.payload.is_none() {
+    let Some(payload) = &event.payload else {
         return Err(CodecError::MissingField("payload"));
+    };
+    // Facts about a whole tenant belong to no conversation.
+    if event.conversation_id.is_empty() && !crate::event::is_tenant_fact(payload) {
+        return Err(CodecError::MissingField("conversation_id"));
     }
     Ok(())
 }
@@ -47,7 +48,7 @@ pub fn validate(event: &Event) -> Result<(), CodecError> {
 mod tests {
     use super::*;
     use crate::event::{EventContext, new_event};
-    use crate::pb::events::{UserMessageSent, event::Payload};
+    use crate::pb::events::{ConversationOpened, RequestsRefused, UserMessageSent, event::Payload};
 
     #[test]
     fn round_trips_and_rejects_garbage() {
@@ -70,5 +71,32 @@ mod tests {
             Err(CodecError::Malformed(_))
         ));
         assert!(matches!(decode(&[]), Err(CodecError::MissingField("id"))));
+    }
+
+    #[test]
+    fn only_tenant_facts_may_leave_the_conversation_out() {
+        let event = |payload: Payload| {
+            new_event(
+                "e1".into(),
+                EventContext {
+                    tenant_id: "acme",
+                    conversation_id: "",
+                    causation_id: "",
+                    correlation_id: "",
+                },
+                payload,
+            )
+        };
+        let refused = event(Payload::RequestsRefused(RequestsRefused {
+            reason: "rate_limited".into(),
+            count: 1,
+            ..RequestsRefused::default()
+        }));
+        assert_eq!(decode(&encode(&refused)).unwrap(), refused);
+        let opened = event(Payload::ConversationOpened(ConversationOpened::default()));
+        assert!(matches!(
+            decode(&encode(&opened)),
+            Err(CodecError::MissingField("conversation_id"))
+        ));
     }
 }

@@ -18,6 +18,7 @@ pub const TOOL_CALL_APPROVAL_DECIDED: &str = "chatstream.tool_call.approval_deci
 pub const MODEL_ROUTING_DECIDED: &str = "chatstream.model.routing_decided.v1";
 pub const MODEL_ATTEMPT_FAILED: &str = "chatstream.model.attempt_failed.v1";
 pub const MODEL_USAGE_RECORDED: &str = "chatstream.model.usage_recorded.v1";
+pub const REQUESTS_REFUSED: &str = "chatstream.requests.refused.v1";
 
 /// The `type` string of a payload (also the CloudEvents `ce_type`).
 pub fn type_of(payload: &Payload) -> &'static str {
@@ -33,7 +34,14 @@ pub fn type_of(payload: &Payload) -> &'static str {
         Payload::ModelRoutingDecided(_) => MODEL_ROUTING_DECIDED,
         Payload::ModelAttemptFailed(_) => MODEL_ATTEMPT_FAILED,
         Payload::ModelUsageRecorded(_) => MODEL_USAGE_RECORDED,
+        Payload::RequestsRefused(_) => REQUESTS_REFUSED,
     }
+}
+
+/// Whether `payload` is a fact about its tenant as a whole (its event's
+/// `conversation_id` is empty) rather than about one conversation.
+pub fn is_tenant_fact(payload: &Payload) -> bool {
+    matches!(payload, Payload::RequestsRefused(_))
 }
 
 /// Where an event sits in its conversation and what caused it.

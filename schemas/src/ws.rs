@@ -246,6 +246,17 @@ pub enum EventBody {
         #[serde(default, skip_serializing_if = "is_zero")]
         time_to_first_token_ms: u64,
     },
+    /// Requests of the tenant a gateway refused in a short window (a
+    /// tenant-level fact: `conversation_id` is empty).
+    #[serde(rename = "chatstream.requests.refused.v1")]
+    RequestsRefused {
+        /// `rate_limited` or `too_many_connections`.
+        reason: String,
+        count: u64,
+        /// Unix milliseconds of the first and the last refusal counted.
+        first_refused_at_ms: i64,
+        last_refused_at_ms: i64,
+    },
 }
 
 fn is_zero(value: &u64) -> bool {
@@ -410,6 +421,12 @@ impl EventJson {
                 estimated: p.estimated,
                 attempts: p.attempts,
                 time_to_first_token_ms: p.time_to_first_token_ms,
+            },
+            Payload::RequestsRefused(p) => EventBody::RequestsRefused {
+                reason: p.reason.clone(),
+                count: p.count,
+                first_refused_at_ms: p.first_refused_at_ms,
+                last_refused_at_ms: p.last_refused_at_ms,
             },
         };
         Some(Self {
@@ -594,6 +611,17 @@ impl EventJson {
                 attempts: *attempts,
                 time_to_first_token_ms: *time_to_first_token_ms,
             })),
+            EventBody::RequestsRefused {
+                reason,
+                count,
+                first_refused_at_ms,
+                last_refused_at_ms,
+            } => Payload::RequestsRefused(events::RequestsRefused {
+                reason: reason.clone(),
+                count: *count,
+                first_refused_at_ms: *first_refused_at_ms,
+                last_refused_at_ms: *last_refused_at_ms,
+            }),
         };
         Ok(events::Event {
             id: self.id.clone(),

@@ -3,6 +3,7 @@
 //! HTTP) and the service lookups come from `chatstream-test-support`.
 #![allow(dead_code, unused_imports)] // each test binary uses a different part of this module
 
+use chatstream_config::tenants::{generate_api_key, hash_api_key};
 use chatstream_test_support::grpc::GrpcClient;
 use chatstream_test_support::platform::{RoleProcess, Tenants};
 use tokio::process::Command;
@@ -12,12 +13,15 @@ pub use chatstream_test_support::http::{http_get, http_request};
 pub use chatstream_test_support::platform::WAIT;
 pub use chatstream_test_support::ws::{Ws, connect_ws, connect_ws_anonymous, send_frame};
 
+pub mod analytics;
 pub mod cluster;
 
 /// The platform under test: a data dir and, while running, the process.
 pub struct Platform {
     pub data_dir: tempfile::TempDir,
     pub tenants: Tenants,
+    /// A key in the tenants file's `operator_keys`.
+    pub operator_key: String,
     env: Vec<(String, String)>,
     process: Option<RoleProcess>,
     pub http_addr: String,
@@ -35,10 +39,20 @@ impl Platform {
     pub async fn start_with_tenant_config(env: &[(&str, &str)], extras: &[(&str, &str)]) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let tenants = Tenants::new(["acme", "globex"]);
-        tenants.write_file(&data_dir.path().join("test-tenants.yaml"), extras);
+        let tenants_file = data_dir.path().join("test-tenants.yaml");
+        tenants.write_file(&tenants_file, extras);
+        let operator_key = generate_api_key();
+        let operators = format!(
+            "operator_keys:\n  - id: ops\n    sha256: {}\n",
+            hash_api_key(&operator_key)
+        );
+        let mut file = std::fs::read_to_string(&tenants_file).expect("tenants file");
+        file += &operators;
+        std::fs::write(&tenants_file, file).expect("write tenants file");
         let mut platform = Self {
             data_dir,
             tenants,
+            operator_key,
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

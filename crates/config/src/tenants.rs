@@ -16,6 +16,10 @@ use crate::error::{Invalid, TenantsError, TenantsFileError};
 #[serde(deny_unknown_fields)]
 pub struct TenantsFile {
     pub tenants: Vec<TenantConfig>,
+    /// Keys of the platform's operators: they read any tenant's analytics
+    /// (naming the tenant) and cannot chat. None when absent.
+    #[serde(default)]
+    pub operator_keys: Vec<ApiKeyConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -104,10 +108,18 @@ pub struct Principal {
     pub key_id: String,
 }
 
-/// Every tenant, indexed by the hash of each of its API keys.
+/// An operator, known by the id of the key it authenticated with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operator {
+    pub key_id: String,
+}
+
+/// Every tenant, indexed by the hash of each of its API keys, and the
+/// operators' keys.
 #[derive(Debug, Default)]
 pub struct TenantRegistry {
     by_key_hash: HashMap<[u8; 32], Principal>,
+    operators_by_key_hash: HashMap<[u8; 32], Operator>,
     tenants: Vec<Arc<Tenant>>,
 }
 
@@ -181,6 +193,27 @@ impl TenantRegistry {
             }
             registry.tenants.push(tenant);
         }
+        for key in &file.operator_keys {
+            let at = || format!("operator_keys: key {:?}", key.id);
+            let hash = parse_key_hash(&key.sha256).map_err(|rule| Invalid::Malformed {
+                at: at(),
+                rule: rule.into(),
+            })?;
+            let operator = Operator {
+                key_id: key.id.clone(),
+            };
+            if registry.by_key_hash.contains_key(&hash)
+                || registry
+                    .operators_by_key_hash
+                    .insert(hash, operator)
+                    .is_some()
+            {
+                return Err(Invalid::Conflict {
+                    at: at(),
+                    rule: "has the same hash as another key".into(),
+                });
+            }
+        }
         Ok(registry)
     }
 
@@ -189,8 +222,20 @@ impl TenantRegistry {
         self.by_key_hash.get(&hash_bytes(api_key)).cloned()
     }
 
+    /// The operator an operator key belongs to, or `None` (a tenant's key
+    /// is not an operator's).
+    pub fn authenticate_operator(&self, api_key: &str) -> Option<Operator> {
+        self.operators_by_key_hash
+            .get(&hash_bytes(api_key))
+            .cloned()
+    }
+
     pub fn tenants(&self) -> &[Arc<Tenant>] {
         &self.tenants
+    }
+
+    pub fn tenant(&self, tenant_id: &str) -> Option<&Arc<Tenant>> {
+        self.tenants.iter().find(|tenant| tenant.id == tenant_id)
     }
 }
 
@@ -254,6 +299,36 @@ mod tests {
         assert_eq!(principal.tenant.limits.max_message_bytes, Some(10));
         assert!(registry.authenticate("cs_wrong").is_none());
         assert!(registry.authenticate("").is_none());
+    }
+
+    #[test]
+    fn operator_keys_authenticate_as_operators_and_never_as_tenants() {
+        let (tenant_key, operator_key) = (generate_api_key(), generate_api_key());
+        let yaml = format!(
+            "{}operator_keys:\n  - id: ops\n    sha256: {}\n",
+            yaml_with(&tenant_key),
+            hash_api_key(&operator_key)
+        );
+        let registry = TenantRegistry::parse(&yaml).unwrap();
+        assert_eq!(
+            registry.authenticate_operator(&operator_key),
+            Some(Operator {
+                key_id: "ops".into()
+            })
+        );
+        assert!(registry.authenticate(&operator_key).is_none());
+        assert!(registry.authenticate_operator(&tenant_key).is_none());
+
+        let shared = format!(
+            "{}operator_keys:\n  - id: ops\n    sha256: {}\n",
+            yaml_with(&tenant_key),
+            hash_api_key(&tenant_key)
+        );
+        let error = TenantRegistry::parse(&shared).unwrap_err().to_string();
+        assert!(
+            error.contains("operator_keys") && error.contains("same hash"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! `chatstream.gateway.v1.AnalyticsService`: the HTTP API's answers over
-//! gRPC, for the caller's tenant. A bad parameter is INVALID_ARGUMENT
-//! naming it; an unreachable store is UNAVAILABLE.
+//! gRPC, for the caller's tenant (or the one an operator key names). A bad
+//! parameter is INVALID_ARGUMENT naming it; another tenant's figures asked
+//! with a tenant key are PERMISSION_DENIED; an unreachable store is
+//! UNAVAILABLE.
 use chatstream_core::analytics::query::{
     AnalyticsQuery, AnswerHeader, LatencyAnswer, QueryParameters, UsageAnswer,
 };
@@ -11,6 +13,7 @@ use chatstream_schemas::pb::gateway::{
 };
 use tonic::{Request, Response, Status};
 
+use super::{ScopeError, tenant_in_scope};
 use crate::Gateway;
 
 pub struct GrpcAnalytics {
@@ -28,10 +31,15 @@ fn given(text: &str) -> Option<&str> {
 
 impl GrpcAnalytics {
     fn query(&self, request: &Request<pb::AnalyticsQuery>) -> Result<AnalyticsQuery, Status> {
-        let principal = crate::grpc::authenticate(&self.gateway, request.metadata())?;
         let query = request.get_ref();
+        let tenant_id = tenant_in_scope(
+            &self.gateway.tenants,
+            crate::grpc::api_key(request.metadata()),
+            given(&query.tenant_id),
+        )
+        .map_err(scope_status)?;
         AnalyticsQuery::parse(
-            &principal.tenant.id,
+            &tenant_id,
             &QueryParameters {
                 from: given(&query.from),
                 to: given(&query.to),
@@ -41,6 +49,16 @@ impl GrpcAnalytics {
             super::now_ms(),
         )
         .map_err(|invalid| Status::invalid_argument(invalid.to_string()))
+    }
+}
+
+fn scope_status(refused: ScopeError) -> Status {
+    let message = refused.to_string();
+    match refused {
+        ScopeError::Unauthenticated => Status::unauthenticated(message),
+        ScopeError::OtherTenant => Status::permission_denied(message),
+        ScopeError::TenantRequired => Status::invalid_argument(message),
+        ScopeError::UnknownTenant(_) => Status::not_found(message),
     }
 }
 

@@ -1,8 +1,9 @@
 //! The analytics HTTP API: `GET /api/v2/analytics/usage` and
 //! `GET /api/v2/analytics/latency`, scoped to the tenant of the caller's
-//! API key (`Authorization: Bearer`), like every other tenant route. The
-//! parameters (`from`, `to`, `bucket`, `group_by`) are checked by
-//! `AnalyticsQuery::parse`; a bad one is a 400 that names it.
+//! API key (`Authorization: Bearer`), like every other tenant route, or to
+//! the `tenant` an operator key names. The parameters (`from`, `to`,
+//! `bucket`, `group_by`) are checked by `AnalyticsQuery::parse`; a bad one
+//! is a 400 that names it.
 use std::collections::HashMap;
 
 use axum::Json;
@@ -15,11 +16,12 @@ use chatstream_core::analytics::query::{AnalyticsQuery, InvalidParameter, QueryP
 use chatstream_core::store::StoreError;
 use serde_json::json;
 
+use super::{ScopeError, tenant_in_scope};
 use crate::{Gateway, ws};
 
 /// The parameters the routes take; any other is refused, so a typo is not
 /// silently ignored.
-const PARAMETERS: [&str; 4] = ["from", "to", "bucket", "group_by"];
+const PARAMETERS: [&str; 5] = ["from", "to", "bucket", "group_by", "tenant"];
 
 pub fn routes() -> Router<Gateway> {
     Router::new()
@@ -30,7 +32,7 @@ pub fn routes() -> Router<Gateway> {
 /// Why an analytics request was refused.
 #[derive(Debug)]
 enum AnalyticsError {
-    Unauthenticated,
+    OutOfScope(ScopeError),
     InvalidParameter(InvalidParameter),
     UnknownParameter(String),
     Store(StoreError),
@@ -39,12 +41,26 @@ enum AnalyticsError {
 impl IntoResponse for AnalyticsError {
     fn into_response(self) -> Response {
         let (status, code, message, parameter) = match self {
-            Self::Unauthenticated => (
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "a valid API key is required (Authorization: Bearer <key>)".to_owned(),
-                None,
-            ),
+            Self::OutOfScope(refused) => {
+                let (status, code, parameter) = match &refused {
+                    ScopeError::Unauthenticated => {
+                        (StatusCode::UNAUTHORIZED, "unauthenticated", None)
+                    }
+                    ScopeError::OtherTenant => (StatusCode::FORBIDDEN, "forbidden", Some("tenant")),
+                    ScopeError::TenantRequired => {
+                        (StatusCode::BAD_REQUEST, "invalid_parameter", Some("tenant"))
+                    }
+                    ScopeError::UnknownTenant(_) => {
+                        (StatusCode::NOT_FOUND, "tenant_not_found", Some("tenant"))
+                    }
+                };
+                (
+                    status,
+                    code,
+                    refused.to_string(),
+                    parameter.map(str::to_owned),
+                )
+            }
             Self::InvalidParameter(invalid) => (
                 StatusCode::BAD_REQUEST,
                 "invalid_parameter",
@@ -77,24 +93,24 @@ impl IntoResponse for AnalyticsError {
     }
 }
 
-/// The caller's query: its tenant from the key, the rest from the URL.
+/// The caller's query: its tenant from the key (and `tenant`), the rest
+/// from the URL.
 fn query_of(
     gateway: &Gateway,
     headers: &HeaderMap,
     parameters: &HashMap<String, String>,
 ) -> Result<AnalyticsQuery, AnalyticsError> {
-    let principal = ws::bearer_token(headers)
-        .and_then(|key| gateway.tenants.authenticate(key))
-        .ok_or(AnalyticsError::Unauthenticated)?;
+    let get = |name: &str| parameters.get(name).map(String::as_str);
+    let tenant_id = tenant_in_scope(&gateway.tenants, ws::bearer_token(headers), get("tenant"))
+        .map_err(AnalyticsError::OutOfScope)?;
     if let Some(unknown) = parameters
         .keys()
         .find(|name| !PARAMETERS.contains(&name.as_str()))
     {
         return Err(AnalyticsError::UnknownParameter(unknown.clone()));
     }
-    let get = |name: &str| parameters.get(name).map(String::as_str);
     AnalyticsQuery::parse(
-        &principal.tenant.id,
+        &tenant_id,
         &QueryParameters {
             from: get("from"),
             to: get("to"),

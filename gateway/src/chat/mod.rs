@@ -32,6 +32,7 @@ mod testing;
 pub use history::{MAX_HISTORY_PAGE, MAX_HISTORY_PAGE_BYTES};
 pub use send::Watcher;
 
+use admission::refusals::Refusals;
 use idempotency::SendDeduplication;
 use known_conversations::KnownConversations;
 
@@ -57,6 +58,8 @@ pub struct ChatCore {
     deduplication: SendDeduplication,
     /// Conversations known to exist, so most checks read no store.
     known_conversations: KnownConversations,
+    /// Requests refused before anything was appended, until reported on the log.
+    refusals: Arc<Refusals>,
 }
 
 impl ChatCore {
@@ -75,6 +78,7 @@ impl ChatCore {
             limits,
             deduplication: SendDeduplication::in_one_process(),
             known_conversations: KnownConversations::default(),
+            refusals: Arc::default(),
         }
     }
 
@@ -95,6 +99,12 @@ impl ChatCore {
 
     pub fn fanout(&self) -> &Arc<dyn FanOut> {
         &self.fanout
+    }
+
+    /// The refusals this core counted; `Refusals::report_until` puts them
+    /// on the log.
+    pub fn refusals(&self) -> &Arc<Refusals> {
+        &self.refusals
     }
 
     /// The conversation must exist for this tenant; another tenant's id is

@@ -3,6 +3,7 @@
 //! any tenant, and backends that fail or hold on cue, so races that need
 //! several processes elsewhere can be staged in one.
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -234,6 +235,8 @@ pub enum Cue {
 pub struct ScriptedLog {
     inner: Arc<EmbeddedLog>,
     script: Mutex<VecDeque<Cue>>,
+    /// While set, every append fails (a log outage).
+    down: AtomicBool,
 }
 
 impl ScriptedLog {
@@ -241,7 +244,13 @@ impl ScriptedLog {
         Arc::new(Self {
             inner,
             script: Mutex::new(script.into_iter().collect()),
+            down: AtomicBool::new(false),
         })
+    }
+
+    /// Starts or ends an outage: appends fail while it lasts.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
     }
 }
 
@@ -256,6 +265,9 @@ impl EventLog for ScriptedLog {
     }
 
     async fn append(&self, key: &str, event: &Event) -> Result<LogPosition, LogError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(failed_append());
+        }
         let cue = match event.payload {
             Some(Payload::UserMessageSent(_)) => self
                 .script

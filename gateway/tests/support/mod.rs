@@ -81,7 +81,11 @@ pub async fn start_gateway(limits: EdgeLimits) -> TestGateway {
         metrics: None,
         readiness: readiness.clone(),
         limits,
-        connections: ConnectionLimits::new(Arc::new(InProcessConnectionCounter::new()), None),
+        connections: ConnectionLimits::new(
+            Arc::new(InProcessConnectionCounter::new()),
+            None,
+            Arc::default(),
+        ),
         models: Default::default(),
         analytics: analytics.clone(),
         shutdown: shutdown.clone(),

@@ -11,6 +11,9 @@ pub const ANSWERS: &str = "answers";
 pub const ERRORS: &str = "errors";
 /// Turns refused because the tenant's monthly token budget was used up.
 pub const BUDGET_REFUSALS: &str = "budget_refusals";
+/// Requests the gateway refused before appending them, by `reason`
+/// (`rate_limited`, `too_many_connections`).
+pub const REQUEST_REFUSALS: &str = "request_refusals";
 /// Prompt tokens, by `provider` and `model` (every attempt of a turn).
 pub const TOKENS_IN: &str = "tokens_in";
 /// Completion tokens, by `provider` and `model`.

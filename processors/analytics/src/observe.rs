@@ -214,6 +214,12 @@ pub fn observe(event: &Event, recalled: &Recalled) -> Observation {
                 );
             }
         }
+        Payload::RequestsRefused(refused) => {
+            observation.count(
+                Series::new(REQUEST_REFUSALS, [("reason", refused.reason.as_str())]),
+                refused.count,
+            );
+        }
         Payload::ToolCallRequested(_)
         | Payload::ToolCallApprovalRequested(_)
         | Payload::ToolCallApprovalDecided(_) => {}
@@ -224,7 +230,7 @@ pub fn observe(event: &Event, recalled: &Recalled) -> Observation {
 #[cfg(test)]
 mod tests {
     use chatstream_schemas::pb::events::{
-        AssistantMessage, ErrorOccurred, ModelRoutingDecided, ModelUsageRecorded,
+        AssistantMessage, ErrorOccurred, ModelRoutingDecided, ModelUsageRecorded, RequestsRefused,
         ToolCallCompleted, ToolCallRequested,
     };
 
@@ -449,6 +455,30 @@ mod tests {
             }),
         );
         assert_eq!(metrics(&refused), [ERRORS, BUDGET_REFUSALS]);
+    }
+
+    #[test]
+    fn refused_requests_count_as_many_as_the_gateway_tallied() {
+        let refused = event(
+            "r",
+            1,
+            "",
+            "r",
+            Payload::RequestsRefused(RequestsRefused {
+                reason: "rate_limited".into(),
+                count: 7,
+                first_refused_at_ms: 0,
+                last_refused_at_ms: 1,
+            }),
+        );
+        let observation = observe(&refused, &Recalled::default());
+        assert_eq!(
+            observation.counts,
+            [(
+                Series::new(REQUEST_REFUSALS, [("reason", "rate_limited")]),
+                7
+            )]
+        );
     }
 
     #[test]

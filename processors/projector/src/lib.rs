@@ -50,6 +50,11 @@ impl Processor for ConversationProjector {
     }
 
     async fn handle(&self, event: &Event, position: LogPosition) -> Result<(), ProcessError> {
+        // A fact about the whole tenant (refused requests) is in no
+        // conversation's history.
+        if event.conversation_id.is_empty() {
+            return Ok(());
+        }
         if !is_first_send(self.log.as_ref(), self.store.as_ref(), event, position)
             .await
             .map_err(|e| ProcessError::Retryable(e.to_string()))?

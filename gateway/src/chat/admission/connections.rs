@@ -6,6 +6,7 @@ use std::sync::Arc;
 use chatstream_config::tenants::Principal;
 use chatstream_core::ratelimit::connections::ConnectionCounter;
 
+use super::refusals::{RefusalReason, Refusals};
 use crate::error::ChatError;
 
 #[derive(Clone)]
@@ -13,6 +14,8 @@ pub struct ConnectionLimits {
     counter: Arc<dyn ConnectionCounter>,
     /// For tenants that set no maximum of their own; unlimited when `None`.
     default_max: Option<u32>,
+    /// Where refused connections are counted, to be reported on the log.
+    refusals: Arc<Refusals>,
 }
 
 /// A counted connection; uncounted when dropped.
@@ -22,10 +25,15 @@ pub struct ConnectionSlot {
 }
 
 impl ConnectionLimits {
-    pub fn new(counter: Arc<dyn ConnectionCounter>, default_max: Option<u32>) -> Self {
+    pub fn new(
+        counter: Arc<dyn ConnectionCounter>,
+        default_max: Option<u32>,
+        refusals: Arc<Refusals>,
+    ) -> Self {
         Self {
             counter,
             default_max,
+            refusals,
         }
     }
 
@@ -42,6 +50,8 @@ impl ConnectionLimits {
                 tenant_id: who.tenant.id.clone(),
             })),
             Ok(false) => {
+                self.refusals
+                    .count(&who.tenant.id, RefusalReason::TooManyConnections);
                 metrics::counter!("chatstream_gateway_connections_refused_total", "tenant" => who.tenant.id.clone())
                     .increment(1);
                 Err(ChatError::TooManyConnections(max))
@@ -78,13 +88,15 @@ mod tests {
     use chatstream_core::ratelimit::connections::in_process::InProcessConnectionCounter;
 
     use super::ConnectionLimits;
+    use crate::chat::admission::refusals::{RefusalReason, Refusals};
     use crate::chat::testing::{principal, principal_with_limits};
     use crate::error::ChatError;
 
     #[tokio::test]
     async fn connections_over_the_tenants_maximum_are_refused_until_one_closes() {
         let counter = Arc::new(InProcessConnectionCounter::new());
-        let limits = ConnectionLimits::new(counter.clone(), Some(1));
+        let refusals = Arc::new(Refusals::default());
+        let limits = ConnectionLimits::new(counter.clone(), Some(1), refusals.clone());
         let acme = principal("acme");
 
         let first = limits.admit(&acme).await.unwrap();
@@ -92,6 +104,10 @@ mod tests {
         assert_eq!(
             limits.admit(&acme).await.err(),
             Some(ChatError::TooManyConnections(1))
+        );
+        assert_eq!(
+            refusals.counted("acme", RefusalReason::TooManyConnections),
+            1
         );
         // Counted per tenant.
         assert!(limits.admit(&principal("globex")).await.unwrap().is_some());
@@ -114,14 +130,14 @@ mod tests {
                 ..Default::default()
             },
         );
-        let limited = ConnectionLimits::new(counter.clone(), Some(1));
+        let limited = ConnectionLimits::new(counter.clone(), Some(1), Arc::default());
         let _slots = [
             limited.admit(&roomy).await.unwrap(),
             limited.admit(&roomy).await.unwrap(),
         ];
         assert_eq!(counter.open_connections("roomy"), 2);
 
-        let unlimited = ConnectionLimits::new(counter.clone(), None);
+        let unlimited = ConnectionLimits::new(counter.clone(), None, Arc::default());
         assert!(unlimited.admit(&principal("acme")).await.unwrap().is_none());
         assert_eq!(counter.open_connections("acme"), 0);
     }

@@ -9,6 +9,9 @@ use super::ChatCore;
 use crate::error::ChatError;
 
 pub mod connections;
+pub mod refusals;
+
+use refusals::RefusalReason;
 
 impl ChatCore {
     /// Admits a request that appends (open, send, tool decision), or
@@ -36,6 +39,8 @@ impl ChatCore {
         match self.rate_limiter.check(&who.tenant.id, limit).await {
             Ok(RateDecision::Allowed) => Ok(()),
             Ok(RateDecision::Limited { retry_after }) => {
+                self.refusals
+                    .count(&who.tenant.id, RefusalReason::RateLimited);
                 metrics::counter!("chatstream_gateway_rate_limited_total", "tenant" => who.tenant.id.clone())
                     .increment(1);
                 Err(ChatError::RateLimited { retry_after })
@@ -155,6 +160,12 @@ mod tests {
             }
         }
         assert_eq!(backends.events().await.len(), 1, "only the open");
+        assert_eq!(
+            core.refusals()
+                .counted("acme", super::refusals::RefusalReason::RateLimited),
+            2,
+            "both refusals are counted, to be reported on the log"
+        );
 
         tokio::time::advance(Duration::from_secs(1)).await;
         core.send_message(
