@@ -163,6 +163,12 @@ slo_gates() {
         --label "$environment-$tag-ttft" --quiet
 }
 
+# Partitions, leaders and every processor group's lag, from inside the
+# cluster (a projector pod has the config and reaches Kafka).
+consumer_groups() {
+    run kubectl "${kube_context[@]}" -n "$namespace" exec "deployment/$release-projector" -- chatstream topics describe
+}
+
 # The revision to return to when anything below fails (0: no release yet).
 read_cluster 3 bash -c "helm ${context[*]} -n $namespace history $release --max 1 -o json 2>/dev/null |
     python3 -c 'import json, sys; print(json.load(sys.stdin)[-1][\"revision\"])' || echo 0"
@@ -189,6 +195,7 @@ if [ "$environment" = staging ]; then
     forward "$release-gateway"
     smoke "$FORWARD_URL"
     stop_forward
+    consumer_groups
     trap - ERR
     say "staging runs $tag"
     exit 0
@@ -228,6 +235,7 @@ upgrade "$active" "$active_tag" true
 run kubectl "${kube_context[@]}" -n "$namespace" rollout status "deployment/$release-gateway-$idle" --timeout 10m
 
 say "health checks, smoke test and SLO gates on $idle before it takes traffic"
+consumer_groups
 forward "$release-gateway-$idle"
 smoke "$FORWARD_URL"
 slo_gates "$FORWARD_URL"
