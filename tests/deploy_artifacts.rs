@@ -57,14 +57,21 @@ fn yaml_to_json(text: &str, what: &str) -> Value {
     serde_json::to_value(value).unwrap_or_else(|e| panic!("{what}: not JSON-like: {e}"))
 }
 
-/// Every document of a multi-document YAML stream, as JSON.
+/// Every document of a multi-document YAML stream (`helm template`
+/// output: documents start at a `---` line), as JSON.
 fn yaml_documents(text: &str) -> Vec<Value> {
-    use serde::Deserialize;
-    serde_yaml_ng::Deserializer::from_str(text)
-        .map(|document| {
-            let value = serde_yaml_ng::Value::deserialize(document).expect("YAML document");
-            serde_json::to_value(value).expect("JSON-like document")
-        })
+    let mut documents = vec![String::new()];
+    for line in text.lines() {
+        if line.trim_end() == "---" {
+            documents.push(String::new());
+        } else if let Some(current) = documents.last_mut() {
+            current.push_str(line);
+            current.push('\n');
+        }
+    }
+    documents
+        .iter()
+        .map(|document| yaml_to_json(document, "a rendered manifest"))
         .filter(|value| !value.is_null())
         .collect()
 }
@@ -185,7 +192,12 @@ fn shell_invocations(text: &str, program: &str) -> Vec<Vec<String>> {
             .collect();
         for (at, word) in words.iter().enumerate() {
             let word = word.strip_prefix("$(").unwrap_or(word);
-            let is_program = word == program || word.ends_with(&format!("/{program}"));
+            // The program by name, or by the path of a built or installed
+            // binary (not a path that merely ends in the name, like a chart's).
+            let is_program = word == program
+                || (word.ends_with(&format!("/{program}"))
+                    && (word.starts_with('/') || word.starts_with("./") || word.contains("target/"))
+                    && !word.contains('='));
             let starts_command = at == 0
                 || matches!(
                     words[at - 1].as_str(),
@@ -662,6 +674,8 @@ async fn smoke_script_passes_against_a_running_platform_and_fails_with_a_bad_key
     let refused = smoke("cs_not_a_key".to_owned()).await;
     assert!(!refused.status.success(), "deploy/smoke.sh passed with a wrong key:\n{}", stdout(&refused));
     assert!(stderr(&refused).contains("FAIL"), "{}", stderr(&refused));
+    let mut platform = platform;
+    platform.stop().await;
 }
 
 // ---------------------------------------------------------------------------
@@ -728,28 +742,31 @@ impl Helm {
     }
 
     /// Validates rendered manifests against the Kubernetes schemas
-    /// (strict); the custom resources are reported as skipped.
-    fn validate(&self, rendered: &str, case: &str) -> Value {
+    /// (strict), all cases in one run of the validator (loading the
+    /// schemas is most of its time); the custom resources are reported as
+    /// skipped. The report of each case, in order.
+    fn validate(&self, cases: &[(String, String)]) -> Vec<Value> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let file = dir.path().join("rendered.yaml");
-        std::fs::write(&file, rendered).expect("write");
-        let output = run(
-            &self.python,
-            &[
-                &repo().join("tests/python/validate_manifests.py").to_string_lossy(),
-                "--kube-version",
-                KUBE_VERSION,
-                &file.to_string_lossy(),
-            ],
-        );
-        let report: Value = serde_json::from_slice(&output.stdout)
-            .unwrap_or_else(|e| panic!("{case}: the validator printed no report ({e}): {}", stderr(&output)));
-        assert!(
-            output.status.success(),
-            "{case}: manifests fail the Kubernetes {KUBE_VERSION} schemas: {:#}",
-            report["errors"]
-        );
-        report
+        let files: Vec<String> = (0..cases.len())
+            .map(|index| dir.path().join(format!("case-{index}.yaml")).to_string_lossy().into_owned())
+            .collect();
+        for ((_, rendered), file) in cases.iter().zip(&files) {
+            std::fs::write(file, rendered).expect("write");
+        }
+        let script = repo().join("tests/python/validate_manifests.py").to_string_lossy().into_owned();
+        let mut args = vec![script.as_str(), "--kube-version", KUBE_VERSION];
+        args.extend(files.iter().map(String::as_str));
+        let output = run(&self.python, &args);
+        let reports: Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("the validator printed no report ({e}): {}", stderr(&output)));
+        let reports: Vec<Value> = files.iter().map(|file| reports[file].clone()).collect();
+        for ((case, _), report) in cases.iter().zip(&reports) {
+            let errors = report["errors"].as_array().expect("errors");
+            assert!(errors.is_empty(), "{case}: manifests fail the Kubernetes {KUBE_VERSION} schemas: {errors:#?}");
+            assert!(!report["validated"].as_array().expect("validated").is_empty(), "{case}: nothing validated");
+        }
+        assert!(output.status.success(), "the validator failed: {}", stderr(&output));
+        reports
     }
 }
 
@@ -777,8 +794,7 @@ fn labels_match(selector: &Value, labels: &Value) -> bool {
 
 /// Everything the chart must hold whatever the values: checked on every
 /// rendered combination.
-fn check_rendering(case: &str, rendered: &str, tools: &Helm) -> BTreeMap<String, BTreeMap<String, Value>> {
-    let report = tools.validate(rendered, case);
+fn check_rendering(case: &str, rendered: &str, report: &Value) -> BTreeMap<String, BTreeMap<String, Value>> {
     for skipped in report["skipped"].as_array().into_iter().flatten() {
         let skipped = skipped.as_str().unwrap_or_default();
         assert!(
@@ -1058,11 +1074,25 @@ fn helm_chart_renders_valid_manifests_for_both_environments_and_every_option() {
         cases.push((format!("{component} disabled"), vec!["--set".into(), format!("components.{component}.enabled=false")]));
     }
 
+    // Rendered side by side: each helm run is mostly start-up.
+    let rendered: Vec<(String, String)> = std::thread::scope(|scope| {
+        let renders: Vec<_> = cases
+            .iter()
+            .map(|(case, args)| {
+                let tools = &tools;
+                scope.spawn(move || {
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    let rendered = tools.template(&args).unwrap_or_else(|e| panic!("{case}: helm template failed: {e}"));
+                    (case.clone(), rendered)
+                })
+            })
+            .collect();
+        renders.into_iter().map(|render| render.join().expect("render")).collect()
+    });
+    let reports = tools.validate(&rendered);
     let mut rendered_kinds = BTreeSet::new();
-    for (case, args) in &cases {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let rendered = tools.template(&args).unwrap_or_else(|e| panic!("{case}: helm template failed: {e}"));
-        let kinds = check_rendering(case, &rendered, &tools);
+    for ((case, rendered), report) in rendered.iter().zip(&reports) {
+        let kinds = check_rendering(case, rendered, report);
         rendered_kinds.extend(kinds.keys().cloned());
         let components = deployment_components(&kinds);
         match case.strip_suffix(" disabled") {

@@ -9,15 +9,24 @@ The custom resources the chart renders (ServiceMonitor and PrometheusRule
 of the prometheus-operator, KEDA's ScaledObject) have no schema there:
 they are listed as skipped with that reason, and the Rust test checks
 their structure itself. Any other kind without a schema fails. Prints one
-JSON object: {"validated": [...], "skipped": [...], "errors": [...]};
-exits 1 when there is an error.
+JSON object, per file: {"FILE": {"validated": [...], "skipped": [...],
+"errors": [...]}, ...}; exits 1 when any file has an error. Several files
+in one run: the schemas load once.
 """
 import argparse
+import functools
 import json
 import sys
 
 import kubernetes_validate
+import kubernetes_validate.utils
 import yaml
+
+# kubernetes-validate reads the schema files again for every document (the
+# definitions file is large); read each once. The schemas are never changed.
+kubernetes_validate.utils.schema_contents = functools.lru_cache(maxsize=None)(
+    kubernetes_validate.utils.schema_contents
+)
 
 CUSTOM_RESOURCES = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
@@ -31,8 +40,9 @@ def main():
     parser.add_argument("--kube-version", required=True)
     parser.add_argument("files", nargs="+")
     args = parser.parse_args()
-    report = {"validated": [], "skipped": [], "errors": []}
+    reports = {}
     for path in args.files:
+        report = reports[path] = {"validated": [], "skipped": [], "errors": []}
         with open(path) as file:
             documents = [d for d in yaml.safe_load_all(file) if d is not None]
         if not documents:
@@ -56,8 +66,8 @@ def main():
                 report["errors"].append(f"{name}: {where}: {error.message}")
             except Exception as error:  # an unreadable document is a failure too
                 report["errors"].append(f"{name}: {type(error).__name__}: {error}")
-    json.dump(report, sys.stdout, indent=1)
-    sys.exit(1 if report["errors"] else 0)
+    json.dump(reports, sys.stdout, indent=1)
+    sys.exit(1 if any(report["errors"] for report in reports.values()) else 0)
 
 
 if __name__ == "__main__":
