@@ -197,7 +197,9 @@ pub fn helm() -> Option<String> {
 /// `kubernetes_validate` (the Kubernetes schemas, offline) and `yaml`.
 pub fn python_for_manifests() -> Option<String> {
     let found = env("CHATSTREAM_TEST_DEPLOY_PYTHON")
-        .ok_or_else(|| "CHATSTREAM_TEST_DEPLOY_PYTHON is not set (scripts/test.sh sets it)".to_owned())
+        .ok_or_else(|| {
+            "CHATSTREAM_TEST_DEPLOY_PYTHON is not set (scripts/test.sh sets it)".to_owned()
+        })
         .and_then(|python| {
             let imports = "import kubernetes_validate, yaml";
             can_run(&python, &["-c", imports], "kubernetes-validate and PyYAML")?;
