@@ -1624,7 +1624,7 @@ fn helm_chart_renders_valid_manifests_for_both_environments_and_every_option() {
         ("ingress on, tls off, grpc on, no alias".into(), vec!["--set".into(), "ingress.tls.enabled=false,ingress.grpc.enabled=true,ingress.modelAlias.enabled=false".into()]),
         ("monitoring on".into(), vec!["--set".into(), "monitoring.serviceMonitor.enabled=true,monitoring.prometheusRules.enabled=true".into()]),
         ("network policies and migrations off".into(), vec!["--set".into(), "networkPolicy.enabled=false,migrations.enabled=false".into()]),
-        ("otel and secrets".into(), vec!["--set".into(), "otel.endpoint=http://collector:4317,secrets.redisUrl.name=redis-auth".into(), "--set-json".into(), r#"secrets.env=[{"name":"OPENAI_API_KEY","secretName":"providers","secretKey":"openai"}]"#.into()]),
+        ("otel and secrets".into(), vec!["--set".into(), "otel.endpoint=http://collector:4317,secrets.redisUrl.name=redis-auth".into(), "--set-json".into(), r#"secrets.env=[{"name":"OPENAI_API_KEY","secretName":"providers","secretKey":"openai"}]"#.into(), "--set-json".into(), r#"networkPolicy.gatewayClients=[{"podSelector":{"matchLabels":{"app":"loadtest"}}}]"#.into()]),
         ("group prefix".into(), vec!["-f".into(), production.clone(), "--set".into(), "config.kafka.group_prefix=eu-".into()]),
     ];
     for (component, _) in COMPONENTS {
@@ -1734,6 +1734,48 @@ fn helm_chart_renders_valid_manifests_for_both_environments_and_every_option() {
                         .as_str()
                         .is_some_and(|i| i.ends_with(":9.9.9")),
                     "{case}"
+                );
+            }
+            "otel and secrets" => {
+                let env_of = |deployment: &str| {
+                    kinds["Deployment"][deployment]["spec"]["template"]["spec"]["containers"][0]["env"].clone()
+                };
+                for (component, _) in COMPONENTS {
+                    let env = env_of(&format!("chatstream-{component}"));
+                    let by_name = |name: &str| {
+                        env.as_array()
+                            .expect("env")
+                            .iter()
+                            .find(|e| e["name"] == name)
+                            .cloned()
+                    };
+                    assert_eq!(
+                        by_name("CHATSTREAM_REDIS_URL").expect("CHATSTREAM_REDIS_URL")["valueFrom"]
+                            ["secretKeyRef"]["name"],
+                        "redis-auth",
+                        "{case}: {component}"
+                    );
+                    assert_eq!(
+                        by_name("OTEL_EXPORTER_OTLP_ENDPOINT")
+                            .expect("OTEL_EXPORTER_OTLP_ENDPOINT")["value"],
+                        "http://collector:4317",
+                        "{case}: {component}"
+                    );
+                    // Provider keys go to the router only.
+                    assert_eq!(
+                        by_name("OPENAI_API_KEY").is_some(),
+                        component == "router",
+                        "{case}: {component}"
+                    );
+                }
+                let gateway_policy = kinds["NetworkPolicy"]["chatstream-gateway"].to_string();
+                assert!(
+                    gateway_policy.contains("loadtest"),
+                    "{case}: gatewayClients not admitted"
+                );
+                assert!(
+                    gateway_policy.contains("4317"),
+                    "{case}: no egress to the OTLP collector"
                 );
             }
             "group prefix" => {
