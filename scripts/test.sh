@@ -400,10 +400,12 @@ setup_deploy_venv() {
         step "creating a Python venv at $venv"
         python3 -m venv "$venv"
     fi
-    local missing
-    missing="$(printf '%s\n' "${DEPLOY_PYTHON_REQUIREMENTS[@]}" |
-        grep -vixF -f <("$venv/bin/python" -m pip freeze --disable-pip-version-check 2>/dev/null) || true)"
-    if [ -n "$missing" ]; then
+    # Installed at the pinned versions? (importlib.metadata: faster than pip freeze.)
+    if ! "$venv/bin/python" - "${DEPLOY_PYTHON_REQUIREMENTS[@]}" 2>/dev/null <<'PY'; then
+import sys
+from importlib.metadata import version
+sys.exit(any(version(name) != pinned for name, pinned in (r.split("==") for r in sys.argv[1:])))
+PY
         step "installing ${DEPLOY_PYTHON_REQUIREMENTS[*]} into $venv"
         "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${DEPLOY_PYTHON_REQUIREMENTS[@]}"
     fi
