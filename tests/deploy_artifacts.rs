@@ -449,6 +449,37 @@ fn dockerfile_stages(text: &str) -> Vec<(String, String, Vec<String>)> {
     stages
 }
 
+/// The environment the image sets (`ENV` in its last stage).
+fn image_env() -> BTreeMap<String, String> {
+    let stages = dockerfile_stages(&read("deploy/docker/Dockerfile"));
+    let (_, _, runtime) = stages.last().expect("stages");
+    let mut env = BTreeMap::new();
+    for instruction in runtime.iter().filter_map(|i| i.strip_prefix("ENV ")) {
+        for pair in instruction.split_whitespace() {
+            let (name, value) = pair.split_once('=').expect("ENV NAME=value");
+            env.insert(name.to_owned(), value.trim_matches('"').to_owned());
+        }
+    }
+    env
+}
+
+/// Loads `file` with the binary's own loader as a role in the image would:
+/// the image's environment on top; and checks that environment changes
+/// nothing the file says (variables win over the file).
+fn load_as_in_the_image(file: &Path, context: &str) -> Config {
+    let image_env = image_env();
+    let with_image_env =
+        Config::from_layers(Some(file), |name| image_env.get(name).cloned(), |_| {})
+            .unwrap_or_else(|e| panic!("{context}: the binary's config loader rejects it: {e}"));
+    let file_only = Config::from_layers(Some(file), |_| None, |_| {})
+        .unwrap_or_else(|e| panic!("{context}: the binary's config loader rejects it: {e}"));
+    assert_eq!(
+        with_image_env, file_only,
+        "{context}: the image's ENV ({image_env:?}) overrides what the file says"
+    );
+    with_image_env
+}
+
 fn json_array_instruction(instruction: &str, keyword: &str) -> Vec<String> {
     let body = instruction.strip_prefix(keyword).expect("keyword").trim();
     serde_json::from_str(body).unwrap_or_else(|e| {
@@ -782,10 +813,7 @@ fn compose_runs_every_role_on_real_engines_with_a_config_the_binary_accepts() {
             })
             .unwrap_or_else(|| panic!("{container_path} is not mounted into the gateway"))
     };
-    let config =
-        Config::from_layers(Some(&mounted(config_path)), |_| None, |_| {}).unwrap_or_else(|e| {
-            panic!("deploy/compose/chatstream.yaml is rejected by the binary's config loader: {e}")
-        });
+    let config = load_as_in_the_image(&mounted(config_path), "deploy/compose/chatstream.yaml");
     assert_eq!(format!("{:?}", config.log.backend), "Kafka");
     assert_eq!(format!("{:?}", config.store.backend), "Scylla");
     assert!(
@@ -1091,9 +1119,10 @@ fn check_rendering(
             .expect("chatstream.yaml"),
     )
     .expect("write");
-    let config = Config::from_layers(Some(&config_file), |_| None, |_| {}).unwrap_or_else(|e| {
-        panic!("{case}: the chart's chatstream.yaml is rejected by the binary: {e}")
-    });
+    let config = load_as_in_the_image(
+        &config_file,
+        &format!("{case}: the chart's chatstream.yaml"),
+    );
     assert_eq!(format!("{:?}", config.log.backend), "Kafka", "{case}");
     assert_eq!(format!("{:?}", config.store.backend), "Scylla", "{case}");
     assert_eq!(u64::from(config.server.http_port), HTTP_PORT, "{case}");
