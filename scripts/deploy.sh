@@ -88,7 +88,7 @@ read_cluster() {
     local placeholder="$1"
     shift
     if [ "$dry_run" = 1 ]; then
-        printf '+'; printf ' %q' "$@"; printf '   # dry run: assumes %s\n' "$placeholder"
+        printf '+'; printf ' %q' "$@"; printf "   # dry run: assumes '%s'\n" "$placeholder"
         ANSWER="$placeholder"
     else
         ANSWER="$("$@")"
@@ -212,15 +212,21 @@ case "$active" in blue) idle=green ;; green) idle=blue ;; *) echo "deploy: unkno
 read_cluster 1.3.0 bash -c "helm ${context[*]} -n $namespace get values $release -a -o json 2>/dev/null |
     python3 -c 'import json, sys; v = json.load(sys.stdin); print(v[\"blueGreen\"][\"colors\"][\"$active\"][\"tag\"] or v[\"image\"][\"tag\"])' || echo"
 active_tag="$ANSWER"
+read_cluster "" bash -c "helm ${context[*]} -n $namespace get values $release -a -o json 2>/dev/null |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)[\"blueGreen\"][\"colors\"][\"$active\"].get(\"digest\") or \"\")' || echo"
+active_digest="$ANSWER"
 if [ -z "$active_tag" ]; then
-    # First install: one color only.
+    # First install: both colors start with the new version.
     active_tag="$tag"
+    active_digest="$digest"
 fi
 
 colors() { # ACTIVE_COLOR ACTIVE_TAG IDLE_ENABLED
     printf '%s\n' --set "blueGreen.activeColor=$1" \
         --set "blueGreen.colors.$active.enabled=true" --set "blueGreen.colors.$active.tag=$active_tag" \
-        --set "blueGreen.colors.$idle.enabled=$3" --set "blueGreen.colors.$idle.tag=$tag"
+        --set "blueGreen.colors.$active.digest=$active_digest" \
+        --set "blueGreen.colors.$idle.enabled=$3" --set "blueGreen.colors.$idle.tag=$tag" \
+        --set "blueGreen.colors.$idle.digest=$digest"
 }
 upgrade() {
     local -a set_colors
@@ -260,6 +266,8 @@ say "retiring $active ($active_tag)"
 run helm "${context[@]}" upgrade --install "$release" "$chart" -n "$namespace" \
     -f "$values" "${image_values[@]}" --set "blueGreen.activeColor=$idle" \
     --set "blueGreen.colors.$idle.enabled=true" --set "blueGreen.colors.$idle.tag=$tag" \
+    --set "blueGreen.colors.$idle.digest=$digest" \
     --set "blueGreen.colors.$active.enabled=false" --set "blueGreen.colors.$active.tag=" \
+    --set "blueGreen.colors.$active.digest=" \
     --wait --timeout 10m --history-max 20
 say "production runs $tag on $idle"

@@ -2150,6 +2150,71 @@ fn deploy_script_dry_run_prints_the_pipelines_steps_with_real_commands() {
             values["config"]["models"]["catalog"][model].is_object(),
             "the {environment} smoke test asks {model}, which values-{environment}.yaml does not offer"
         );
+        // Each helm upgrade it prints renders: its values pass the schema and
+        // the chart (the same arguments, given to `helm template`).
+        if let Some(helm) = helm.as_deref() {
+            for line in printed
+                .lines()
+                .filter_map(|l| l.strip_prefix("+ helm upgrade --install "))
+            {
+                let words: Vec<String> = line
+                    .replace('\\', "")
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect();
+                let mut args: Vec<String> = vec![
+                    "template".into(),
+                    words[0].clone(),
+                    words[1].clone(),
+                    "--kube-version".into(),
+                    KUBE_VERSION.into(),
+                ];
+                let mut rest = words[2..].iter();
+                while let Some(word) = rest.next() {
+                    match word.as_str() {
+                        "--wait" | "--wait-for-jobs" | "--create-namespace" => {}
+                        "--timeout" | "--history-max" => {
+                            rest.next();
+                        }
+                        _ => args.push(word.clone()),
+                    }
+                }
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let output = run(helm, &args);
+                assert!(
+                    output.status.success(),
+                    "the {environment} dry run's `helm upgrade --install {line}` does not render: {}",
+                    stderr(&output)
+                );
+                if line.contains("blueGreen.activeColor=green") {
+                    let documents = yaml_documents(&stdout(&output));
+                    let main = documents
+                        .iter()
+                        .find(|d| {
+                            d["kind"] == "Service" && d["metadata"]["name"] == "chatstream-gateway"
+                        })
+                        .expect("gateway Service");
+                    assert_eq!(
+                        main["spec"]["selector"]["chatstream.io/color"], "green",
+                        "{line}"
+                    );
+                    let green = documents
+                        .iter()
+                        .find(|d| {
+                            d["kind"] == "Deployment"
+                                && d["metadata"]["name"] == "chatstream-gateway-green"
+                        })
+                        .expect("green gateways");
+                    let image = green["spec"]["template"]["spec"]["containers"][0]["image"]
+                        .as_str()
+                        .expect("image");
+                    assert!(
+                        image.ends_with(&format!("@sha256:{}", "a".repeat(64))),
+                        "the new color runs {image}, not the signed digest"
+                    );
+                }
+            }
+        }
         // Everything it prints is a real command with real flags and paths.
         let printed_commands: String = printed
             .lines()

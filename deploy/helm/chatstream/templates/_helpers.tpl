@@ -46,13 +46,21 @@ app.kubernetes.io/component: {{ .component }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
-{{/* The image reference; a digest wins over the tag. dict "root" $ "tag" OPTIONAL. */}}
+{{/*
+The image reference: dict "root" $ "tag" OPTIONAL "digest" OPTIONAL (a
+gateway color's own). A digest wins over a tag; a color's own wins over
+image.*.
+*/}}
 {{- define "chatstream.image" -}}
 {{- $image := .root.Values.image -}}
-{{- if and $image.digest (not .tag) -}}
+{{- if .digest -}}
+{{- printf "%s@%s" $image.repository .digest -}}
+{{- else if .tag -}}
+{{- printf "%s:%s" $image.repository .tag -}}
+{{- else if $image.digest -}}
 {{- printf "%s@%s" $image.repository $image.digest -}}
 {{- else -}}
-{{- printf "%s:%s" $image.repository (.tag | default $image.tag | default .root.Chart.AppVersion) -}}
+{{- printf "%s:%s" $image.repository ($image.tag | default .root.Chart.AppVersion) -}}
 {{- end -}}
 {{- end -}}
 
@@ -161,18 +169,19 @@ the chart (listen address and ports, shared backends, file paths).
 {{- end -}}
 
 {{/*
-The Deployments of a component as a JSON list of {suffix, color, tag}: one,
+The Deployments of a component as a JSON list of {suffix, color, tag,
+digest}: one,
 or with blueGreen.enabled one gateway Deployment per enabled color.
 dict "root" $ "name" NAME.
 */}}
 {{- define "chatstream.variants" -}}
-{{- $variants := list (dict "suffix" "" "color" "" "tag" "") -}}
+{{- $variants := list (dict "suffix" "" "color" "" "tag" "" "digest" "") -}}
 {{- if and (eq .name "gateway") .root.Values.blueGreen.enabled -}}
 {{- $variants = list -}}
 {{- range $color := list "blue" "green" -}}
 {{- $cc := index $.root.Values.blueGreen.colors $color -}}
 {{- if $cc.enabled -}}
-{{- $variants = append $variants (dict "suffix" (printf "-%s" $color) "color" $color "tag" ($cc.tag | default "")) -}}
+{{- $variants = append $variants (dict "suffix" (printf "-%s" $color) "color" $color "tag" ($cc.tag | default "") "digest" ($cc.digest | default "")) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
