@@ -82,7 +82,9 @@ PY
 say "answered in conversation $conversation"
 
 # 4. The gateway counted it.
-curl -sf --max-time 5 "$url/metrics" | grep -q '^chatstream_gateway_openai_completions_total' ||
+# (Into a file first: `curl | grep -q` fails under pipefail when grep stops early.)
+curl -sf --max-time 5 "$url/metrics" -o "$work/metrics-after" || fail "$url/metrics does not answer"
+grep -q '^chatstream_gateway_openai_completions_total' "$work/metrics-after" ||
     fail "chatstream_gateway_openai_completions_total is not on $url/metrics"
 
 # 5. The analytics processor projected it (it runs behind the others).

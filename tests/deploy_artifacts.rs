@@ -885,6 +885,18 @@ fn compose_runs_every_role_on_real_engines_with_a_config_the_binary_accepts() {
 /// answers the same as the compose cluster's).
 #[tokio::test]
 async fn smoke_script_passes_against_a_running_platform_and_fails_with_a_bad_key() {
+    for tool in ["curl", "python3"] {
+        let found = Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            services::not_run::<()>(format!(
+                "deploy/smoke.sh needs {tool}, which is not installed"
+            ));
+            return;
+        }
+    }
     let platform = support::Platform::start(&[]).await;
     let url = format!("http://{}", platform.http_addr);
     let smoke = |key: String| {
