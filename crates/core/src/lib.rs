@@ -16,3 +16,4 @@ pub mod runner;
 pub mod sends;
 pub mod store;
 pub mod tools;
+pub mod trace;
