@@ -16,6 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chatstream_schemas::Event;
 use chatstream_schemas::pb::events::event::Payload;
+use tracing::Instrument;
 
 use chatstream_core::fanout::{FanOut, FanOutMessage};
 use chatstream_core::log::{EventLog, LogPosition};
@@ -93,6 +94,7 @@ impl Processor for ConversationProjector {
             if let Err(error) = self
                 .fanout
                 .publish(&event.tenant_id, &event.conversation_id, message)
+                .instrument(chatstream_core::trace::fanout_publish_span("committed"))
                 .await
             {
                 // Live delivery is best effort; clients recover from history.
