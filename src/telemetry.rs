@@ -129,26 +129,28 @@ fn resource(service: &str) -> Resource {
     }
 }
 
+/// The Prometheus recorder, with every metric of `metric_catalog`
+/// described (`# HELP`, unit) and every histogram given its buckets; a
+/// histogram the catalog does not know gets the fast-path seconds buckets,
+/// so none is ever rendered as a summary.
 pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
-    use chatstream_router::genai_metrics::{
-        OPERATION_DURATION, SECONDS_BUCKETS, TIME_TO_FIRST_CHUNK, TOKEN_BUCKETS, TOKEN_USAGE,
-    };
+    use chatstream_core::metric_catalog::{FAST_SECONDS, METRICS, MetricKind, describe_all};
     use metrics_exporter_prometheus::Matcher;
-    // The GenAI metrics are histograms with the semantic conventions'
-    // buckets (others stay summaries, as before).
-    let histogram =
-        |name: &str, buckets: &[f64]| (Matcher::Full(name.to_owned()), buckets.to_vec());
-    let mut builder = PrometheusBuilder::new();
-    for (matcher, buckets) in [
-        histogram(TOKEN_USAGE, &TOKEN_BUCKETS),
-        histogram(OPERATION_DURATION, &SECONDS_BUCKETS),
-        histogram(TIME_TO_FIRST_CHUNK, &SECONDS_BUCKETS),
-    ] {
+    let invalid = |e| anyhow::anyhow!("invalid histogram buckets: {e}");
+    let mut builder = PrometheusBuilder::new()
+        .set_buckets(&FAST_SECONDS)
+        .map_err(invalid)?;
+    for spec in METRICS
+        .iter()
+        .filter(|spec| spec.kind == MetricKind::Histogram)
+    {
         builder = builder
-            .set_buckets_for_metric(matcher, &buckets)
-            .map_err(|e| anyhow::anyhow!("invalid histogram buckets: {e}"))?;
+            .set_buckets_for_metric(Matcher::Full(spec.name.to_owned()), spec.buckets)
+            .map_err(invalid)?;
     }
-    builder
+    let handle = builder
         .install_recorder()
-        .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))
+        .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
+    describe_all();
+    Ok(handle)
 }

@@ -11,6 +11,7 @@ pub mod analytics;
 pub mod deadletter;
 pub mod fanout;
 pub mod log;
+pub mod metric_catalog;
 pub mod ratelimit;
 pub mod runner;
 pub mod sends;

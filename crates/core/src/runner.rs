@@ -482,6 +482,7 @@ impl<P: Processor> Dispatch<P> {
     /// `Err` when shutdown interrupted it before it was settled.
     async fn settle(&self, pending: &Pending) -> Result<(), Interrupted> {
         let processor = self.processor.as_ref();
+        let started = Instant::now();
         let handled = handle_record(
             processor,
             pending,
@@ -490,6 +491,12 @@ impl<P: Processor> Dispatch<P> {
             self.tracing.as_ref(),
         )
         .await?;
+        let outcome = match handled {
+            Handled::Done => "processed",
+            Handled::GaveUp(_) => "failed",
+        };
+        metrics::histogram!(crate::metric_catalog::PROCESSOR_HANDLE_SECONDS, "processor" => processor.name(), "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
         match handled {
             Handled::Done => Ok(()),
             Handled::GaveUp(letter) => {
@@ -499,7 +506,10 @@ impl<P: Processor> Dispatch<P> {
                     &self.config,
                     &self.shutdown,
                 )
-                .await
+                .await?;
+                metrics::counter!(crate::metric_catalog::PROCESSOR_DEAD_LETTERS, "processor" => processor.name(), "reason" => letter.reason.as_str())
+                    .increment(1);
+                Ok(())
             }
         }
     }
@@ -892,16 +902,9 @@ async fn send_dead_letter(
 }
 
 /// The metrics every processor emits (the shared contract dashboards and
-/// alerts rely on), registered at zero so they exist before the first event.
-pub const PROCESSOR_METRICS: [&str; 7] = [
-    "chatstream_processor_events_received_total",
-    "chatstream_processor_events_processed_total",
-    "chatstream_processor_events_failed_total",
-    "chatstream_processor_lag",
-    "chatstream_processor_partition_assigned",
-    "chatstream_processor_in_flight",
-    "chatstream_processor_partition_pauses_total",
-];
+/// alerts rely on; see `metric_catalog`). The counters are registered at
+/// zero so they exist before the first event.
+pub use crate::metric_catalog::PROCESSOR_METRICS;
 
 fn register_metrics(name: &'static str) {
     metrics::counter!("chatstream_processor_events_received_total", "processor" => name)
@@ -913,6 +916,13 @@ fn register_metrics(name: &'static str) {
         .absolute(0);
     for reason in ["undecodable", "handler"] {
         metrics::counter!("chatstream_processor_events_failed_total", "processor" => name, "reason" => reason)
+            .absolute(0);
+    }
+    for reason in [
+        DeadLetterReason::Undecodable,
+        DeadLetterReason::HandlerFailed,
+    ] {
+        metrics::counter!(crate::metric_catalog::PROCESSOR_DEAD_LETTERS, "processor" => name, "reason" => reason.as_str())
             .absolute(0);
     }
 }

@@ -75,9 +75,13 @@ pub async fn run_tool_call(
     request: &ToolCallRequested,
 ) -> ToolOutcome {
     let span = tool_span(request);
+    let started = Instant::now();
     let outcome = call_checked(pool, tenant_id, request)
         .instrument(span.clone())
         .await;
+    let kind = outcome.error.map_or("ok", ToolErrorKind::as_str);
+    metrics::histogram!(chatstream_core::metric_catalog::MCP_TOOL_CALL_SECONDS, "outcome" => kind)
+        .record(started.elapsed().as_secs_f64());
     if let Some(kind) = outcome.error
         && !span.is_disabled()
     {

@@ -90,6 +90,7 @@ impl Processor for ConversationProjector {
             Recorded::Duplicate { existing } => existing == position,
         };
         if publish {
+            record_fanout_delay(event);
             let message = FanOutMessage::Committed(entry.into());
             if let Err(error) = self
                 .fanout
@@ -107,6 +108,24 @@ impl Processor for ConversationProjector {
     async fn sync(&self) -> Result<(), ProcessError> {
         self.store.sync().await.map_err(retryable)
     }
+}
+
+/// `chatstream_fanout_delay_seconds`: from the event's occurrence to its
+/// publish as committed (clocks of different hosts may disagree a little).
+fn record_fanout_delay(event: &Event) {
+    let Some(occurred_at) = event.occurred_at else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let occurred = std::time::Duration::new(
+        occurred_at.seconds.max(0) as u64,
+        occurred_at.nanos.max(0) as u32,
+    );
+    let delay = now.saturating_sub(occurred);
+    metrics::histogram!(chatstream_core::metric_catalog::FANOUT_DELAY_SECONDS)
+        .record(delay.as_secs_f64());
 }
 
 fn occurred_at_ms(event: &Event) -> i64 {

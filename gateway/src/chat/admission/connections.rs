@@ -44,11 +44,15 @@ impl ConnectionLimits {
             Ok(false) => {
                 metrics::counter!("chatstream_gateway_connections_refused_total", "tenant" => who.tenant.id.clone())
                     .increment(1);
-                Err(ChatError::TooManyConnections(max))
+                let refused = ChatError::TooManyConnections(max);
+                refused.count_refusal();
+                Err(refused)
             }
             Err(error) => {
                 tracing::warn!(%error, "connection counter error");
-                Err(ChatError::Unavailable("connection counter".into()))
+                let refused = ChatError::Unavailable("connection counter".into());
+                refused.count_refusal();
+                Err(refused)
             }
         }
     }
