@@ -19,12 +19,21 @@ use crate::{DevArgs, edge, lifecycle, processors, telemetry};
 
 const DEV_TENANT: &str = "dev";
 
+/// The service name in traces (unless `OTEL_SERVICE_NAME` sets one).
+const SERVICE: &str = "chatstream";
+
 pub fn run(args: DevArgs) -> anyhow::Result<()> {
     let config = args.load_config()?;
     let tenants = config.load_tenants()?;
-    telemetry::init_logging(&config.log_level, config.log_format)?;
+    let runtime = lifecycle::runtime()?;
+    let telemetry = {
+        let _runtime = runtime.enter();
+        telemetry::init(&config.log_level, config.log_format, SERVICE)?
+    };
     let metrics = telemetry::init_metrics()?;
-    lifecycle::runtime()?.block_on(run_platform(config, tenants, metrics))
+    let result = runtime.block_on(run_platform(config, tenants, metrics));
+    telemetry.shutdown();
+    result
 }
 
 /// `tenants` are the configured tenants file's, if one is configured.

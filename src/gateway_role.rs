@@ -13,15 +13,24 @@ use crate::backends::CoreBackends;
 use crate::edge::GatewayBackends;
 use crate::{ServeArgs, backends, edge, lifecycle, telemetry};
 
+/// The service name in traces (unless `OTEL_SERVICE_NAME` sets one).
+const SERVICE: &str = "chatstream-gateway";
+
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.load_config(|_| {})?;
     backends::require_shared(&config, "gateway")?;
     let tenants = config.load_tenants()?.context(
         "the gateway needs a tenants file: pass --tenants or set CHATSTREAM_TENANTS_FILE",
     )?;
-    telemetry::init_logging(&config.log_level, config.log_format)?;
+    let runtime = lifecycle::runtime()?;
+    let telemetry = {
+        let _runtime = runtime.enter();
+        telemetry::init(&config.log_level, config.log_format, SERVICE)?
+    };
     let metrics = telemetry::init_metrics()?;
-    lifecycle::runtime()?.block_on(serve(config, Arc::new(tenants), metrics))
+    let result = runtime.block_on(serve(config, Arc::new(tenants), metrics));
+    telemetry.shutdown();
+    result
 }
 
 async fn serve(

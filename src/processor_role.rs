@@ -20,9 +20,17 @@ pub fn run(args: ProcessorArgs) -> anyhow::Result<()> {
     } else {
         TenantRegistry::default()
     };
-    telemetry::init_logging(&config.log_level, config.log_format)?;
+    let runtime = lifecycle::runtime()?;
+    let telemetry = {
+        let _runtime = runtime.enter();
+        // The service name in traces (unless `OTEL_SERVICE_NAME` sets one).
+        let service = format!("chatstream-{}", args.kind.group());
+        telemetry::init(&config.log_level, config.log_format, &service)?
+    };
     let metrics = telemetry::init_metrics()?;
-    lifecycle::runtime()?.block_on(serve(args.kind, config, tenants, metrics))
+    let result = runtime.block_on(serve(args.kind, config, tenants, metrics));
+    telemetry.shutdown();
+    result
 }
 
 async fn serve(

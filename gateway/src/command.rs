@@ -37,6 +37,17 @@ pub struct ToolCallDecision {
 }
 
 impl ChatCommand {
+    /// The command's name in the protocols (`send`, `open`...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Open { .. } => "open",
+            Self::Send(_) => "send",
+            Self::Subscribe { .. } => "subscribe",
+            Self::Unsubscribe { .. } => "unsubscribe",
+            Self::DecideToolCall(_) => "decide_tool_call",
+        }
+    }
+
     pub fn request_id(&self) -> Option<&str> {
         match self {
             Self::Open { request_id, .. }
@@ -70,6 +81,10 @@ pub struct MessageAck {
     pub duplicate: bool,
 }
 
+// A committed event is the largest reply by far; replies go straight
+// through a channel to the connection's writer, so copying its bytes costs
+// less than an allocation per delivered event would.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum ChatReply {
     Opened {

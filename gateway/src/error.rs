@@ -32,6 +32,12 @@ pub enum ChatError {
 
 impl ChatError {
     /// The stable code clients switch on (docs/protocol.md lists them).
+    /// Counts this error on `chatstream_gateway_refusals_total` by its code.
+    pub fn count_refusal(&self) {
+        metrics::counter!(chatstream_core::metric_catalog::GATEWAY_REFUSALS, "reason" => self.code())
+            .increment(1);
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             Self::Unauthenticated => "unauthenticated",

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use crate::Gateway;
 use crate::command::{
@@ -24,6 +25,7 @@ use crate::command::{
 };
 use crate::error::ChatError;
 use crate::session::Session;
+use crate::traces::{CHAT_SERVICE, ConnectionTrace, grpc_span, record_grpc_status};
 
 const OUTBOUND_BUFFER: usize = 1024;
 
@@ -157,6 +159,7 @@ impl ChatService for GrpcChat {
         request: Request<Streaming<pb::ClientFrame>>,
     ) -> Result<Response<ServerFrames>, Status> {
         let principal = self.authenticate(request.metadata())?;
+        let trace = ConnectionTrace::converse(request.metadata());
         let slot = self
             .gateway
             .connections
@@ -171,7 +174,8 @@ impl ChatService for GrpcChat {
             principal,
             replies.clone(),
             gateway.limits.max_subscriptions_per_connection,
-        );
+        )
+        .with_trace(trace);
         // How the stream ends: OK when the client is done, else this status.
         let (ending, ended) = oneshot::channel::<Status>();
         tokio::spawn(async move {
@@ -198,6 +202,40 @@ impl ChatService for GrpcChat {
         &self,
         request: Request<pb::OpenConversationRequest>,
     ) -> Result<Response<pb::ConversationOpenedReply>, Status> {
+        let span = grpc_span(CHAT_SERVICE, "OpenConversation", request.metadata());
+        traced(span, self.open_conversation_call(request)).await
+    }
+
+    async fn send_message(
+        &self,
+        request: Request<pb::SendMessageRequest>,
+    ) -> Result<Response<pb::MessageAck>, Status> {
+        let span = grpc_span(CHAT_SERVICE, "SendMessage", request.metadata());
+        traced(span, self.send_message_call(request)).await
+    }
+
+    async fn decide_tool_call(
+        &self,
+        request: Request<pb::DecideToolCallRequest>,
+    ) -> Result<Response<pb::MessageAck>, Status> {
+        let span = grpc_span(CHAT_SERVICE, "DecideToolCall", request.metadata());
+        traced(span, self.decide_tool_call_call(request)).await
+    }
+
+    async fn get_conversation(
+        &self,
+        request: Request<pb::GetConversationRequest>,
+    ) -> Result<Response<pb::GetConversationResponse>, Status> {
+        let span = grpc_span(CHAT_SERVICE, "GetConversation", request.metadata());
+        traced(span, self.get_conversation_call(request)).await
+    }
+}
+
+impl GrpcChat {
+    async fn open_conversation_call(
+        &self,
+        request: Request<pb::OpenConversationRequest>,
+    ) -> Result<Response<pb::ConversationOpenedReply>, Status> {
         let principal = self.authenticate(request.metadata())?;
         let request = request.into_inner();
         let (conversation_id, position) = self
@@ -213,7 +251,7 @@ impl ChatService for GrpcChat {
         }))
     }
 
-    async fn send_message(
+    async fn send_message_call(
         &self,
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::MessageAck>, Status> {
@@ -227,7 +265,7 @@ impl ChatService for GrpcChat {
         Ok(Response::new(ack_to_pb(ack)))
     }
 
-    async fn decide_tool_call(
+    async fn decide_tool_call_call(
         &self,
         request: Request<pb::DecideToolCallRequest>,
     ) -> Result<Response<pb::MessageAck>, Status> {
@@ -241,7 +279,7 @@ impl ChatService for GrpcChat {
         Ok(Response::new(ack_to_pb(ack)))
     }
 
-    async fn get_conversation(
+    async fn get_conversation_call(
         &self,
         request: Request<pb::GetConversationRequest>,
     ) -> Result<Response<pb::GetConversationResponse>, Status> {
@@ -275,6 +313,16 @@ impl ChatService for GrpcChat {
             next_after_position,
         }))
     }
+}
+
+/// Runs a unary call inside its server span, recording its status there.
+async fn traced<T>(
+    span: tracing::Span,
+    call: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    let result = call.instrument(span.clone()).await;
+    record_grpc_status(&span, result.as_ref().err());
+    result
 }
 
 /// The command a frame carries, or the error for it with the frame's request id.

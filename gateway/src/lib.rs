@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod http;
 pub mod openai;
 mod session;
+pub mod traces;
 pub mod ws;
 
 use std::sync::Arc;

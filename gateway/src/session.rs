@@ -6,10 +6,12 @@ use std::sync::Arc;
 use chatstream_config::tenants::Principal;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::chat::{ChatCore, MAX_ID_BYTES};
 use crate::command::{ChatCommand, ChatReply};
 use crate::error::ChatError;
+use crate::traces::ConnectionTrace;
 
 pub struct Session {
     core: Arc<ChatCore>,
@@ -17,6 +19,7 @@ pub struct Session {
     out: mpsc::Sender<ChatReply>,
     subscriptions: HashMap<String, CancellationToken>,
     max_subscriptions: usize,
+    trace: ConnectionTrace,
 }
 
 impl Session {
@@ -32,7 +35,14 @@ impl Session {
             out,
             subscriptions: HashMap::new(),
             max_subscriptions,
+            trace: ConnectionTrace::default(),
         }
+    }
+
+    /// Traces each command as a span continuing `trace`'s context.
+    pub fn with_trace(mut self, trace: ConnectionTrace) -> Self {
+        self.trace = trace;
+        self
     }
 
     pub fn has_subscriptions(&self) -> bool {
@@ -41,6 +51,11 @@ impl Session {
 
     /// Executes one command; its reply (or error) goes to the connection.
     pub async fn handle(&mut self, command: ChatCommand) {
+        let span = self.trace.command_span(command.name());
+        self.handle_command(command).instrument(span).await
+    }
+
+    async fn handle_command(&mut self, command: ChatCommand) {
         if command
             .request_id()
             .is_some_and(|id| id.len() > MAX_ID_BYTES)

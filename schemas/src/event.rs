@@ -64,6 +64,8 @@ pub fn new_event(id: String, context: EventContext<'_>, payload: Payload) -> Eve
         causation_id: context.causation_id.to_owned(),
         correlation_id: context.correlation_id.to_owned(),
         schema_version: SCHEMA_VERSION,
+        // Stamped by the log when it appends the event inside a traced span.
+        traceparent: String::new(),
         payload: Some(payload),
     }
 }

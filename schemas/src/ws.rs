@@ -632,6 +632,8 @@ impl EventJson {
             causation_id: self.causation_id.clone(),
             correlation_id: self.correlation_id.clone(),
             schema_version: self.schema_version,
+            // Trace context is not part of the JSON mapping.
+            traceparent: String::new(),
             payload: Some(payload),
         })
     }

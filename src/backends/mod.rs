@@ -15,6 +15,7 @@ use chatstream_core::fanout::FanOut;
 use chatstream_core::fanout::in_process::InProcessFanOut;
 use chatstream_core::log::EventLog;
 use chatstream_core::log::embedded::EmbeddedLog;
+use chatstream_core::log::traced::TracedLog;
 use chatstream_core::ratelimit::RateLimiter;
 use chatstream_core::ratelimit::connections::ConnectionCounter;
 use chatstream_core::ratelimit::connections::in_process::InProcessConnectionCounter;
@@ -22,6 +23,7 @@ use chatstream_core::ratelimit::in_process::InProcessRateLimiter;
 use chatstream_core::sends::SendReservations;
 use chatstream_core::store::ProjectionStore;
 use chatstream_core::store::embedded::EmbeddedStore;
+use chatstream_core::trace::Messaging;
 
 #[cfg(feature = "kafka")]
 mod kafka;
@@ -90,17 +92,31 @@ impl CoreBackends {
     }
 }
 
+/// The configured log; while tracing is on, behind `TracedLog`, so every
+/// append is a span and its events carry the trace on.
 pub async fn open_log(config: &Config, data_dir: &Path) -> anyhow::Result<Arc<dyn EventLog>> {
-    match config.log.backend {
-        LogBackend::Embedded => Ok(Arc::new(
-            EmbeddedLog::open(data_dir, config.log.partitions)
-                .context("cannot open the embedded event log")?,
-        )),
+    let (log, system): (Arc<dyn EventLog>, _) = match config.log.backend {
+        LogBackend::Embedded => (
+            Arc::new(
+                EmbeddedLog::open(data_dir, config.log.partitions)
+                    .context("cannot open the embedded event log")?,
+            ),
+            "chatstream_embedded",
+        ),
         #[cfg(feature = "kafka")]
-        LogBackend::Kafka => kafka::open_log(config).await,
+        LogBackend::Kafka => (kafka::open_log(config).await?, "kafka"),
         #[cfg(not(feature = "kafka"))]
-        LogBackend::Kafka => Err(not_built("kafka", "log.backend: kafka")),
+        LogBackend::Kafka => return Err(not_built("kafka", "log.backend: kafka")),
+    };
+    if !chatstream_core::trace::enabled() {
+        return Ok(log);
     }
+    let messaging = Messaging {
+        system,
+        // The embedded log has no topic; traces name it as Kafka's would be.
+        destination: config.kafka.topic.clone(),
+    };
+    Ok(Arc::new(TracedLog::new(log, messaging)))
 }
 
 /// Where processors put records they give up on: beside the log (the

@@ -85,6 +85,33 @@ pub const SETTINGS: &[Setting] = &[
         }),
     ),
     setting(
+        &[
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        ],
+        &[],
+        "unset (no traces)",
+        "OpenTelemetry traces over OTLP/gRPC to this collector, e.g. `http://otel-collector:4317`. The OpenTelemetry SDK reads the other standard variables: `OTEL_SERVICE_NAME` (default `chatstream`, `chatstream-gateway`, `chatstream-<processor>`), `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`, `OTEL_BSP_SCHEDULE_DELAY` and the other `OTEL_BSP_*`, `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT`. See [docs/observability.md](docs/observability.md).",
+        None,
+    ),
+    setting(
+        &["OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER"],
+        &[],
+        "`false`, `otlp`",
+        "`OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none` turns traces off even with an endpoint set; another exporter than `otlp` fails at start.",
+        None,
+    ),
+    setting(
+        &[
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        ],
+        &[],
+        "`grpc`",
+        "Only `grpc` is built in; another protocol fails at start.",
+        None,
+    ),
+    setting(
         &["CHATSTREAM_DATA_DIR"],
         &["data_dir"],
         "`chatstream-data`",

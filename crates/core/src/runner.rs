@@ -243,6 +243,16 @@ struct Dispatch<P: Processor> {
     resume_due: Notify,
     /// Graceful shutdown: handlers stop retrying.
     shutdown: CancellationToken,
+    /// Set while tracing is on: how handling spans name the log.
+    tracing: Option<ProcessTracing>,
+}
+
+/// What the handling spans of a traced log carry (semantic conventions for
+/// messaging, operation `process`, kind consumer).
+struct ProcessTracing {
+    messaging: crate::trace::Messaging,
+    /// `process <destination>`.
+    span_name: String,
 }
 
 struct DispatchState {
@@ -287,6 +297,10 @@ impl<P: Processor> ProcessorRunner<P> {
             settled: Notify::new(),
             resume_due: Notify::new(),
             shutdown: shutdown.clone(),
+            tracing: self.log.messaging().map(|messaging| ProcessTracing {
+                span_name: format!("process {}", messaging.destination),
+                messaging: messaging.clone(),
+            }),
         });
         let mut commits = Commits::default();
         let mut last_lag_report = Instant::now();
@@ -468,7 +482,21 @@ impl<P: Processor> Dispatch<P> {
     /// `Err` when shutdown interrupted it before it was settled.
     async fn settle(&self, pending: &Pending) -> Result<(), Interrupted> {
         let processor = self.processor.as_ref();
-        let handled = handle_record(processor, pending, &self.config, &self.shutdown).await?;
+        let started = Instant::now();
+        let handled = handle_record(
+            processor,
+            pending,
+            &self.config,
+            &self.shutdown,
+            self.tracing.as_ref(),
+        )
+        .await?;
+        let outcome = match handled {
+            Handled::Done => "processed",
+            Handled::GaveUp(_) => "failed",
+        };
+        metrics::histogram!(crate::metric_catalog::PROCESSOR_HANDLE_SECONDS, "processor" => processor.name(), "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
         match handled {
             Handled::Done => Ok(()),
             Handled::GaveUp(letter) => {
@@ -478,7 +506,10 @@ impl<P: Processor> Dispatch<P> {
                     &self.config,
                     &self.shutdown,
                 )
-                .await
+                .await?;
+                metrics::counter!(crate::metric_catalog::PROCESSOR_DEAD_LETTERS, "processor" => processor.name(), "reason" => letter.reason.as_str())
+                    .increment(1);
+                Ok(())
             }
         }
     }
@@ -729,6 +760,7 @@ async fn handle_record<P: Processor>(
     pending: &Pending,
     config: &RunnerConfig,
     shutdown: &CancellationToken,
+    tracing: Option<&ProcessTracing>,
 ) -> Result<Handled, Interrupted> {
     let name = processor.name();
     let record = &pending.record;
@@ -759,7 +791,13 @@ async fn handle_record<P: Processor>(
         event_id = %event.id,
         correlation_id = %event.correlation_id,
         tenant_id = %event.tenant_id,
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
     );
+    if let Some(tracing) = tracing {
+        trace_processing(&span, tracing, name, event, record);
+    }
     let mut backoff = config.retry_initial_backoff;
     for attempt in 1.. {
         let handled = processor
@@ -780,6 +818,7 @@ async fn handle_record<P: Processor>(
                 backoff = (backoff * 2).min(config.retry_max_backoff);
             }
             Err(error) => {
+                span.record("otel.status_code", "ERROR");
                 tracing::error!(processor = name, event_id = %event.id, partition = record.position.partition,
                     offset = record.position.offset, %error, "giving up on event; dead-lettering it");
                 metrics::counter!("chatstream_processor_events_failed_total", "processor" => name, "reason" => "handler").increment(1);
@@ -796,6 +835,42 @@ async fn handle_record<P: Processor>(
         }
     }
     unreachable!("the attempt counter is unbounded")
+}
+
+/// Names `span` a messaging `process` span of `event` and makes it a child
+/// of the span that appended the event.
+fn trace_processing(
+    span: &tracing::Span,
+    tracing: &ProcessTracing,
+    group: &'static str,
+    event: &Event,
+    record: &LogRecord,
+) {
+    use crate::trace::set_attribute;
+    span.record("otel.name", tracing.span_name.as_str());
+    span.record("otel.kind", "consumer");
+    crate::trace::continue_trace(span, Some(event.traceparent.as_str()));
+    set_attribute(span, "messaging.system", tracing.messaging.system);
+    set_attribute(span, "messaging.operation.type", "process");
+    set_attribute(span, "messaging.operation.name", "process");
+    set_attribute(
+        span,
+        "messaging.destination.name",
+        tracing.messaging.destination.clone(),
+    );
+    set_attribute(span, "messaging.consumer.group.name", group);
+    set_attribute(
+        span,
+        "messaging.destination.partition.id",
+        record.position.partition.to_string(),
+    );
+    set_attribute(
+        span,
+        "messaging.kafka.offset",
+        record.position.offset as i64,
+    );
+    set_attribute(span, "messaging.message.id", event.id.clone());
+    set_attribute(span, "chatstream.event.type", event.r#type.clone());
 }
 
 /// Sends `letter`, retrying with backoff for as long as it takes: moving
@@ -827,16 +902,9 @@ async fn send_dead_letter(
 }
 
 /// The metrics every processor emits (the shared contract dashboards and
-/// alerts rely on), registered at zero so they exist before the first event.
-pub const PROCESSOR_METRICS: [&str; 7] = [
-    "chatstream_processor_events_received_total",
-    "chatstream_processor_events_processed_total",
-    "chatstream_processor_events_failed_total",
-    "chatstream_processor_lag",
-    "chatstream_processor_partition_assigned",
-    "chatstream_processor_in_flight",
-    "chatstream_processor_partition_pauses_total",
-];
+/// alerts rely on; see `metric_catalog`). The counters are registered at
+/// zero so they exist before the first event.
+pub use crate::metric_catalog::PROCESSOR_METRICS;
 
 fn register_metrics(name: &'static str) {
     metrics::counter!("chatstream_processor_events_received_total", "processor" => name)
@@ -848,6 +916,13 @@ fn register_metrics(name: &'static str) {
         .absolute(0);
     for reason in ["undecodable", "handler"] {
         metrics::counter!("chatstream_processor_events_failed_total", "processor" => name, "reason" => reason)
+            .absolute(0);
+    }
+    for reason in [
+        DeadLetterReason::Undecodable,
+        DeadLetterReason::HandlerFailed,
+    ] {
+        metrics::counter!(crate::metric_catalog::PROCESSOR_DEAD_LETTERS, "processor" => name, "reason" => reason.as_str())
             .absolute(0);
     }
 }

@@ -21,7 +21,8 @@ pub const SPEC_VERSION: &str = "1.0";
 
 /// The headers of `event`'s record, in the order they are written.
 /// `ce_time` (RFC 3339) is left out when the event has no occurrence time,
-/// as CloudEvents allows; `traceparent` when no trace is active.
+/// as CloudEvents allows; `traceparent` when the event carries no trace
+/// context (tracing is off).
 pub fn event_headers(event: &Event) -> Vec<(&'static str, String)> {
     let mut headers = vec![
         (CE_ID, event.id.clone()),
@@ -35,20 +36,13 @@ pub fn event_headers(event: &Event) -> Vec<(&'static str, String)> {
     }
     headers.push((CE_SUBJECT, event.conversation_id.clone()));
     headers.push((CONTENT_TYPE, codec::CONTENT_TYPE.to_owned()));
-    if let Some(traceparent) = current_traceparent() {
-        headers.push((TRACEPARENT, traceparent));
+    // The event carries the context of the span that appended it (see
+    // `chatstream_core::log::traced`); the header repeats it for consumers
+    // that trace without decoding the value.
+    if !event.traceparent.is_empty() {
+        headers.push((TRACEPARENT, event.traceparent.clone()));
     }
     headers
-}
-
-/// The W3C `traceparent` of the trace the current task belongs to.
-///
-/// This is the one seam where trace context enters the log: chatstream has
-/// no OpenTelemetry context plumbing yet, so there is never a current trace
-/// and this returns `None`. When telemetry lands, it returns the active
-/// span's context here and every produced record carries it.
-pub fn current_traceparent() -> Option<String> {
-    None
 }
 
 /// librdkafka's form of `headers`.
@@ -107,6 +101,36 @@ mod tests {
             .map(|(key, value)| (*key, value.as_str()))
             .collect();
         assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn a_traceparent_survives_the_codec_and_the_headers() {
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut event = event();
+        assert!(
+            event_headers(&event)
+                .iter()
+                .all(|(key, _)| *key != TRACEPARENT),
+            "no trace context, no header"
+        );
+        event.traceparent = traceparent.to_owned();
+        let decoded = codec::decode(&codec::encode(&event)).expect("decodes");
+        assert_eq!(decoded.traceparent, traceparent);
+        let kafka = to_kafka_headers(&event_headers(&decoded));
+        let header = (0..kafka.count())
+            .map(|index| kafka.get(index))
+            .find(|header| header.key == TRACEPARENT)
+            .expect("a traceparent header");
+        assert_eq!(header.value, Some(traceparent.as_bytes()));
+        // The header names the same span the event does.
+        let parsed = chatstream_core::trace::parse_traceparent(
+            std::str::from_utf8(header.value.unwrap()).unwrap(),
+        )
+        .expect("a valid traceparent");
+        assert_eq!(
+            chatstream_core::trace::format_traceparent(&parsed),
+            traceparent
+        );
     }
 
     #[test]

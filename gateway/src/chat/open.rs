@@ -20,6 +20,14 @@ impl ChatCore {
         who: &Principal,
         title: &str,
     ) -> Result<(String, u64), ChatError> {
+        let opened = self.open_checked(who, title).await;
+        if let Err(error) = &opened {
+            error.count_refusal();
+        }
+        opened
+    }
+
+    async fn open_checked(&self, who: &Principal, title: &str) -> Result<(String, u64), ChatError> {
         check_len("title", title)?;
         self.admit_request(who).await?;
         let (conversation_id, opening) = opening(who, title);

@@ -68,6 +68,19 @@ impl ChatCore {
         message: SendMessage,
         watcher: Option<Watcher>,
     ) -> Result<MessageAck, ChatError> {
+        let sent = self.send_checked(who, message, watcher).await;
+        if let Err(error) = &sent {
+            error.count_refusal();
+        }
+        sent
+    }
+
+    async fn send_checked(
+        &self,
+        who: &Principal,
+        message: SendMessage,
+        watcher: Option<Watcher>,
+    ) -> Result<MessageAck, ChatError> {
         self.check_message(who, &message)?;
         if let Some(id) = &message.conversation_id {
             self.require_conversation(who, id).await?;
@@ -194,7 +207,7 @@ impl ChatCore {
 pub(super) async fn timed_append<T>(append: impl Future<Output = T>) -> T {
     let started = Instant::now();
     let appended = append.await;
-    metrics::histogram!("chatstream_gateway_append_seconds")
+    metrics::histogram!(chatstream_core::metric_catalog::GATEWAY_APPEND_SECONDS)
         .record(started.elapsed().as_secs_f64());
     appended
 }

@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::authenticate;
 use super::completion::{self, CompletionMeta, SSE_DONE, sse_event};
@@ -34,10 +35,16 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match respond(gateway, headers, body).await {
+    let span = crate::traces::http_span("POST", "/v1/chat/completions", &headers);
+    let response = match respond(gateway, headers, body)
+        .instrument(span.clone())
+        .await
+    {
         Ok(response) => response,
         Err(error) => error.into_response(),
-    }
+    };
+    crate::traces::record_http_status(&span, response.status().as_u16());
+    response
 }
 
 async fn respond(

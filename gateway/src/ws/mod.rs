@@ -21,6 +21,7 @@ use crate::Gateway;
 use crate::command::{ChatCommand, ChatReply, SendMessage, non_empty};
 use crate::error::ChatError;
 use crate::session::Session;
+use crate::traces::ConnectionTrace;
 
 mod close;
 mod upgrade;
@@ -66,7 +67,10 @@ pub async fn upgrade(
         // Small initial buffers (they grow for big frames): idle connections stay cheap.
         .read_buffer_size(8 * 1024)
         .write_buffer_size(8 * 1024);
-    upgrade.on_upgrade(config, move |socket| connection(socket, gateway, principal))
+    let trace = ConnectionTrace::websocket(&headers);
+    upgrade.on_upgrade(config, move |socket| {
+        connection(socket, gateway, principal, trace)
+    })
 }
 
 /// The API key from `Authorization: Bearer <key>`.
@@ -85,7 +89,12 @@ enum Outbound {
     Close(u16, String),
 }
 
-async fn connection(socket: Socket, gateway: Gateway, principal: Option<Principal>) {
+async fn connection(
+    socket: Socket,
+    gateway: Gateway,
+    principal: Option<Principal>,
+    trace: ConnectionTrace,
+) {
     metrics::gauge!("chatstream_gateway_connections", "transport" => "websocket").increment(1.0);
     let (sink, mut inbound) = socket.split();
     let (outbound, outbound_rx) = mpsc::channel::<Outbound>(16);
@@ -118,7 +127,8 @@ async fn connection(socket: Socket, gateway: Gateway, principal: Option<Principa
             principal,
             replies.clone(),
             gateway.limits.max_subscriptions_per_connection,
-        );
+        )
+        .with_trace(trace);
         serve_session(session, &mut inbound, &outbound, &gateway).await;
     }
     drop((outbound, replies));

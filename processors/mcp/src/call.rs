@@ -4,10 +4,13 @@
 //! into a result the model can read.
 use std::fmt;
 
+use chatstream_core::trace::{self, set_attribute};
 use chatstream_schemas::pb::events::ToolCallRequested;
 use rmcp::ServiceError;
 use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock, ErrorCode};
 use tokio::time::Instant;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::pool::{McpClientPool, PoolError};
 
@@ -65,7 +68,50 @@ impl ToolOutcome {
 }
 
 /// Runs `request` on the tenant's server. Never fails: errors are outcomes.
+/// Traced as the GenAI `execute_tool <tool>` span.
 pub async fn run_tool_call(
+    pool: &McpClientPool,
+    tenant_id: &str,
+    request: &ToolCallRequested,
+) -> ToolOutcome {
+    let span = tool_span(request);
+    let started = Instant::now();
+    let outcome = call_checked(pool, tenant_id, request)
+        .instrument(span.clone())
+        .await;
+    let kind = outcome.error.map_or("ok", ToolErrorKind::as_str);
+    metrics::histogram!(chatstream_core::metric_catalog::MCP_TOOL_CALL_SECONDS, "outcome" => kind)
+        .record(started.elapsed().as_secs_f64());
+    if let Some(kind) = outcome.error
+        && !span.is_disabled()
+    {
+        span.record("otel.status_code", "ERROR");
+        span.record("error.type", kind.as_str());
+    }
+    outcome
+}
+
+/// The span of one tool call, or a disabled one while tracing is off.
+fn tool_span(request: &ToolCallRequested) -> tracing::Span {
+    if !trace::enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "execute_tool",
+        otel.name = format!("execute_tool {}", request.tool),
+        otel.kind = "internal",
+        otel.status_code = Empty,
+        error.type = Empty,
+    );
+    set_attribute(&span, "gen_ai.operation.name", "execute_tool");
+    set_attribute(&span, "gen_ai.tool.name", request.tool.clone());
+    set_attribute(&span, "gen_ai.tool.call.id", request.call_id.clone());
+    set_attribute(&span, "gen_ai.tool.type", "extension");
+    set_attribute(&span, "chatstream.mcp.server", request.server.clone());
+    span
+}
+
+async fn call_checked(
     pool: &McpClientPool,
     tenant_id: &str,
     request: &ToolCallRequested,

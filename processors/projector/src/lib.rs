@@ -16,6 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chatstream_schemas::Event;
 use chatstream_schemas::pb::events::event::Payload;
+use tracing::Instrument;
 
 use chatstream_core::fanout::{FanOut, FanOutMessage};
 use chatstream_core::log::{EventLog, LogPosition};
@@ -94,10 +95,12 @@ impl Processor for ConversationProjector {
             Recorded::Duplicate { existing } => existing == position,
         };
         if publish {
+            record_fanout_delay(event);
             let message = FanOutMessage::Committed(entry.into());
             if let Err(error) = self
                 .fanout
                 .publish(&event.tenant_id, &event.conversation_id, message)
+                .instrument(chatstream_core::trace::fanout_publish_span("committed"))
                 .await
             {
                 // Live delivery is best effort; clients recover from history.
@@ -110,6 +113,24 @@ impl Processor for ConversationProjector {
     async fn sync(&self) -> Result<(), ProcessError> {
         self.store.sync().await.map_err(retryable)
     }
+}
+
+/// `chatstream_fanout_delay_seconds`: from the event's occurrence to its
+/// publish as committed (clocks of different hosts may disagree a little).
+fn record_fanout_delay(event: &Event) {
+    let Some(occurred_at) = event.occurred_at else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let occurred = std::time::Duration::new(
+        occurred_at.seconds.max(0) as u64,
+        occurred_at.nanos.max(0) as u32,
+    );
+    let delay = now.saturating_sub(occurred);
+    metrics::histogram!(chatstream_core::metric_catalog::FANOUT_DELAY_SECONDS)
+        .record(delay.as_secs_f64());
 }
 
 fn occurred_at_ms(event: &Event) -> i64 {

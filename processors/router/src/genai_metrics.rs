@@ -12,18 +12,12 @@ use std::time::Duration;
 use crate::model::Usage;
 use crate::providers::CatalogEntry;
 
-pub const TOKEN_USAGE: &str = "gen_ai_client_token_usage";
-pub const OPERATION_DURATION: &str = "gen_ai_client_operation_duration_seconds";
-pub const TIME_TO_FIRST_CHUNK: &str = "gen_ai_client_operation_time_to_first_chunk_seconds";
-
-/// The semantic conventions' advisory bucket boundaries: tokens, then seconds.
-pub const TOKEN_BUCKETS: [f64; 14] = [
-    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
-    16777216.0, 67108864.0,
-];
-pub const SECONDS_BUCKETS: [f64; 14] = [
-    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
-];
+// Named, described and bucketed in the one list of chatstream's metrics.
+pub use chatstream_core::metric_catalog::{
+    CALL_SECONDS as SECONDS_BUCKETS, GENAI_OPERATION_DURATION as OPERATION_DURATION,
+    GENAI_TIME_TO_FIRST_CHUNK as TIME_TO_FIRST_CHUNK, GENAI_TOKEN_USAGE as TOKEN_USAGE,
+    TOKEN_BUCKETS,
+};
 
 fn labels(entry: &CatalogEntry) -> [(&'static str, String); 4] {
     [

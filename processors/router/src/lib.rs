@@ -7,6 +7,7 @@
 pub mod accounting;
 pub mod context;
 pub mod genai_metrics;
+pub mod genai_trace;
 pub mod mock;
 pub mod model;
 mod processor;

@@ -11,6 +11,7 @@ use chatstream_schemas::Event;
 mod claims;
 pub mod embedded;
 mod partitioner;
+pub mod traced;
 
 pub use claims::{ClaimedAppend, ClaimingLog, SendClaim};
 pub use partitioner::{murmur2, partition_for_key};
@@ -99,6 +100,13 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Cheap check that the log can serve requests (for readiness).
     async fn ping(&self) -> Result<(), LogError>;
+
+    /// What traces call this log (its messaging system and destination),
+    /// when its appends are traced (see `traced::TracedLog`): the runner
+    /// then continues each record's trace.
+    fn messaging(&self) -> Option<&crate::trace::Messaging> {
+        None
+    }
 }
 
 /// A commit of a group's position under way (see `LogConsumer::commit`).

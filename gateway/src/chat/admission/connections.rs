@@ -54,11 +54,15 @@ impl ConnectionLimits {
                     .count(&who.tenant.id, RefusalReason::TooManyConnections);
                 metrics::counter!("chatstream_gateway_connections_refused_total", "tenant" => who.tenant.id.clone())
                     .increment(1);
-                Err(ChatError::TooManyConnections(max))
+                let refused = ChatError::TooManyConnections(max);
+                refused.count_refusal();
+                Err(refused)
             }
             Err(error) => {
                 tracing::warn!(%error, "connection counter error");
-                Err(ChatError::Unavailable("connection counter".into()))
+                let refused = ChatError::Unavailable("connection counter".into());
+                refused.count_refusal();
+                Err(refused)
             }
         }
     }

@@ -14,14 +14,15 @@ use chatstream_schemas::pb::events::{
 };
 use futures::StreamExt;
 use tokio::time::Instant;
+use tracing::Instrument;
 
-use crate::genai_metrics;
 use crate::model::{ChatMessage, CompletionRequest, ModelChunk, ModelError, ToolCallChunk, Usage};
 use crate::providers::CatalogEntry;
 use crate::routing::Routing;
 use crate::routing::policy::{plan, plan_requested};
 use crate::routing::retry::retry_delay;
 use crate::tools::OfferedTools;
+use crate::{genai_metrics, genai_trace};
 
 /// Where a turn reports what happens while it runs.
 #[async_trait]
@@ -126,12 +127,27 @@ async fn attempt(
     observer: &dyn TurnObserver,
 ) -> Attempt {
     let started = Instant::now();
-    let attempted = stream_attempt(entry, request, policy, deadline, observer).await;
+    let span = genai_trace::chat_span(entry);
+    let attempted = stream_attempt(entry, request, policy, deadline, observer)
+        .instrument(span.clone())
+        .await;
     let error = match &attempted {
         Attempt::Finished { .. } => None,
         Attempt::Failed { error, .. } => Some(error.code),
     };
     genai_metrics::record_operation(entry, started.elapsed(), error);
+    if !span.is_disabled() {
+        match &attempted {
+            Attempt::Finished {
+                usage,
+                finish_reason,
+                ..
+            } => genai_trace::record_finished(&span, entry, *usage, finish_reason),
+            Attempt::Failed { error, usage, .. } => {
+                genai_trace::record_failed(&span, error.code, *usage)
+            }
+        }
+    }
     attempted
 }
 
