@@ -8,6 +8,9 @@
 //! `cargo bench -p chatstream-analytics --bench analytics_log_throughput`
 //! `CHATSTREAM_BENCH_TURNS` (default 10000) turns of four events, spread
 //! over `CHATSTREAM_BENCH_TENANTS` (default 8) tenants of 16 conversations.
+mod common;
+
+use common::turn;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -23,12 +26,7 @@ use chatstream_core::runner::{
 use chatstream_core::store::embedded::EmbeddedStore;
 use chatstream_kafka::{KafkaLog, KafkaLogConfig, create_topics};
 use chatstream_schemas::Event;
-use chatstream_schemas::event::{EventContext, derived_event, new_event};
 use chatstream_schemas::ids::new_event_id;
-use chatstream_schemas::pb::events::{
-    AssistantMessage, ModelRoutingDecided, ModelUsageRecorded, TokenUsage, UserMessageSent,
-    event::Payload,
-};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -40,62 +38,6 @@ fn setting(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|value| value.parse().ok())
         .unwrap_or(default)
-}
-
-fn turn(tenant: &str, conversation: &str, model: &str) -> Vec<Event> {
-    let sent = new_event(
-        new_event_id(),
-        EventContext {
-            tenant_id: tenant,
-            conversation_id: conversation,
-            causation_id: "",
-            correlation_id: "",
-        },
-        Payload::UserMessageSent(Box::new(UserMessageSent {
-            text: "a question".into(),
-            ..UserMessageSent::default()
-        })),
-    );
-    let usage = TokenUsage {
-        prompt_tokens: 120,
-        completion_tokens: 40,
-        total_tokens: 160,
-    };
-    let routing = derived_event(
-        &sent,
-        101,
-        Payload::ModelRoutingDecided(Box::new(ModelRoutingDecided {
-            attempt: 1,
-            model: model.into(),
-            provider: "openai".into(),
-            reason: "primary".into(),
-            ..ModelRoutingDecided::default()
-        })),
-    );
-    let recorded = derived_event(
-        &sent,
-        100,
-        Payload::ModelUsageRecorded(Box::new(ModelUsageRecorded {
-            model: model.into(),
-            provider: "openai".into(),
-            usage: Some(usage),
-            cost_micros: 90,
-            attempts: 1,
-            time_to_first_token_ms: 180,
-            ..ModelUsageRecorded::default()
-        })),
-    );
-    let answer = derived_event(
-        &sent,
-        0,
-        Payload::AssistantMessage(AssistantMessage {
-            text: "an answer".into(),
-            model: model.into(),
-            usage: Some(usage),
-            finish_reason: "stop".into(),
-        }),
-    );
-    vec![sent, routing, recorded, answer]
 }
 
 /// The analytics processor, counting what it handled, in a consumer group

@@ -4,6 +4,9 @@
 //!
 //! `cargo bench -p chatstream-analytics --bench analytics_throughput`
 //! Set `CHATSTREAM_BENCH_TURNS` to change the turn count (default 5000).
+mod common;
+
+use common::turn;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,74 +16,9 @@ use chatstream_core::log::LogPosition;
 use chatstream_core::log::embedded::EmbeddedLog;
 use chatstream_core::runner::Processor;
 use chatstream_core::store::embedded::EmbeddedStore;
-use chatstream_schemas::Event;
-use chatstream_schemas::event::{EventContext, derived_event, new_event};
-use chatstream_schemas::ids::new_event_id;
-use chatstream_schemas::pb::events::{
-    AssistantMessage, ModelRoutingDecided, ModelUsageRecorded, TokenUsage, UserMessageSent,
-    event::Payload,
-};
 
 const CONCURRENCY: [usize; 2] = [1, 64];
 const TENANTS: usize = 4;
-
-fn turn(tenant: &str, conversation: &str) -> Vec<Event> {
-    // No client message id: the bench measures analytics, not the store's
-    // claim of retried sends.
-    let sent = new_event(
-        new_event_id(),
-        EventContext {
-            tenant_id: tenant,
-            conversation_id: conversation,
-            causation_id: "",
-            correlation_id: "",
-        },
-        Payload::UserMessageSent(Box::new(UserMessageSent {
-            text: "a question".into(),
-            ..UserMessageSent::default()
-        })),
-    );
-    let usage = TokenUsage {
-        prompt_tokens: 120,
-        completion_tokens: 40,
-        total_tokens: 160,
-    };
-    let model = format!("model-{}", conversation.len() % 3);
-    let routing = derived_event(
-        &sent,
-        101,
-        Payload::ModelRoutingDecided(Box::new(ModelRoutingDecided {
-            attempt: 1,
-            model: model.clone(),
-            provider: "openai".into(),
-            reason: "primary".into(),
-            ..ModelRoutingDecided::default()
-        })),
-    );
-    let recorded = derived_event(
-        &sent,
-        100,
-        Payload::ModelUsageRecorded(Box::new(ModelUsageRecorded {
-            model: model.clone(),
-            provider: "openai".into(),
-            usage: Some(usage),
-            cost_micros: 90,
-            attempts: 1,
-            ..ModelUsageRecorded::default()
-        })),
-    );
-    let answer = derived_event(
-        &sent,
-        0,
-        Payload::AssistantMessage(AssistantMessage {
-            text: "an answer".into(),
-            model,
-            usage: Some(usage),
-            finish_reason: "stop".into(),
-        }),
-    );
-    vec![sent, routing, recorded, answer]
-}
 
 fn main() {
     let turns: usize = std::env::var("CHATSTREAM_BENCH_TURNS")
@@ -109,9 +47,10 @@ async fn run(turns: usize) {
                 tokio::spawn(async move {
                     let tenant = format!("tenant-{}", task % TENANTS);
                     let conversation = format!("conversation-{task}");
+                    let model = format!("model-{}", conversation.len() % 3);
                     let mut handled = 0usize;
                     for n in 0..per_task {
-                        for event in turn(&tenant, &conversation) {
+                        for event in turn(&tenant, &conversation, &model) {
                             let position = LogPosition {
                                 partition: 0,
                                 offset: n as u64,
